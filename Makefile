@@ -1,0 +1,38 @@
+# Two commands on a fresh clone: `make bench` and `make test`. Each does its own set-up.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test bench fuzz deps ceph-deps clean
+
+# A venv with pymsgr (editable, C fast path built) and everything tests and bench need.
+$(STAMP): setup.py pyproject.toml msgr/_build_fastpath.py $(wildcard csrc/*.c csrc/*.h)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $(STAMP)
+
+deps: $(STAMP)
+
+# Real Ceph peers for the interop tests (Debian packages), installed only when missing.
+ceph-deps:
+	@if ! command -v ceph-mon >/dev/null || ! command -v ceph >/dev/null || ! command -v tshark >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ceph-mon ceph-common tshark; \
+		else \
+			echo "ceph-mon/ceph/tshark missing and cannot apt-get install them: interop tests will skip"; \
+		fi; \
+	fi
+
+test: deps ceph-deps
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: deps
+	$(PY) -m msgr bench $(BENCH_ARGS)
+
+fuzz: deps
+	MSGR_FUZZ_PROFILE=long $(PY) -m pytest -q -p no:cacheprovider tests/fuzz $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info msgr/_fastpath*.so msgr/_fastpath.c .hypothesis .pytest_cache

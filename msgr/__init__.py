@@ -1,0 +1,1 @@
+"""pymsgr: Ceph AsyncMessenger (msgr v1) in Python."""

@@ -1,0 +1,78 @@
+"""Typed errors of pymsgr, all rooted at :class:`MsgrError`.
+
+Codec errors (:class:`DecodeError` and subclasses) come from parsing bytes.
+Protocol errors say which side broke the protocol: internals raise
+:class:`LocalProtocolError`; the protocol machine converts errors caused by
+the peer's bytes into :class:`RemoteProtocolError` in one place.
+"""
+from __future__ import annotations
+
+
+class MsgrError(Exception):
+    """Root of every error pymsgr raises on purpose."""
+
+
+# --- codec ---------------------------------------------------------------
+
+class DecodeError(MsgrError):
+    """Bytes that cannot be decoded into the structure asked for."""
+
+
+class ShortBufferError(DecodeError):
+    """Fewer bytes than the structure needs."""
+
+    def __init__(self, what: str, need: int, have: int) -> None:
+        super().__init__(f"{what}: need {need} bytes, have {have}")
+        self.what = what
+        self.need = need
+        self.have = have
+
+
+class BadCrcError(DecodeError):
+    """A CRC-32C check failed."""
+
+    def __init__(self, what: str, expected: int, actual: int) -> None:
+        super().__init__(f"{what}: bad crc, wire says {expected:#010x}, computed {actual:#010x}")
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+
+
+class BadBannerError(DecodeError):
+    """The peer's banner is not ``ceph v027``."""
+
+
+class BadAddressError(DecodeError):
+    """An entity address with an unknown family, marker or impossible length."""
+
+
+class BadLengthError(DecodeError):
+    """A length field that is impossible or above the configured maximum."""
+
+
+class BadTagError(DecodeError):
+    """A tag byte that is not valid in the current state."""
+
+
+# --- protocol ------------------------------------------------------------
+
+class ProtocolError(MsgrError):
+    """The v1 protocol was broken (by us or by the peer)."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We were asked to do something the protocol does not allow."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol does not allow."""
+
+
+# --- configuration and threading ------------------------------------------
+
+class ConfigError(MsgrError, ValueError):
+    """An unknown option name or an invalid option value."""
+
+
+class WrongThreadError(MsgrError, RuntimeError):
+    """An internal-thread-only method was called from another thread."""
