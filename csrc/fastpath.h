@@ -1,0 +1,60 @@
+/* pymsgr C fast path: the declarations cffi sees (msgr/_build_fastpath.py reads this file).
+ *
+ * Keep this file plain C declarations only (cffi's cdef parser does not run the preprocessor
+ * beyond simple #define constants).  All multi-byte wire integers are little endian.
+ */
+
+/* --- CRC-32C, exactly Ceph's ceph_crc32c(): raw register update, no pre/post inversion --- */
+uint32_t msgr_crc32c(uint32_t crc, const char *buf, size_t len);
+uint32_t msgr_crc32c_soft(uint32_t crc, const char *buf, size_t len);
+uint32_t msgr_crc32c_zeros(uint32_t crc, size_t len);
+int msgr_crc32c_backend(void);          /* 1 = SSE4.2 instruction path in use, 0 = slicing-by-8 */
+
+/* --- struct sizes --- */
+#define MSGR_HEADER_SIZE 53
+#define MSGR_HEADER_OLD_SIZE 334
+#define MSGR_FOOTER_SIZE 21
+#define MSGR_FOOTER_OLD_SIZE 13
+
+/* --- ceph_msg_header (53 bytes) ---
+ * out/fields order (the contract): seq, tid, type, priority, version, front_len, middle_len,
+ * data_len, data_off, src_type, src_num (s64 bit pattern), compat_version, reserved, crc.
+ * parse returns 0 ok, -1 short buffer, -2 bad crc (out is filled in either case except -1). */
+int msgr_parse_header(const char *buf, size_t len, size_t off, int check_crc, uint64_t *out);
+void msgr_pack_header(char *dst, uint64_t seq, uint64_t tid, uint32_t type, uint32_t priority,
+                      uint32_t version, uint32_t front_len, uint32_t middle_len, uint32_t data_len,
+                      uint32_t data_off, uint32_t src_type, uint64_t src_num,
+                      uint32_t compat_version, uint32_t reserved);
+
+/* --- ceph_msg_header_old (334 bytes, pre-NOSRCADDR) ---
+ * out order: seq, tid, type, priority, version, front_len, middle_len, data_len, data_off,
+ * src_type, src_num, orig_src_type, orig_src_num, reserved, crc (15 values); the two 136-byte
+ * addresses stay in the buffer (offsets 45 and 190), the caller slices them. */
+int msgr_parse_header_old(const char *buf, size_t len, size_t off, int check_crc, uint64_t *out);
+void msgr_pack_header_old(char *dst, const uint64_t *fields, const char *src_addr,
+                          const char *orig_src_addr);
+
+/* --- footers: out = front_crc, middle_crc, data_crc, sig, flags --- */
+int msgr_parse_footer(const char *buf, size_t len, size_t off, int new_format, uint64_t *out);
+void msgr_pack_footer(char *dst, uint32_t front_crc, uint32_t middle_crc, uint32_t data_crc,
+                      uint64_t sig, uint32_t flags, int new_format);
+
+/* --- batch frame scanner (OPEN state); see fastpath.c for the full contract --- */
+#define MSGR_SCAN_SLOTS 24
+#define MSGR_SCAN_CRC_HEADER 1
+#define MSGR_SCAN_CRC_DATA 2
+#define MSGR_SCAN_NEW_FOOTER 4
+int msgr_scan_frames(const char *buf, size_t len, size_t off, uint32_t flags, uint64_t max_inline,
+                     uint64_t *out, uint32_t max_frames, uint64_t *result);
+
+/* msgr_scan_frames() status codes (return value) */
+#define MSGR_SCAN_NEED_MORE 0
+#define MSGR_SCAN_FULL 1
+#define MSGR_SCAN_LARGE 2
+#define MSGR_SCAN_CLOSE 3
+#define MSGR_SCAN_BAD_TAG -1
+#define MSGR_SCAN_BAD_HEADER_CRC -2
+#define MSGR_SCAN_BAD_FRONT_CRC -3
+#define MSGR_SCAN_BAD_MIDDLE_CRC -4
+#define MSGR_SCAN_BAD_DATA_CRC -5
+#define MSGR_SCAN_NOT_COMPLETE -6
