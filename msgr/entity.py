@@ -1,0 +1,291 @@
+"""Entity names and addresses: who a peer is and where it listens.
+
+``EntityName`` is Ceph's ``entity_name_t`` (type + number, e.g. ``osd.3``).
+``EntityAddr`` is ``entity_addr_t`` with its two encodings: the legacy
+136-byte form used in the v1 handshake (``sockaddr_storage`` whose family and
+port are big-endian) and the newer marker form used inside message payloads.
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass, replace
+
+from msgr.errors import BadAddressError, DecodeError, ShortBufferError
+
+AF_INET = 2
+AF_INET6 = 10  # Linux value; it is what goes on the wire
+
+LEGACY_ADDR_SIZE = 136
+_SOCKADDR_STORAGE_SIZE = 128
+_SOCKADDR_UNION_SIZE = 28  # sizeof(sockaddr_in6): what Ceph's memcmp of entity_addr_t covers
+
+_TYPE_NAMES = {1: "mon", 2: "mds", 4: "osd", 8: "client", 16: "mgr", 0x20: "auth"}
+
+
+class EntityName:
+    """``entity_name_t``: an entity type and number; monitors may carry a name id."""
+
+    TYPE_MON = 1
+    TYPE_MDS = 2
+    TYPE_OSD = 4
+    TYPE_CLIENT = 8
+    TYPE_MGR = 16
+    TYPE_AUTH = 0x20
+    NEW = -1  # number of a client before it has a global_id
+
+    __slots__ = ("type", "num", "id")
+
+    def __init__(self, type: int, num: int = NEW, id: str | None = None) -> None:
+        self.type = type
+        self.num = num
+        self.id = id
+
+    @classmethod
+    def mon(cls, name: str | int = 0, rank: int = 0) -> "EntityName":
+        if isinstance(name, int):
+            return cls(cls.TYPE_MON, name)
+        return cls(cls.TYPE_MON, rank, name)
+
+    @classmethod
+    def mds(cls, num: int) -> "EntityName":
+        return cls(cls.TYPE_MDS, num)
+
+    @classmethod
+    def osd(cls, num: int) -> "EntityName":
+        return cls(cls.TYPE_OSD, num)
+
+    @classmethod
+    def client(cls, num: int = NEW) -> "EntityName":
+        return cls(cls.TYPE_CLIENT, num)
+
+    @classmethod
+    def mgr(cls, num: int) -> "EntityName":
+        return cls(cls.TYPE_MGR, num)
+
+    @staticmethod
+    def type_name(type: int) -> str:
+        return _TYPE_NAMES.get(type, f"type{type}")
+
+    @property
+    def type_str(self) -> str:
+        return self.type_name(self.type)
+
+    def __str__(self) -> str:
+        return f"{self.type_str}.{self.id if self.id is not None else self.num}"
+
+    def __repr__(self) -> str:
+        return f"EntityName({self})"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, EntityName) and self.type == other.type
+                and self.num == other.num and self.id == other.id)
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.num, self.id))
+
+
+@dataclass(frozen=True, slots=True)
+class EntityAddr:
+    """``entity_addr_t``: address type, nonce (process instance), IP and port."""
+
+    TYPE_NONE = 0
+    TYPE_LEGACY = 1  # "v1"
+    TYPE_MSGR2 = 2   # "v2"
+    TYPE_ANY = 3
+
+    type: int = 1
+    nonce: int = 0
+    ip: str = "0.0.0.0"
+    port: int = 0
+    family: int = AF_INET
+
+    # --- construction ----------------------------------------------------
+    @classmethod
+    def parse(cls, text: str) -> "EntityAddr":
+        """Parse ``v1:127.0.0.1:6789/123``, ``127.0.0.1:0``, ``v1:[::1]:6789``."""
+        s = text.strip()
+        typ = cls.TYPE_LEGACY
+        for prefix, t in (("v1:", cls.TYPE_LEGACY), ("v2:", cls.TYPE_MSGR2), ("any:", cls.TYPE_ANY)):
+            if s.startswith(prefix):
+                typ, s = t, s[len(prefix):]
+                break
+        nonce = 0
+        if "/" in s:
+            s, _, n = s.rpartition("/")
+            try:
+                nonce = int(n)
+            except ValueError:
+                raise BadAddressError(f"bad nonce in address {text!r}") from None
+        if s.startswith("["):
+            host, sep, port_s = s[1:].partition("]:")
+            if not sep:
+                raise BadAddressError(f"bad IPv6 address {text!r}")
+        else:
+            host, sep, port_s = s.rpartition(":")
+            if not sep:
+                host, port_s = s, "0"
+        try:
+            port = int(port_s)
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise BadAddressError(f"bad address {text!r}") from None
+        if not 0 <= port <= 0xFFFF or not 0 <= nonce <= 0xFFFFFFFF:
+            raise BadAddressError(f"port or nonce out of range in {text!r}")
+        family = AF_INET6 if ip.version == 6 else AF_INET
+        return cls(typ, nonce, str(ip), port, family)
+
+    @classmethod
+    def from_sockaddr(cls, sockaddr: tuple, nonce: int = 0, type: int = TYPE_LEGACY) -> "EntityAddr":
+        ip = sockaddr[0]
+        family = AF_INET6 if ":" in ip else AF_INET
+        return cls(type, nonce, ip, sockaddr[1], family)
+
+    def with_nonce(self, nonce: int) -> "EntityAddr":
+        return replace(self, nonce=nonce)
+
+    def with_port(self, port: int) -> "EntityAddr":
+        return replace(self, port=port)
+
+    def with_ip(self, ip: str) -> "EntityAddr":
+        family = AF_INET6 if ":" in ip else AF_INET
+        return replace(self, ip=ip, family=family)
+
+    def with_type(self, type: int) -> "EntityAddr":
+        return replace(self, type=type)
+
+    # --- queries ---------------------------------------------------------
+    def is_blank_ip(self) -> bool:
+        return ipaddress.ip_address(self.ip).packed == bytes(len(ipaddress.ip_address(self.ip).packed))
+
+    def sockaddr(self) -> tuple:
+        return (self.ip, self.port)
+
+    @property
+    def socket_family(self) -> int:
+        return socket.AF_INET6 if self.family == AF_INET6 else socket.AF_INET
+
+    def __str__(self) -> str:
+        prefix = {self.TYPE_LEGACY: "v1:", self.TYPE_MSGR2: "v2:", self.TYPE_ANY: "any:"}.get(self.type, "-:")
+        host = f"[{self.ip}]" if self.family == AF_INET6 else self.ip
+        return f"{prefix}{host}:{self.port}/{self.nonce}"
+
+    def legacy_cmp_key(self) -> bytes:
+        """Bytes ordered as Ceph's ``memcmp`` of two in-memory legacy addresses.
+
+        Connection races are decided by this order (type, nonce as
+        little-endian bytes, then the sockaddr with a host-order family),
+        which is not the numeric order of IP and port.
+        """
+        return struct.pack("<II", self.TYPE_LEGACY, self.nonce) + self._sockaddr_bytes(big_endian_family=False)[
+            :_SOCKADDR_UNION_SIZE].ljust(_SOCKADDR_UNION_SIZE, b"\0")
+
+    # --- legacy (v1 handshake) encoding ----------------------------------
+    def _sockaddr_bytes(self, big_endian_family: bool) -> bytes:
+        fam_fmt = ">H" if big_endian_family else "<H"
+        packed_ip = ipaddress.ip_address(self.ip).packed
+        if self.family == AF_INET6:
+            return struct.pack(fam_fmt, AF_INET6) + struct.pack(">HI", self.port, 0) + packed_ip + b"\0\0\0\0"
+        return struct.pack(fam_fmt, AF_INET) + struct.pack(">H", self.port) + packed_ip + bytes(8)
+
+    def encode_legacy(self) -> bytes:
+        """The 136-byte legacy form (type written as 0, family and port big-endian)."""
+        return struct.pack("<II", 0, self.nonce) + self._sockaddr_bytes(True).ljust(_SOCKADDR_STORAGE_SIZE, b"\0")
+
+    @classmethod
+    def decode_legacy(cls, buf, offset: int = 0) -> "EntityAddr":
+        if len(buf) - offset < LEGACY_ADDR_SIZE:
+            raise ShortBufferError("entity_addr_t (legacy)", LEGACY_ADDR_SIZE, max(0, len(buf) - offset))
+        _type, nonce = struct.unpack_from("<II", buf, offset)
+        family, port = struct.unpack_from(">HH", buf, offset + 8)
+        raw = bytes(buf[offset + 12: offset + LEGACY_ADDR_SIZE])
+        if family == AF_INET:
+            ip = str(ipaddress.IPv4Address(raw[:4]))
+        elif family == AF_INET6:
+            ip = str(ipaddress.IPv6Address(raw[4:20]))
+        elif family == 0:
+            ip, family = "0.0.0.0", AF_INET  # an empty address counts as blank
+        else:
+            raise BadAddressError(f"entity_addr_t: unknown address family {family}")
+        return cls(cls.TYPE_LEGACY, nonce, ip, port, family)
+
+    # --- new (marker) encoding used inside payloads ----------------------
+    def encode(self, features: int = 0) -> bytes:
+        """Encode for a message payload: the marker form if MSG_ADDR2 is negotiated."""
+        from msgr.features import MSG_ADDR2, has_feature
+        if not has_feature(features, MSG_ADDR2):
+            return self.encode_legacy()
+        if self.family == AF_INET6:
+            sa = struct.pack("<H", AF_INET6) + struct.pack(">HI", self.port, 0) + ipaddress.ip_address(self.ip).packed + b"\0\0\0\0"
+        elif self.is_blank_ip() and self.port == 0 and self.type == self.TYPE_NONE:
+            sa = b""
+        else:
+            sa = struct.pack("<H", AF_INET) + struct.pack(">H", self.port) + ipaddress.ip_address(self.ip).packed + bytes(8)
+        body = struct.pack("<III", self.type, self.nonce, len(sa)) + sa
+        return struct.pack("<BBBI", 1, 1, 1, len(body)) + body
+
+    @classmethod
+    def decode(cls, buf, offset: int = 0) -> tuple["EntityAddr", int]:
+        """Decode either encoding; returns (addr, offset after it)."""
+        if len(buf) - offset < 1:
+            raise ShortBufferError("entity_addr_t", 1, 0)
+        marker = buf[offset]
+        if marker == 0:
+            return cls.decode_legacy(buf, offset), offset + LEGACY_ADDR_SIZE
+        if marker != 1:
+            raise BadAddressError(f"entity_addr_t: unknown marker {marker}")
+        if len(buf) - offset < 7:
+            raise ShortBufferError("entity_addr_t", 7, len(buf) - offset)
+        _m, _v, compat, blen = struct.unpack_from("<BBBI", buf, offset)
+        if compat > 1:
+            raise DecodeError(f"entity_addr_t: compat {compat} too new")
+        body = offset + 7
+        end = body + blen
+        if blen < 12 or end > len(buf):
+            raise ShortBufferError("entity_addr_t body", blen, len(buf) - body)
+        typ, nonce, elen = struct.unpack_from("<III", buf, body)
+        if 12 + elen > blen:
+            raise BadAddressError(f"entity_addr_t: sockaddr length {elen} exceeds body {blen}")
+        sa = bytes(buf[body + 12: body + 12 + elen])
+        if elen == 0:
+            return cls(typ, nonce, "0.0.0.0", 0, AF_INET), end
+        if elen < 2:
+            raise BadAddressError("entity_addr_t: truncated sockaddr")
+        family = struct.unpack_from("<H", sa)[0]
+        if family == AF_INET and elen >= 8:
+            return cls(typ, nonce, str(ipaddress.IPv4Address(sa[4:8])), struct.unpack_from(">H", sa, 2)[0], AF_INET), end
+        if family == AF_INET6 and elen >= 24:
+            return cls(typ, nonce, str(ipaddress.IPv6Address(sa[8:24])), struct.unpack_from(">H", sa, 2)[0], AF_INET6), end
+        raise BadAddressError(f"entity_addr_t: unknown family {family} / length {elen}")
+
+
+def encode_addrvec(addrs: list[EntityAddr], features: int = 0) -> bytes:
+    """``entity_addrvec_t``: marker 2 + list with MSG_ADDR2, else one legacy address."""
+    from msgr.features import MSG_ADDR2, has_feature
+    if not has_feature(features, MSG_ADDR2):
+        legacy = next((a for a in addrs if a.type == EntityAddr.TYPE_LEGACY), EntityAddr())
+        return legacy.encode_legacy()
+    return b"\x02" + struct.pack("<I", len(addrs)) + b"".join(a.encode(features) for a in addrs)
+
+
+def decode_addrvec(buf, offset: int = 0, max_count: int = 1024) -> tuple[list[EntityAddr], int]:
+    if len(buf) - offset < 1:
+        raise ShortBufferError("entity_addrvec_t", 1, 0)
+    marker = buf[offset]
+    if marker in (0, 1):
+        addr, off = EntityAddr.decode(buf, offset)
+        return [addr], off
+    if marker != 2:
+        raise BadAddressError(f"entity_addrvec_t: unknown marker {marker}")
+    if len(buf) - offset < 5:
+        raise ShortBufferError("entity_addrvec_t", 5, len(buf) - offset)
+    (count,) = struct.unpack_from("<I", buf, offset + 1)
+    if count > max_count:
+        raise BadAddressError(f"entity_addrvec_t: {count} addresses is impossible")
+    off = offset + 5
+    out = []
+    for _ in range(count):
+        addr, off = EntityAddr.decode(buf, off)
+        out.append(addr)
+    return out, off

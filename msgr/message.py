@@ -1,0 +1,144 @@
+"""The Message base: header fields, payload segments, and the type registry.
+
+A subclass that sets ``TYPE`` registers itself; on receive the registry
+builds it with no arguments, fills header/front/middle/data and calls
+``decode_payload()``. Unknown types arrive as a plain :class:`Message`.
+``encode_payload(features)`` fills ``front`` (and ``middle``/``data``)
+from the message's own fields just before it is first sent.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from msgr.entity import EntityName
+from msgr.errors import DecodeError
+from msgr.wire import MsgFooter, MsgHeader
+
+if TYPE_CHECKING:  # pragma: no cover
+    from msgr.connection import Connection
+
+Buffer = bytes | bytearray | memoryview
+
+_registry: dict[int, type["Message"]] = {}
+
+
+class Message:
+    TYPE: ClassVar[int] = 0
+    HEAD_VERSION: ClassVar[int] = 1
+    COMPAT_VERSION: ClassVar[int] = 1
+
+    __slots__ = ("header", "footer", "front", "middle", "data", "_connection", "_throttled",
+                 "encoded_features", "recv_stamp_us", "dispatch_stamp_us", "__dict__")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        t = cls.__dict__.get("TYPE")
+        if t:
+            _registry[t] = cls
+
+    def __init__(self) -> None:
+        self.header = MsgHeader(type=self.TYPE, priority=0, version=self.HEAD_VERSION,
+                                compat_version=self.COMPAT_VERSION)
+        self.footer: MsgFooter | None = None
+        self.front: Buffer = b""
+        self.middle: Buffer = b""
+        self.data: Buffer = b""
+        self._connection: "Connection | None" = None
+        # (throttle, count) pairs taken on receive, given back by release_throttles()
+        self._throttled: list | None = None
+        # features the front was encoded for; None = not encoded yet (re-encoded on requeue)
+        self.encoded_features: int | None = None
+        self.recv_stamp_us = 0
+        self.dispatch_stamp_us = 0
+
+    # --- payload hooks ---------------------------------------------------
+    def encode_payload(self, features: int) -> None:
+        """Fill ``front`` (and ``middle``/``data``) from the message's fields."""
+
+    def decode_payload(self) -> None:
+        """Set the message's fields from ``front`` (and ``middle``/``data``)."""
+
+    # --- accessors as Ceph names them --------------------------------------
+    def get_type(self) -> int:
+        return self.header.type
+
+    def get_seq(self) -> int:
+        return self.header.seq
+
+    @property
+    def tid(self) -> int:
+        return self.header.tid
+
+    @tid.setter
+    def tid(self, value: int) -> None:
+        self.header.tid = value
+
+    def get_priority(self) -> int:
+        return self.header.priority
+
+    def set_priority(self, prio: int) -> None:
+        self.header.priority = prio
+
+    def get_source(self) -> EntityName:
+        return EntityName(self.header.src_type, self.header.src_num)
+
+    def get_connection(self) -> "Connection | None":
+        return self._connection
+
+    def set_connection(self, conn: "Connection | None") -> None:
+        self._connection = conn
+
+    def get_payload_len(self) -> int:
+        return len(self.front) + len(self.middle) + len(self.data)
+
+    def release_throttles(self) -> None:
+        """Give back the receive-side throttle reservations (after dispatch)."""
+        taken, self._throttled = self._throttled, None
+        if taken:
+            for throttle, count in taken:
+                throttle.put(count)
+
+    def encode(self, features: int) -> None:
+        """Encode the payload for ``features`` unless already encoded for them."""
+        if self.encoded_features != features:
+            self.encode_payload(features)
+            self.encoded_features = features
+        h = self.header
+        h.type = self.TYPE or h.type
+        h.front_len = len(self.front)
+        h.middle_len = len(self.middle)
+        h.data_len = len(self.data)
+        if h.compat_version == 0:
+            h.compat_version = h.version
+
+    def __repr__(self) -> str:
+        h = self.header
+        return (f"{type(self).__name__}(type={h.type} seq={h.seq} tid={h.tid} "
+                f"front={len(self.front)} middle={len(self.middle)} data={len(self.data)})")
+
+
+def message_class(type: int) -> type[Message]:
+    return _registry.get(type, Message)
+
+
+def decode_message(header: MsgHeader, front: Buffer, middle: Buffer, data: Buffer,
+                   footer: MsgFooter | None = None) -> Message:
+    """Build the registered class for ``header.type`` and decode its payload.
+
+    Raises :class:`DecodeError` (never anything else) when the payload is bad.
+    """
+    cls = _registry.get(header.type, Message)
+    msg = cls()  # every Message subclass can be built with no arguments
+    msg.header = header
+    msg.front, msg.middle, msg.data, msg.footer = front, middle, data, footer
+    if cls is not Message:
+        if cls.HEAD_VERSION and cls.HEAD_VERSION < header.compat_version:
+            raise DecodeError(f"{cls.__name__}: compat_version {header.compat_version} is newer than "
+                              f"our version {cls.HEAD_VERSION}")
+        try:
+            msg.decode_payload()
+        except DecodeError:
+            raise
+        except (ValueError, IndexError, KeyError, UnicodeDecodeError, OverflowError, TypeError) as exc:
+            raise DecodeError(f"{cls.__name__}: bad payload: {exc}") from exc
+    return msg

@@ -1,0 +1,49 @@
+"""What a ProtocolV1 needs from the messenger it belongs to.
+
+The real implementation is ``msgr.messenger.AsyncMessenger``; the simulator
+(``msgr.sim``) and unit tests provide their own. Nothing here touches
+sockets, threads or the OS clock, so the protocol stays sans-IO.
+"""
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Protocol
+
+from msgr.config import Config
+from msgr.entity import EntityAddr, EntityName
+from msgr.policy import Policy
+from msgr.throttle import Throttle
+
+if TYPE_CHECKING:  # pragma: no cover
+    from msgr.protocol.protocol_v1 import ProtocolV1
+
+
+class ProtocolHost(Protocol):
+    my_name: EntityName
+    config: Config
+    dispatch_throttle: Throttle   # ms_dispatch_throttle_bytes, messenger-wide
+    rng: random.Random            # out_seq randomisation, fault injection (seeded in the simulator)
+
+    def get_myaddr(self) -> EntityAddr:
+        """Our bound (or learned) legacy address; blank IP / port 0 for a pure client."""
+
+    def learned_addr(self, seen: EntityAddr) -> None:
+        """The peer told us how it sees us; adopt the IP if ours is blank."""
+
+    def get_global_seq(self, at_least: int = 0) -> int:
+        """The process-wide connect counter: ``counter = max(counter, at_least) + 1``; returns it."""
+
+    def get_policy(self, peer_type: int) -> Policy:
+        """The policy for peers of this entity type (the default policy if none was set)."""
+
+    def lookup_conn(self, peer_addr: EntityAddr) -> "ProtocolV1 | None":
+        """The registered session for this peer address, if any."""
+
+    def register_conn(self, proto: "ProtocolV1") -> bool:
+        """Register ``proto`` under ``proto.peer_addr``; False if another one is registered."""
+
+    def unregister_conn(self, proto: "ProtocolV1") -> None:
+        """Forget ``proto`` (only if it is the one registered under its address)."""
+
+    def wall_clock(self) -> tuple[int, int]:
+        """(sec, nsec) of the wall clock, for KEEPALIVE2 stamps."""

@@ -1,0 +1,76 @@
+"""The states of a v1 connection, with the names of Ceph's AsyncConnection.
+
+    connect side                          accept side
+    CONNECTING                            ACCEPTING
+      -> CONNECTING_RE                      -> ACCEPTING_WAIT_BANNER_ADDR
+      -> CONNECTING_WAIT_BANNER_AND_IDENTIFY-> ACCEPTING_WAIT_CONNECT_MSG  <-+ (retry tags)
+      -> CONNECTING_SEND_CONNECT_MSG <-+    -> ACCEPTING_WAIT_CONNECT_MSG_AUTH
+      -> CONNECTING_WAIT_CONNECT_REPLY |    -> ACCEPTING_WAIT_SEQ (tag SEQ)
+      -> CONNECTING_WAIT_CONNECT_REPLY_AUTH -> ACCEPTING_READY
+         (RETRY_*/RESETSESSION --------+)
+      -> CONNECTING_WAIT_ACK_SEQ (tag SEQ)
+      -> CONNECTING_READY
+                         \\                /
+                          OPEN  <------------------------------------+
+                           -> OPEN_MESSAGE_HEADER                     |
+                           -> OPEN_MESSAGE_THROTTLE_MESSAGE           |
+                           -> OPEN_MESSAGE_THROTTLE_BYTES             |
+                           -> OPEN_MESSAGE_THROTTLE_DISPATCH_QUEUE    |
+                           -> OPEN_MESSAGE_READ_FRONT                 |
+                           -> OPEN_MESSAGE_READ_MIDDLE                |
+                           -> OPEN_MESSAGE_READ_DATA_PREPARE          |
+                           -> OPEN_MESSAGE_READ_DATA                  |
+                           -> OPEN_MESSAGE_READ_FOOTER_AND_DISPATCH --+
+    STANDBY (lossless, idle, no socket)   WAIT (lost a race; reconnect after max backoff)
+    CLOSED (terminal)
+"""
+from __future__ import annotations
+
+import enum
+
+
+class State(enum.Enum):
+    NONE = "STATE_NONE"
+    # connect side
+    CONNECTING = "STATE_CONNECTING"
+    CONNECTING_RE = "STATE_CONNECTING_RE"
+    CONNECTING_WAIT_BANNER_AND_IDENTIFY = "STATE_CONNECTING_WAIT_BANNER_AND_IDENTIFY"
+    CONNECTING_SEND_CONNECT_MSG = "STATE_CONNECTING_SEND_CONNECT_MSG"
+    CONNECTING_WAIT_CONNECT_REPLY = "STATE_CONNECTING_WAIT_CONNECT_REPLY"
+    CONNECTING_WAIT_CONNECT_REPLY_AUTH = "STATE_CONNECTING_WAIT_CONNECT_REPLY_AUTH"
+    CONNECTING_WAIT_ACK_SEQ = "STATE_CONNECTING_WAIT_ACK_SEQ"
+    CONNECTING_READY = "STATE_CONNECTING_READY"
+    # accept side
+    ACCEPTING = "STATE_ACCEPTING"
+    ACCEPTING_WAIT_BANNER_ADDR = "STATE_ACCEPTING_WAIT_BANNER_ADDR"
+    ACCEPTING_WAIT_CONNECT_MSG = "STATE_ACCEPTING_WAIT_CONNECT_MSG"
+    ACCEPTING_WAIT_CONNECT_MSG_AUTH = "STATE_ACCEPTING_WAIT_CONNECT_MSG_AUTH"
+    ACCEPTING_WAIT_SEQ = "STATE_ACCEPTING_WAIT_SEQ"
+    ACCEPTING_READY = "STATE_ACCEPTING_READY"
+    # open
+    OPEN = "STATE_OPEN"
+    OPEN_KEEPALIVE2 = "STATE_OPEN_KEEPALIVE2"
+    OPEN_KEEPALIVE2_ACK = "STATE_OPEN_KEEPALIVE2_ACK"
+    OPEN_TAG_ACK = "STATE_OPEN_TAG_ACK"
+    OPEN_MESSAGE_HEADER = "STATE_OPEN_MESSAGE_HEADER"
+    OPEN_MESSAGE_THROTTLE_MESSAGE = "STATE_OPEN_MESSAGE_THROTTLE_MESSAGE"
+    OPEN_MESSAGE_THROTTLE_BYTES = "STATE_OPEN_MESSAGE_THROTTLE_BYTES"
+    OPEN_MESSAGE_THROTTLE_DISPATCH_QUEUE = "STATE_OPEN_MESSAGE_THROTTLE_DISPATCH_QUEUE"
+    OPEN_MESSAGE_READ_FRONT = "STATE_OPEN_MESSAGE_READ_FRONT"
+    OPEN_MESSAGE_READ_MIDDLE = "STATE_OPEN_MESSAGE_READ_MIDDLE"
+    OPEN_MESSAGE_READ_DATA_PREPARE = "STATE_OPEN_MESSAGE_READ_DATA_PREPARE"
+    OPEN_MESSAGE_READ_DATA = "STATE_OPEN_MESSAGE_READ_DATA"
+    OPEN_MESSAGE_READ_FOOTER_AND_DISPATCH = "STATE_OPEN_MESSAGE_READ_FOOTER_AND_DISPATCH"
+    # idle / end
+    STANDBY = "STATE_STANDBY"
+    WAIT = "STATE_WAIT"
+    CLOSED = "STATE_CLOSED"
+
+    def __repr__(self) -> str:
+        return self.value
+
+
+CONNECTING_STATES = frozenset(s for s in State if s.name.startswith("CONNECTING"))
+ACCEPTING_STATES = frozenset(s for s in State if s.name.startswith("ACCEPTING"))
+OPEN_STATES = frozenset(s for s in State if s.name.startswith("OPEN"))
+HANDSHAKE_STATES = CONNECTING_STATES | ACCEPTING_STATES
