@@ -1,0 +1,148 @@
+"""Shared fixtures: a throwaway real Ceph monitor and tshark captures.
+
+Tests that need a real Ceph binary skip when it is missing, unless
+``MSGR_REQUIRE_CEPH=1``, where they fail naming what is missing (CI sets it so
+an interop suite cannot silently turn into a row of skips).
+
+Fixtures:
+  ceph_mon          session-wide CephMon (tests/cephmon.py); parametrize
+                    indirectly with a dict of CephMon kwargs, e.g.
+                    ``@pytest.mark.parametrize("ceph_mon", [{"debug_ms": 20}], indirect=True)``
+  fresh_ceph_mon    the same, one per test (no shared mon state)
+  ceph_mon_factory  ``factory(**kwargs) -> CephMon`` started now, stopped at teardown
+  ceph_cli          skips/fails unless the ``ceph`` CLI exists; returns the CephMon.ceph_cli caller
+  tshark            ``tshark.capture(port)`` context -> TsharkCapture (``.pcap``);
+                    ``tshark.decode(pcap, port, fmt="text"|"json")``
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator, NoReturn
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cephmon import (  # noqa: E402  (path set just above)
+    MON_BINARIES, CephMon, CephMonError, TsharkCapture, missing_binaries, tshark_decode,
+)
+
+REQUIRE_ENV = "MSGR_REQUIRE_CEPH"
+
+# Fixtures whose users get the "ceph" marker, so `-m "not ceph"` deselects them.
+_CEPH_FIXTURES = {"ceph_mon", "fresh_ceph_mon", "ceph_mon_factory", "ceph_cli", "tshark"}
+
+
+def ceph_required() -> bool:
+    """True when missing Ceph tools must fail tests instead of skipping them."""
+    return os.environ.get(REQUIRE_ENV, "") not in ("", "0")
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip with ``reason``, or fail with it under MSGR_REQUIRE_CEPH=1."""
+    if ceph_required():
+        pytest.fail(f"{reason} ({REQUIRE_ENV}=1, so this is a failure, not a skip)",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
+def require_binary(*names: str) -> None:
+    """Skip (or fail under MSGR_REQUIRE_CEPH=1) unless every binary is on PATH."""
+    missing = missing_binaries(*names)
+    if missing:
+        unavailable(f"needs {', '.join(missing)} on PATH (apt-get install ceph-mon ceph-common "
+                    f"tshark, or `make ceph-deps`)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _CEPH_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ceph)
+
+
+def _start_mon(kwargs: dict[str, Any]) -> CephMon:
+    require_binary(*MON_BINARIES)
+    mon = CephMon(**kwargs)
+    try:
+        return mon.start()
+    except BaseException:
+        mon.stop()
+        raise
+
+
+@pytest.fixture(scope="session")
+def ceph_mon(request: pytest.FixtureRequest) -> Iterator[CephMon]:
+    """A running monitor shared by the session (per distinct indirect param)."""
+    mon = _start_mon(dict(getattr(request, "param", None) or {}))
+    yield mon
+    mon.stop()
+
+
+@pytest.fixture
+def fresh_ceph_mon(request: pytest.FixtureRequest) -> Iterator[CephMon]:
+    """A running monitor of this test only."""
+    mon = _start_mon(dict(getattr(request, "param", None) or {}))
+    yield mon
+    mon.stop()
+
+
+@pytest.fixture
+def ceph_mon_factory() -> Iterator[Callable[..., CephMon]]:
+    """Start monitors with custom CephMon kwargs; all are stopped at teardown."""
+    mons: list[CephMon] = []
+
+    def factory(**kwargs: Any) -> CephMon:
+        mon = _start_mon(kwargs)
+        mons.append(mon)
+        return mon
+
+    yield factory
+    for mon in mons:
+        mon.stop()
+
+
+@pytest.fixture
+def ceph_cli(ceph_mon: CephMon) -> Callable[..., Any]:
+    """``ceph_cli(*args, timeout=20)`` against the session mon; needs the ceph CLI."""
+    require_binary("ceph")
+    return ceph_mon.ceph_cli
+
+
+class Tshark:
+    """Capture loopback traffic of one port and decode it as Ceph."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self._count = 0
+
+    @contextlib.contextmanager
+    def capture(self, port: int, name: str | None = None) -> Iterator[TsharkCapture]:
+        """Capture ``tcp port N`` on lo; capturing before the body runs, flushed after."""
+        self._count += 1
+        pcap = self.tmp_path / (name or f"capture{self._count}.pcapng")
+        cap = TsharkCapture(port, pcap)
+        try:
+            cap.start()
+        except CephMonError as e:
+            unavailable(f"tshark cannot capture on lo here: {e}")
+        try:
+            yield cap
+        except BaseException:
+            cap.abort()  # keep the test's own error, not a flush failure
+            raise
+        cap.stop()
+
+    @staticmethod
+    def decode(pcap: str | os.PathLike[str], port: int, fmt: str = "text",
+               display_filter: str | None = None) -> str:
+        """tshark's decode of ``pcap`` with ``port`` as Ceph (text -V or JSON text)."""
+        return tshark_decode(pcap, port, fmt=fmt, display_filter=display_filter)
+
+
+@pytest.fixture
+def tshark(tmp_path: Path) -> Tshark:
+    require_binary("tshark")
+    return Tshark(tmp_path)
