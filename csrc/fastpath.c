@@ -197,6 +197,13 @@ uint32_t msgr_crc32c_zeros(uint32_t crc, size_t len)
 
 int msgr_crc32c_backend(void) { return use_hw; }
 
+int64_t msgr_crc32c_at(uint32_t crc, const char *buf, size_t len, size_t off, size_t n)
+{
+    if (off > len || n > len - off)
+        return -1;
+    return msgr_crc32c(crc, buf + off, n);
+}
+
 /* Tables and CPU detection once, when the shared object is loaded (before any caller can race). */
 __attribute__((constructor))
 static void msgr_fastpath_init(void)
@@ -249,10 +256,10 @@ int msgr_parse_header(const char *buf, size_t len, size_t off, int check_crc, ui
     return 0;
 }
 
-void msgr_pack_header(char *dst, uint64_t seq, uint64_t tid, uint32_t type, uint32_t priority,
-                      uint32_t version, uint32_t front_len, uint32_t middle_len, uint32_t data_len,
-                      uint32_t data_off, uint32_t src_type, uint64_t src_num,
-                      uint32_t compat_version, uint32_t reserved)
+void msgr_pack_header(char *dst, uint64_t seq, uint64_t tid, uint16_t type, uint16_t priority,
+                      uint16_t version, uint32_t front_len, uint32_t middle_len, uint32_t data_len,
+                      uint16_t data_off, uint8_t src_type, uint64_t src_num,
+                      uint16_t compat_version, uint16_t reserved)
 {
     uint8_t *p = (uint8_t *)dst;
     st64(p, seq);
@@ -264,7 +271,7 @@ void msgr_pack_header(char *dst, uint64_t seq, uint64_t tid, uint32_t type, uint
     st32(p + 26, middle_len);
     st32(p + 30, data_len);
     st16(p + 34, data_off);
-    p[36] = (uint8_t)src_type;
+    p[36] = src_type;
     st64(p + 37, src_num);
     st16(p + 45, compat_version);
     st16(p + 47, reserved);
@@ -339,7 +346,7 @@ int msgr_parse_footer(const char *buf, size_t len, size_t off, int new_format, u
 }
 
 void msgr_pack_footer(char *dst, uint32_t front_crc, uint32_t middle_crc, uint32_t data_crc,
-                      uint64_t sig, uint32_t flags, int new_format)
+                      uint64_t sig, uint8_t flags, int new_format)
 {
     uint8_t *p = (uint8_t *)dst;
     st32(p, front_crc);
@@ -347,9 +354,9 @@ void msgr_pack_footer(char *dst, uint32_t front_crc, uint32_t middle_crc, uint32
     st32(p + 8, data_crc);
     if (new_format) {
         st64(p + 12, sig);
-        p[20] = (uint8_t)flags;
+        p[20] = flags;
     } else {
-        p[12] = (uint8_t)flags;
+        p[12] = flags;
     }
 }
 

@@ -8,7 +8,9 @@
 uint32_t msgr_crc32c(uint32_t crc, const char *buf, size_t len);
 uint32_t msgr_crc32c_soft(uint32_t crc, const char *buf, size_t len);
 uint32_t msgr_crc32c_zeros(uint32_t crc, size_t len);
-int msgr_crc32c_backend(void);          /* 1 = SSE4.2 instruction path in use, 0 = slicing-by-8 */
+int msgr_crc32c_backend(void);
+/* crc over buf[off:off+n]; -1 if that is outside buf[0:len] (lets Python skip a slice copy) */
+int64_t msgr_crc32c_at(uint32_t crc, const char *buf, size_t len, size_t off, size_t n);          /* 1 = SSE4.2 instruction path in use, 0 = slicing-by-8 */
 
 /* --- struct sizes --- */
 #define MSGR_HEADER_SIZE 53
@@ -21,10 +23,12 @@ int msgr_crc32c_backend(void);          /* 1 = SSE4.2 instruction path in use, 0
  * data_len, data_off, src_type, src_num (s64 bit pattern), compat_version, reserved, crc.
  * parse returns 0 ok, -1 short buffer, -2 bad crc (out is filled in either case except -1). */
 int msgr_parse_header(const char *buf, size_t len, size_t off, int check_crc, uint64_t *out);
-void msgr_pack_header(char *dst, uint64_t seq, uint64_t tid, uint32_t type, uint32_t priority,
-                      uint32_t version, uint32_t front_len, uint32_t middle_len, uint32_t data_len,
-                      uint32_t data_off, uint32_t src_type, uint64_t src_num,
-                      uint32_t compat_version, uint32_t reserved);
+/* Narrow parameter types on purpose: cffi then raises OverflowError for out-of-range values
+ * instead of the C code truncating them silently. */
+void msgr_pack_header(char *dst, uint64_t seq, uint64_t tid, uint16_t type, uint16_t priority,
+                      uint16_t version, uint32_t front_len, uint32_t middle_len, uint32_t data_len,
+                      uint16_t data_off, uint8_t src_type, uint64_t src_num,
+                      uint16_t compat_version, uint16_t reserved);
 
 /* --- ceph_msg_header_old (334 bytes, pre-NOSRCADDR) ---
  * out order: seq, tid, type, priority, version, front_len, middle_len, data_len, data_off,
@@ -37,7 +41,7 @@ void msgr_pack_header_old(char *dst, const uint64_t *fields, const char *src_add
 /* --- footers: out = front_crc, middle_crc, data_crc, sig, flags --- */
 int msgr_parse_footer(const char *buf, size_t len, size_t off, int new_format, uint64_t *out);
 void msgr_pack_footer(char *dst, uint32_t front_crc, uint32_t middle_crc, uint32_t data_crc,
-                      uint64_t sig, uint32_t flags, int new_format);
+                      uint64_t sig, uint8_t flags, int new_format);
 
 /* --- batch frame scanner (OPEN state); see fastpath.c for the full contract --- */
 #define MSGR_SCAN_SLOTS 24
