@@ -34,7 +34,7 @@ HEADER_OLD_SIZE = 334
 FOOTER_SIZE = 21
 FOOTER_OLD_SIZE = 13
 
-_M64 = (1 << 64) - 1
+_S64_WRAP, _S64_MIN = 1 << 64, -(1 << 63)
 _HDR = struct.Struct("<QQHHHIIIHBqHHI")
 _HDR49 = struct.Struct("<QQHHHIIIHBQHH")        # src_num normalised to u64 before packing
 _HDR_OLD = struct.Struct("<QQHHHIIIHBq136sBq136sII")
@@ -129,9 +129,9 @@ def pack_header_old(seq: int, tid: int, type: int, priority: int, version: int, 
     if len(src_addr) != 136 or len(orig_src_addr) != 136:
         raise ValueError("entity addresses in the old header must be 136 bytes (legacy encoding)")
     if src_num < 0:
-        src_num += 1 << 64
+        src_num += _S64_WRAP if src_num >= _S64_MIN else 0   # still negative: OverflowError
     if orig_src_num < 0:
-        orig_src_num += 1 << 64
+        orig_src_num += _S64_WRAP if orig_src_num >= _S64_MIN else 0
     try:
         head = _HDR_OLD330.pack(seq, tid, type, priority, version, front_len, middle_len,
                                 data_len, data_off, src_type, src_num, bytes(src_addr),
@@ -161,7 +161,7 @@ def _pack_header_py(seq: int, tid: int, type: int, priority: int, version: int, 
                     compat_version: int, reserved: int = 0) -> bytes:
     """53 bytes, crc computed over the first 49.  ``src_num`` may be given signed (-1)."""
     if src_num < 0:
-        src_num += 1 << 64
+        src_num += _S64_WRAP if src_num >= _S64_MIN else 0   # still negative: OverflowError
     try:
         head = _HDR49.pack(seq, tid, type, priority, version, front_len, middle_len, data_len,
                            data_off, src_type, src_num, compat_version, reserved)
@@ -178,9 +178,9 @@ _STAMP = struct.Struct("<II")
 _ZERO_TAIL = (0,) * (SCAN_SLOTS - 3)
 
 
-def scan_frames(buf, offset: int = 0, *, crc_header: bool = True, crc_data: bool = True,
-                new_footer: bool = True, max_inline: int = 1 << 20,
-                max_frames: int = 64) -> tuple[int, int, list[tuple]]:
+def _scan_frames_py(buf, offset: int = 0, *, crc_header: bool = True, crc_data: bool = True,
+                    new_footer: bool = True, max_inline: int = 1 << 20,
+                    max_frames: int = 64) -> tuple[int, int, list[tuple]]:
     """Describe every complete small frame of an OPEN-state receive buffer from ``offset``.
 
     Returns ``(status, end, records)``: ``records`` holds one tuple of SCAN_SLOTS ints per
@@ -250,6 +250,9 @@ def scan_frames(buf, offset: int = 0, *, crc_header: bool = True, crc_data: bool
         pos += total
     return status, pos, recs
 
+
+scan_frames = _scan_frames_py
+
 if BACKEND.startswith("c-"):
     from msgr._fastpath import ffi as _ffi, lib as _lib
 
@@ -284,7 +287,7 @@ if BACKEND.startswith("c-"):
                     src_type: int, src_num: int, compat_version: int, reserved: int = 0) -> bytes:
         """53 bytes, crc computed over the first 49.  ``src_num`` may be given signed (-1)."""
         if src_num < 0:
-            src_num += 1 << 64
+            src_num += _S64_WRAP if src_num >= _S64_MIN else 0   # still negative: OverflowError
         out = _new(_CHAR53)   # per call: a shared buffer would race (the call drops the GIL)
         _c_pack_header(out, seq, tid, type, priority, version, front_len, middle_len, data_len,
                        data_off, src_type, src_num, compat_version, reserved)
@@ -293,7 +296,7 @@ if BACKEND.startswith("c-"):
     def scan_frames(buf, offset: int = 0, *, crc_header: bool = True,  # noqa: F811
                     crc_data: bool = True, new_footer: bool = True, max_inline: int = 1 << 20,
                     max_frames: int = 64) -> tuple[int, int, list[tuple]]:
-        """Describe every complete small frame from ``offset``; see ``_scan_py.scan_frames_py``."""
+        """Describe every complete small frame from ``offset``; see ``_scan_frames_py``."""
         if offset < 0 or max_frames < 1:
             raise ValueError("offset must be >= 0 and max_frames >= 1")
         flags = ((_SCAN_CRC_HEADER if crc_header else 0) | (_SCAN_CRC_DATA if crc_data else 0)
