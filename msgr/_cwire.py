@@ -8,7 +8,8 @@ not (the backend follows ``msgr.crc.BACKEND``).  What runs where was chosen by m
   one-call C parse is slower from Python because turning a cffi ``uint64_t[14]`` back into ints
   (``ffi.unpack``) costs more than the struct unpack; and a shared preallocated out array would
   race between threads because cffi releases the GIL during the call;
-* packing a header is one C call (fields + CRC) when the C module is there;
+* packing a header is ``struct.pack`` plus one CRC call (a C pack was slower from Python:
+  cffi converts 14 arguments and the bytes must be copied out of a cffi buffer);
 * footers and the old 334-byte header are plain ``struct`` (+ CRC) on both backends;
 * ``scan_frames`` walks every complete small frame of a receive buffer in one C call.
 
@@ -258,12 +259,13 @@ if BACKEND.startswith("c-"):
 
     _from_buffer = _ffi.from_buffer
     _new = _ffi.new
-    _ffi_unpack = _ffi.unpack
     _ffi_buffer = _ffi.buffer
     _crc_at = _lib.msgr_crc32c_at
-    _c_pack_header = _lib.msgr_pack_header
+    _c_crc = _lib.msgr_crc32c
+    _unpack_49s = struct.Struct("49s").unpack_from
+    _pack_hdr49 = _HDR49.pack
+    _pack_u32 = _U32.pack
     _c_scan = _lib.msgr_scan_frames
-    _CHAR53 = _ffi.typeof("char[53]")
     _U64ARR = _ffi.typeof("uint64_t[]")
 
     def parse_header(buf, offset: int = 0, check_crc: bool = True) -> tuple:  # noqa: F811
@@ -275,9 +277,12 @@ if BACKEND.startswith("c-"):
         except struct.error:
             raise _short("ceph_msg_header", HEADER_SIZE, buf, offset) from None
         if check_crc:
-            # in place, no slice copy; bounds were proven by unpack_from above
-            p = buf if type(buf) is bytes else _from_buffer(buf)
-            actual = _crc_at(0, p, len(p), offset, 49)
+            # bounds were proven by unpack_from above.  bytes: crc in place; other buffers: a
+            # 49-byte bytes copy via struct is cheaper than ffi.from_buffer (measured)
+            if type(buf) is bytes:
+                actual = _crc_at(0, buf, len(buf), offset, 49)
+            else:
+                actual = _c_crc(0, _unpack_49s(buf, offset)[0], 49)
             if actual != t[13]:
                 raise BadCrcError("ceph_msg_header", t[13], actual)
         return t
@@ -286,12 +291,16 @@ if BACKEND.startswith("c-"):
                     front_len: int, middle_len: int, data_len: int, data_off: int,
                     src_type: int, src_num: int, compat_version: int, reserved: int = 0) -> bytes:
         """53 bytes, crc computed over the first 49.  ``src_num`` may be given signed (-1)."""
+        # struct + one crc call beats lib.msgr_pack_header from Python: cffi's 14 argument
+        # conversions, a per-call out buffer and ffi.unpack cost more (bench/codec.py)
         if src_num < 0:
             src_num += _S64_WRAP if src_num >= _S64_MIN else 0   # still negative: OverflowError
-        out = _new(_CHAR53)   # per call: a shared buffer would race (the call drops the GIL)
-        _c_pack_header(out, seq, tid, type, priority, version, front_len, middle_len, data_len,
-                       data_off, src_type, src_num, compat_version, reserved)
-        return _ffi_unpack(out, 53)
+        try:
+            head = _pack_hdr49(seq, tid, type, priority, version, front_len, middle_len, data_len,
+                               data_off, src_type, src_num, compat_version, reserved)
+        except struct.error as exc:
+            raise OverflowError(f"header field out of range: {exc}") from None
+        return head + _pack_u32(_c_crc(0, head, 49))
 
     def scan_frames(buf, offset: int = 0, *, crc_header: bool = True,  # noqa: F811
                     crc_data: bool = True, new_footer: bool = True, max_inline: int = 1 << 20,

@@ -112,6 +112,26 @@ def test_c_one_call_parse(fields):
     bad = bytes([h[0] ^ 1]) + h[1:]
     assert lib.msgr_parse_header(bad, 53, 0, 1, out) == -2
     assert lib.msgr_parse_header(bad, 53, 0, 0, out) == 0
+    dst = ffi.new("char[53]")
+    c_fields = list(fields)
+    c_fields[10] &= (1 << 64) - 1
+    lib.msgr_pack_header(dst, *c_fields)
+    assert ffi.unpack(dst, 53) == h
+
+
+@pytest.mark.skipif(lib is None, reason="msgr._fastpath not built")
+@settings(max_examples=100, deadline=None)
+@given(f=st.tuples(u32, u32, u32, u64, u8), new=st.booleans())
+def test_c_footer_entry_points(f, new):
+    size = 21 if new else 13
+    dst = ffi.new("char[]", size)
+    lib.msgr_pack_footer(dst, *f, int(new))
+    a = ffi.unpack(dst, size)
+    assert a == _cwire.pack_footer(*f, new_format=new)
+    out = ffi.new("uint64_t[5]")
+    assert lib.msgr_parse_footer(a, size, 0, int(new), out) == 0
+    assert tuple(out) == _cwire.parse_footer(a, 0, new)
+    assert lib.msgr_parse_footer(a, size - 1, 0, int(new), out) == -1
 
 
 def test_header_short(w):
