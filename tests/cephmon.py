@@ -218,6 +218,8 @@ class CephMon:
             # Fail fast on a lost port race (defaults: 3 tries, 5 s apart).
             "ms bind retry count": "1",
             "ms bind retry delay": "0",
+            # Without it the mon's last words (why it exited) are often lost.
+            "log flush on exit": "true",
             "mon data": f"{d}/mon/$cluster-$id",
             "log file": f"{d}/$name.log",
             "run dir": f"{d}",

@@ -10,6 +10,7 @@ Fixtures:
                     ``@pytest.mark.parametrize("ceph_mon", [{"debug_ms": 20}], indirect=True)``
   fresh_ceph_mon    the same, one per test (no shared mon state)
   ceph_mon_factory  ``factory(**kwargs) -> CephMon`` started now, stopped at teardown
+  ceph_mon_binaries only the skip/fail check, for tests that build CephMon themselves
   ceph_cli          skips/fails unless the ``ceph`` CLI exists; returns the CephMon.ceph_cli caller
   tshark            ``tshark.capture(port)`` context -> TsharkCapture (``.pcap``);
                     ``tshark.decode(pcap, port, fmt="text"|"json")``
@@ -33,7 +34,8 @@ from cephmon import (  # noqa: E402  (path set just above)
 REQUIRE_ENV = "MSGR_REQUIRE_CEPH"
 
 # Fixtures whose users get the "ceph" marker, so `-m "not ceph"` deselects them.
-_CEPH_FIXTURES = {"ceph_mon", "fresh_ceph_mon", "ceph_mon_factory", "ceph_cli", "tshark"}
+_CEPH_FIXTURES = {"ceph_mon", "fresh_ceph_mon", "ceph_mon_factory", "ceph_cli", "tshark",
+                  "ceph_mon_binaries"}
 
 
 def ceph_required() -> bool:
@@ -102,6 +104,12 @@ def ceph_mon_factory() -> Iterator[Callable[..., CephMon]]:
     yield factory
     for mon in mons:
         mon.stop()
+
+
+@pytest.fixture
+def ceph_mon_binaries() -> None:
+    """For tests that drive CephMon themselves: skip/fail unless ceph-mon and monmaptool exist."""
+    require_binary(*MON_BINARIES)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 
 import cephmon
 import record_real_mon as rrm
-from cephmon import CephMon, CephMonError, missing_binaries
+from cephmon import CephMon, CephMonError
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -84,9 +84,7 @@ def test_sigkill_after_grace_when_sigterm_is_ignored(ceph_mon_factory) -> None:
     assert not _alive(pid)
 
 
-def test_lost_port_race_moves_to_another_port(tmp_path: Path) -> None:
-    if missing_binaries("ceph-mon", "monmaptool"):
-        pytest.skip("needs ceph-mon")
+def test_lost_port_race_moves_to_another_port(tmp_path: Path, ceph_mon_binaries: None) -> None:
     mon = CephMon(tmp_path / "mon")
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
@@ -106,9 +104,7 @@ def test_lost_port_race_moves_to_another_port(tmp_path: Path) -> None:
         taken.close()
 
 
-def test_fixed_busy_port_is_a_clear_error(tmp_path: Path) -> None:
-    if missing_binaries("ceph-mon", "monmaptool"):
-        pytest.skip("needs ceph-mon")
+def test_fixed_busy_port_is_a_clear_error(tmp_path: Path, ceph_mon_binaries: None) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -116,6 +112,16 @@ def test_fixed_busy_port_is_a_clear_error(tmp_path: Path) -> None:
         with pytest.raises(CephMonError, match="Address already in use"):
             mon.start()
         mon.stop()
+
+
+def test_mon_that_exits_early_is_a_clear_error_with_its_log(tmp_path: Path,
+                                                            ceph_mon_binaries: None) -> None:
+    # 100% critical free-space threshold: the mon refuses to run (exit 28, ENOSPC).
+    mon = CephMon(tmp_path / "mon", extra_conf={"mon data avail crit": "100"})
+    with pytest.raises(CephMonError, match="exited with status 28") as err:
+        mon.start()
+    assert "concerning levels of available storage" in str(err.value)
+    mon.stop()
 
 
 def test_debug_ms_param_reaches_the_mon_log(ceph_mon_factory) -> None:
@@ -133,10 +139,8 @@ def _set_child_subreaper(on: bool) -> bool:
     return libc.prctl(36, int(on)) == 0  # PR_SET_CHILD_SUBREAPER
 
 
-def test_no_mon_outlives_a_killed_pytest(tmp_path: Path) -> None:
+def test_no_mon_outlives_a_killed_pytest(tmp_path: Path, ceph_mon_binaries: None) -> None:
     """A hard-killed test process takes its mon with it (PR_SET_PDEATHSIG)."""
-    if missing_binaries("ceph-mon", "monmaptool"):
-        pytest.skip("needs ceph-mon")
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(TESTS_DIR)!r})
