@@ -389,3 +389,109 @@ def framed_rtt(loop_name: str, size: int = 16, count: int = 10**9,
            "mb_per_s": len(samples) * size / sum(samples) / 1e6 if samples else 0.0}
     row.update(percentiles(samples))
     return row
+
+
+# --- (3) keepalive2 round trips against a real ceph-mon ----------------------------------------
+
+class RawV1Client:
+    """A blocking msgr v1 client built on ``msgr.wire`` only: handshake, then KEEPALIVE2 pings.
+
+    It measures any v1 server the same way (a real ceph-mon or a pymsgr messenger), and it is
+    how the idle-connection case opens 1,000 sessions without 1,000 client messengers.
+    """
+
+    def __init__(self, host: str, port: int, host_type: int = 8, peer_type: int = 1,
+                 lossy: bool = True, nonce: int = 0, timeout: float = 5.0) -> None:
+        from msgr import wire
+        from msgr.entity import EntityAddr
+        from msgr.features import FEATURES_SUPPORTED_DEFAULT
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s = self.sock
+        s.sendall(wire.BANNER)
+        wire.unpack_server_identify(self._recv(wire.SERVER_IDENTIFY_SIZE))
+        me = EntityAddr.parse("v1:127.0.0.1:0").with_nonce(nonce or (id(self) & 0x7FFFFFFF))
+        connect = wire.ConnectMsg(features=FEATURES_SUPPORTED_DEFAULT, host_type=host_type,
+                                  global_seq=1, connect_seq=0,
+                                  protocol_version=wire.proto_version(host_type, peer_type, True),
+                                  flags=wire.CONNECT_LOSSY if lossy else 0)
+        s.sendall(me.encode_legacy() + connect.pack())
+        reply = wire.ConnectReply.unpack(self._recv(wire.ConnectReply.SIZE))
+        if reply.authorizer_len:
+            self._recv(reply.authorizer_len)
+        if reply.tag == wire.Tag.SEQ:
+            self._recv(8)
+            s.sendall(struct.pack("<Q", 0))
+        elif reply.tag != wire.Tag.READY:
+            raise ConnectionError(f"handshake refused with tag {reply.tag}")
+        self.features = reply.features & FEATURES_SUPPORTED_DEFAULT
+        self._ka = struct.Struct("<BII")
+
+    def _recv(self, n: int) -> bytearray:
+        buf = bytearray(n)
+        mv, got = memoryview(buf), 0
+        while got < n:
+            r = self.sock.recv_into(mv[got:])
+            if not r:
+                raise ConnectionError("peer closed")
+            got += r
+        return buf
+
+    def keepalive2_rtt(self, count: int = 10**9, duration: float = 0.5) -> list[float]:
+        """Sequential KEEPALIVE2 → KEEPALIVE2_ACK round trips (seconds); skips other frames."""
+        samples: list[float] = []
+        deadline = time.perf_counter() + duration
+        s, pack = self.sock, self._ka.pack
+        while len(samples) < count and time.perf_counter() < deadline:
+            now = time.time()
+            t0 = time.perf_counter()
+            s.sendall(pack(14, int(now), int(now % 1 * 1e9)))
+            while True:
+                tag = self._recv(1)[0]
+                if tag == 15:
+                    self._recv(8)
+                    break
+                if tag == 8:
+                    self._recv(8)
+                elif tag == TAG_MSG:
+                    h = parse_header(self._recv(HEADER_SIZE))
+                    flen = FOOTER_SIZE if self.features & (1 << 23) else 13
+                    self._recv(h[5] + h[6] + h[7] + flen)
+                else:
+                    raise ConnectionError(f"unexpected tag {tag}")
+            samples.append(time.perf_counter() - t0)
+        return samples
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def start_ceph_mon():
+    """A throwaway real monitor (tests/cephmon.py) or None when ceph-mon is not installed."""
+    import shutil
+    if shutil.which("ceph-mon") is None or shutil.which("monmaptool") is None:
+        return None
+    import importlib
+    import os
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    cephmon = importlib.import_module("tests.cephmon")
+    return cephmon.CephMon().start()
+
+
+def keepalive2_row(case: str, host: str, port: int, peer_type: int, duration: float,
+                   client: str = "rawv1") -> dict:
+    """One keepalive2 RTT row measured by the raw v1 client against ``host:port``."""
+    c = RawV1Client(host, port, host_type=8, peer_type=peer_type, lossy=True)
+    try:
+        c.keepalive2_rtt(count=200, duration=0.2)           # warm-up
+        samples = c.keepalive2_rtt(duration=duration)
+    finally:
+        c.close()
+    row = {"case": case, "size": 9, "kind": "keepalive2", "client": client,
+           "messages": len(samples), "msgs_per_s": len(samples) / sum(samples),
+           "mb_per_s": None}
+    row.update(percentiles(samples))
+    return row
