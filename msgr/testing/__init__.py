@@ -1,0 +1,4 @@
+"""Test helpers that users may use too: a fault-injecting TCP proxy and network namespaces."""
+from msgr.testing.faultproxy import Direction, FaultProxy
+
+__all__ = ["Direction", "FaultProxy"]
