@@ -1,1 +1,10 @@
 """pymsgr: Ceph AsyncMessenger (msgr v1) in Python."""
+from msgr.config import Config
+from msgr.connection import Connection
+from msgr.dispatcher import Dispatcher
+from msgr.entity import EntityAddr, EntityName
+from msgr.message import Message
+from msgr.messenger import Messenger
+from msgr.policy import Policy
+
+__all__ = ["Config", "Connection", "Dispatcher", "EntityAddr", "EntityName", "Message", "Messenger", "Policy"]

@@ -1,0 +1,626 @@
+"""AsyncConnection: one socket on one worker, driven by a sans-IO ProtocolV1.
+
+The protocol decides; this module performs. Every protocol call returns a
+list of actions, which :meth:`AsyncConnection._handle` performs in order;
+afterwards the protocol's output is pulled and written with one ``sendmsg``.
+
+Threads: everything that touches the socket or the protocol runs on the
+connection's worker. Other threads (``send_message`` from the application,
+the messenger's ``mark_down``) post work with ``dispatch_event_external``;
+``send_message`` coalesces: messages go into a locked list and only the
+first of a burst posts an event, so a burst leaves in one ``sendmsg``.
+
+Errors: every ``OSError`` from the socket goes down one path,
+:meth:`_socket_error` -> ``proto.on_socket_error``. An unexpected exception
+in a protocol call or a worker-side callback faults only this connection.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import threading
+from typing import TYPE_CHECKING, Any, Callable
+
+from eventcenter import EVENT_READABLE, EVENT_WRITABLE
+from msgr.dispatch_queue import CODE_OF_EVENT
+from msgr.entity import EntityAddr, EntityName
+from msgr.errors import MsgrError
+from msgr.fault_inject import FaultInjector
+from msgr.protocol import actions as A
+
+if TYPE_CHECKING:  # pragma: no cover
+    from msgr.message import Message
+    from msgr.messenger import AsyncMessenger
+
+_log = logging.getLogger("msgr.connection")
+
+IOV_MAX = 1024      # Linux: buffers per sendmsg
+READ_ROUNDS = 16    # recv_into calls per readable event before yielding to other fds
+
+
+class Connection:
+    """What the application holds: send to a peer and ask about it (see api-contract.md)."""
+
+    def send_message(self, msg: "Message") -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def send_keepalive(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def is_connected(self) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def get_peer_addr(self) -> EntityAddr | None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def mark_down(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def get_messenger(self) -> "AsyncMessenger":
+        return self.msgr  # type: ignore[attr-defined]
+
+    def get_peer_type(self) -> int | None:
+        return self.peer_type
+
+    peer_type: int | None = None
+    peer_name: EntityName | None = None
+    features: int = 0
+
+
+class LoopbackConnection(Connection):
+    """Our connection to ourselves: no socket, messages go straight to the dispatch queue."""
+
+    def __init__(self, msgr: "AsyncMessenger") -> None:
+        self.msgr = msgr
+
+    @property
+    def peer_type(self) -> int:  # type: ignore[override]
+        return self.msgr.my_name.type
+
+    @property
+    def peer_name(self) -> EntityName:  # type: ignore[override]
+        return self.msgr.my_name
+
+    @property
+    def features(self) -> int:  # type: ignore[override]
+        return self.msgr.get_policy(self.msgr.my_name.type).features_supported
+
+    def send_message(self, msg: "Message") -> None:
+        h = msg.header
+        me = self.msgr.my_name
+        h.src_type, h.src_num = me.type, me.num
+        msg.set_connection(self)
+        self.msgr.perf.here().msgr_local_messages += 1
+        self.msgr.dispatch_queue.local_delivery(msg)
+
+    def send_keepalive(self) -> None:
+        pass
+
+    def is_connected(self) -> bool:
+        return True
+
+    def get_peer_addr(self) -> EntityAddr:
+        return self.msgr.get_myaddr()
+
+    def mark_down(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<LoopbackConnection {self.msgr.my_name}>"
+
+
+class AsyncConnection(Connection):
+    """A session with one peer: its protocol machine, its socket and its worker."""
+
+    def __init__(self, msgr: "AsyncMessenger", worker: Any, target: EntityAddr | None = None,
+                 target_type: int | None = None, proto: Any = None) -> None:
+        self.msgr = msgr
+        self.worker = worker
+        self.center = worker.center
+        self.perf = msgr.perf.block(worker.name)
+        self.now_us: Callable[[], int] = msgr.clock.now_us
+        if proto is None:
+            from msgr.protocol.protocol_v1 import ProtocolV1
+            proto = ProtocolV1(msgr, self)
+        self.proto = proto
+        self.target = target
+        self.target_type = target_type
+        self.inject = FaultInjector(msgr.config, msgr.fork_rng())
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self._connecting = False      # TCP connect in flight (waiting for WRITABLE)
+        self._reading = False         # READABLE registered
+        self._writing = False         # WRITABLE registered (unsent output)
+        self._wbufs: list[memoryview] = []
+        self._timers: dict[A.TimerKind, int] = {}
+        self._out_lock = threading.Lock()
+        self._out_pending: list = []
+        self._out_posted = False
+        self._down = False            # marked down by the user / messenger
+        self.closed = False           # session over (SessionClosed)
+        self.last_fault: str | None = None
+        self.fault_count = 0
+        self._opened = 0
+        self._delayed: list = []      # (due_us, msg) held back by ms_inject_delay_*
+        self._delay_timer: int | None = None
+        self.perf.msgr_created_connections += 1
+        self.perf.msgr_active_connections += 1
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            A.OpenSocket: self._do_open_socket, A.CloseSocket: self._do_close_socket,
+            A.ArmTimer: self._do_arm_timer, A.CancelTimer: self._do_cancel_timer,
+            A.Deliver: self._do_deliver, A.Notify: self._do_notify, A.Fault: self._do_fault,
+            A.Discarded: self._do_discarded, A.ReplaceExisting: self._do_replace_existing,
+            A.PokeExisting: self._do_poke_existing, A.StopExisting: self._do_stop_existing,
+            A.Registered: self._do_registered, A.SessionClosed: self._do_session_closed,
+        }
+
+    def __repr__(self) -> str:
+        return (f"<AsyncConnection {self.proto.peer_name or '?'} {self.get_peer_addr()} "
+                f"{self.proto.state!r} fd={self.fd}>")
+
+    # --- the user-visible Connection ----------------------------------------
+    @property
+    def peer_type(self) -> int | None:  # type: ignore[override]
+        t = self.proto.peer_type
+        return self.target_type if t is None else t
+
+    @property
+    def peer_name(self) -> EntityName | None:  # type: ignore[override]
+        return self.proto.peer_name
+
+    @property
+    def features(self) -> int:  # type: ignore[override]
+        return self.proto.features
+
+    def get_peer_addr(self) -> EntityAddr | None:
+        return self.proto.peer_addr or self.target
+
+    def is_connected(self) -> bool:
+        return not self.closed and self.proto.is_connected()
+
+    def send_message(self, msg: "Message") -> None:
+        """Queue ``msg``; any thread; never blocks on the network."""
+        with self._out_lock:
+            if self._down or self.closed:
+                _log.debug("%r: dropping %r, connection is down", self, msg)
+                return None
+            self._out_pending.append(msg)
+            if self._out_posted:
+                return None
+            self._out_posted = True
+        self._post(self._flush_pending)
+        return None
+
+    def send_keepalive(self) -> None:
+        self._post(lambda: self._call(self.proto.send_keepalive))
+
+    def mark_down(self) -> None:
+        """End the session (no reset callback); connect_to hands out a new Connection afterwards."""
+        with self._out_lock:
+            if self._down:
+                return
+            self._down = True
+            self._out_pending.clear()
+        self.msgr._forget(self)
+        self._post(lambda: self._call(self.proto.mark_down))
+
+    # --- posting work to the worker -------------------------------------------
+    def _post(self, fn: Callable[[], None]) -> None:
+        try:
+            self.center.dispatch_event_external(fn)
+        except Exception as exc:  # the worker is gone (shutdown): nothing left to do
+            _log.debug("%r: cannot post to worker: %s", self, exc)
+
+    def _call(self, fn: Callable[..., list], *args: Any) -> None:
+        """Run one protocol entry point on the worker and perform what it asks."""
+        if self.closed:
+            return
+        try:
+            self._handle(fn(*args, self.now_us()))
+            self._after()
+        except Exception as exc:
+            self._internal_error(exc, getattr(fn, "__name__", "call"))
+
+    def _flush_pending(self) -> None:
+        with self._out_lock:
+            msgs, self._out_pending = self._out_pending, []
+            self._out_posted = False
+        if self.closed or not msgs:
+            return
+        proto = self.proto
+        now = self.now_us()
+        try:
+            for m in msgs:
+                self._handle(proto.send_message(m, now))
+            self.perf.msgr_send_messages += len(msgs)
+            self._after()
+        except Exception as exc:
+            self._internal_error(exc, "send_message")
+
+    # --- roles (on the worker) ------------------------------------------------
+    def start_connect(self) -> None:
+        assert self.target is not None and self.target_type is not None
+        self._call(self.proto.start_connect, self.target, self.target_type)
+
+    def start_accept(self, sock: socket.socket) -> None:
+        try:
+            peer = EntityAddr.from_sockaddr(sock.getpeername())
+            local = EntityAddr.from_sockaddr(sock.getsockname())
+        except OSError as exc:
+            _log.info("accepted socket died at once: %s", exc)
+            sock.close()
+            self._call(self.proto.mark_down)
+            return
+        self._install_socket(sock)
+        self.inject.internal_delay("accept")
+        self._call(self.proto.start_accept, peer, local)
+
+    def adopt(self, sock: socket.socket, wbufs: list, reset: bool) -> None:
+        """Lossless replace, on our worker: take over ``sock`` from a temporary accepting connection."""
+        try:
+            peer = EntityAddr.from_sockaddr(sock.getpeername())
+            local = EntityAddr.from_sockaddr(sock.getsockname())
+        except OSError as exc:
+            sock.close()
+            _log.info("%r: socket to adopt died: %s", self, exc)
+            return
+        if self.closed:
+            sock.close()
+            return
+        try:
+            # the actions may close our old socket, so the new one is installed only afterwards
+            self._handle(self.proto.adopt_socket(peer, local, self.now_us(), reset))
+            if self.sock is not None:
+                self._drop_socket()
+            self._install_socket(sock)
+            self._wbufs[:0] = wbufs
+            self._after()
+        except Exception as exc:
+            self._internal_error(exc, "adopt_socket")
+
+    # --- actions ----------------------------------------------------------------
+    def _handle(self, actions: list) -> None:
+        if actions:
+            handlers = self._handlers
+            for act in actions:
+                handlers[type(act)](act)
+
+    def _after(self) -> None:
+        """After any protocol call: write its output and poll READABLE only if it wants input."""
+        if self.sock is not None and not self._connecting:
+            if self.proto.has_output() or self._wbufs:
+                self._write()
+            if self.sock is not None:
+                self._update_read_interest()
+
+    def _do_open_socket(self, act: A.OpenSocket) -> None:
+        if self.sock is not None:
+            self._drop_socket()
+        self._opened += 1
+        if self._opened > 1:
+            self.perf.msgr_reconnects += 1
+        addr = act.addr
+        try:
+            sock = socket.socket(addr.socket_family, socket.SOCK_STREAM)
+        except OSError as exc:
+            self._socket_error(exc, "socket")
+            return
+        sock.setblocking(False)
+        self._tune(sock)
+        self.sock, self.fd = sock, sock.fileno()
+        self._connecting = True
+        err = sock.connect_ex(addr.sockaddr())
+        if err in (0, errno.EINPROGRESS, errno.EAGAIN):
+            self.center.create_file_event(self.fd, EVENT_WRITABLE, self._on_connect_ready)
+            self._writing = True
+        else:
+            self._socket_error(OSError(err, errno.errorcode.get(err, str(err))), "connect")
+
+    def _on_connect_ready(self, fd: int, mask: int) -> None:
+        sock = self.sock
+        if sock is None or fd != self.fd:
+            return
+        self.center.delete_file_event(fd, EVENT_WRITABLE)
+        self._writing = False
+        self._connecting = False
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._socket_error(OSError(err, errno.errorcode.get(err, str(err))), "connect")
+            return
+        try:
+            local = EntityAddr.from_sockaddr(sock.getsockname())
+        except OSError as exc:
+            self._socket_error(exc, "getsockname")
+            return
+        self._call(self.proto.on_connected, local)
+
+    def _do_close_socket(self, act: A.CloseSocket) -> None:
+        if self.sock is not None:
+            _log.debug("%r: closing socket: %s", self, act.reason)
+            self._drop_socket()
+
+    def _do_arm_timer(self, act: A.ArmTimer) -> None:
+        kind = act.kind
+        old = self._timers.pop(kind, None)
+        if old is not None:
+            self.center.delete_time_event(old)
+        self._timers[kind] = self.center.create_time_event(act.delay_us, lambda: self._on_timer(kind))
+
+    def _do_cancel_timer(self, act: A.CancelTimer) -> None:
+        tid = self._timers.pop(act.kind, None)
+        if tid is not None:
+            self.center.delete_time_event(tid)
+
+    def _on_timer(self, kind: A.TimerKind) -> None:
+        self._timers.pop(kind, None)
+        self._call(self.proto.on_timer, kind)
+
+    def _do_deliver(self, act: A.Deliver) -> None:
+        msg = act.msg
+        self.perf.msgr_recv_messages += 1
+        if self._delayed or self.inject.delay_types:
+            delay = self.inject.delivery_delay_us(self.proto.peer_type)
+            if delay or self._delayed:
+                self._hold_back(msg, delay)
+                return
+        self._dispatch(msg)
+
+    def _dispatch(self, msg: "Message") -> None:
+        msgr = self.msgr
+        chain = msgr.dispatchers
+        d = chain.fast_dispatcher_for(msg) if chain._fast else None
+        if d is None:
+            msgr.dispatch_queue.enqueue(msg)
+            return
+        t0 = self.now_us()
+        try:
+            d.ms_fast_dispatch(msg)
+        finally:
+            msg.release_throttles()
+            self.perf.msgr_fast_dispatched += 1
+            self.perf.msgr_running_fast_dispatch_time_us += self.now_us() - t0
+
+    def _hold_back(self, msg: "Message", delay_us: int) -> None:
+        # later messages queue behind a delayed one: delivery order is kept
+        self._delayed.append((self.now_us() + delay_us, msg))
+        if self._delay_timer is None:
+            self._delay_timer = self.center.create_time_event(delay_us, self._release_delayed)
+
+    def _release_delayed(self) -> None:
+        self._delay_timer = None
+        now = self.now_us()
+        while self._delayed and self._delayed[0][0] <= now:
+            self._dispatch(self._delayed.pop(0)[1])
+        if self._delayed:
+            self._delay_timer = self.center.create_time_event(self._delayed[0][0] - now, self._release_delayed)
+
+    def _do_notify(self, act: A.Notify) -> None:
+        self.msgr.dispatch_queue.queue_event(CODE_OF_EVENT[act.event], self)
+
+    def _do_fault(self, act: A.Fault) -> None:
+        self.last_fault = act.reason
+        self.fault_count += 1
+        self.perf.msgr_faults += 1
+        _log.info("%r: fault: %s", self, act.reason)
+
+    def _do_discarded(self, act: A.Discarded) -> None:
+        _log.warning("%r: session reset discarded %d unsent message(s)", self, len(act.messages))
+        self.msgr.dispatch_queue.queue_discarded(self, act.messages)
+
+    def _do_replace_existing(self, act: A.ReplaceExisting) -> None:
+        sock, wbufs = self.sock, self._wbufs
+        existing = act.existing.connection
+        if sock is None:
+            return
+        self._detach_socket()
+        self.inject.internal_delay("replace")
+        existing.center.dispatch_event_external(lambda: existing.adopt(sock, wbufs, act.reset_session))
+        self._finish()
+
+    def _do_poke_existing(self, act: A.PokeExisting) -> None:
+        existing = act.existing.connection
+        existing._post(lambda: existing._call(existing.proto.send_keepalive))
+
+    def _do_stop_existing(self, act: A.StopExisting) -> None:
+        existing = act.existing.connection
+        existing._post(lambda: existing._call(existing.proto.on_socket_error, "replaced by a new connection"))
+
+    def _do_registered(self, act: A.Registered) -> None:
+        self.msgr._registered(self)
+
+    def _do_session_closed(self, act: A.SessionClosed) -> None:
+        _log.debug("%r: session closed: %s", self, act.reason)
+        self._finish()
+        self.msgr.unregister_conn(self.proto)
+
+    def _finish(self) -> None:
+        """Release everything this connection holds; it is dead afterwards."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.sock is not None:
+            self._drop_socket()
+        for tid in self._timers.values():
+            self.center.delete_time_event(tid)
+        self._timers.clear()
+        if self._delay_timer is not None:
+            self.center.delete_time_event(self._delay_timer)
+            self._delay_timer = None
+        for _due, msg in self._delayed:
+            msg.release_throttles()
+        self._delayed.clear()
+        with self._out_lock:
+            self._out_pending.clear()
+        self.perf.msgr_active_connections -= 1
+        self.worker.release()
+        self.msgr._dropped(self)
+
+    # --- socket plumbing --------------------------------------------------------
+    def _tune(self, sock: socket.socket) -> None:
+        cfg = self.msgr.config
+        try:
+            if cfg.ms_tcp_nodelay:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if cfg.ms_tcp_rcvbuf:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, cfg.ms_tcp_rcvbuf)
+        except OSError as exc:
+            _log.debug("setsockopt failed: %s", exc)
+
+    def _install_socket(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self._tune(sock)
+        self.sock, self.fd = sock, sock.fileno()
+        self._connecting = False
+        self._reading = self._writing = False
+
+    def _detach_socket(self) -> None:
+        """Stop polling the socket and forget it without closing it (it moves to another connection)."""
+        if self.fd >= 0:
+            self.center.delete_file_event(self.fd, EVENT_READABLE | EVENT_WRITABLE)
+        self.sock, self.fd = None, -1
+        self._wbufs = []
+        self._reading = self._writing = self._connecting = False
+
+    def _drop_socket(self) -> None:
+        sock = self.sock
+        self._detach_socket()
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _update_read_interest(self) -> None:
+        want = self.proto.wants_read
+        if want and not self._reading:
+            self.center.create_file_event(self.fd, EVENT_READABLE, self._on_readable)
+            self._reading = True
+        elif not want and self._reading:
+            self.center.delete_file_event(self.fd, EVENT_READABLE)
+            self._reading = False
+
+    def _socket_error(self, exc: OSError, where: str) -> None:
+        """The one path for socket failures: drop the socket, tell the protocol."""
+        refused = exc.errno == errno.ECONNREFUSED
+        self._drop_socket()
+        reason = f"{where}: {exc.strerror or exc}"
+        try:
+            self._handle(self.proto.on_socket_error(reason, self.now_us(), refused))
+            self._after()
+        except Exception as err:
+            self._internal_error(err, "on_socket_error")
+
+    def _internal_error(self, exc: Exception, where: str) -> None:
+        """A bug or a misbehaving callback: fault this connection only, keep the worker alive."""
+        if isinstance(exc, MsgrError):
+            _log.warning("%r: %s failed: %s", self, where, exc)
+        else:
+            _log.exception("%r: unexpected error in %s", self, where)
+        self.last_fault = f"{where}: {type(exc).__name__}: {exc}"
+        if self.closed:
+            return
+        self._drop_socket()
+        try:
+            self._handle(self.proto.on_socket_error(self.last_fault, self.now_us()))
+            self._after()
+        except Exception:
+            _log.exception("%r: protocol failed to handle a fault; closing the session", self)
+            self._finish()
+            self.msgr.unregister_conn(self.proto)
+
+    # --- reading -------------------------------------------------------------------
+    def _on_readable(self, fd: int, mask: int) -> None:
+        sock = self.sock
+        if sock is None or fd != self.fd:
+            return
+        proto = self.proto
+        perf = self.perf
+        now_us = self.now_us
+        t0 = now_us()
+        try:
+            for _ in range(READ_ROUNDS):
+                if self.inject.socket_failures and self.inject.maybe_fail_socket(sock, "read"):
+                    perf.msgr_injected_failures += 1
+                buf = proto.get_buffer()
+                try:
+                    n = sock.recv_into(buf)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    self._socket_error(exc, "read")
+                    return
+                perf.msgr_recv_calls += 1
+                perf.msgr_recv_bytes += n
+                self._handle(proto.buffer_updated(n, now_us()))
+                if n == 0:
+                    if self.sock is sock:  # EOF: a level-triggered fd would fire forever
+                        self._drop_socket()
+                    break
+                if self.sock is not sock or n < len(buf) or not proto.wants_read:
+                    break
+            self._after()
+        except Exception as exc:
+            self._internal_error(exc, "read")
+        t1 = now_us()
+        perf.msgr_running_recv_time_us += t1 - t0
+        perf.msgr_running_total_time_us += t1 - t0
+
+    # --- writing -------------------------------------------------------------------
+    def _write(self) -> None:
+        """Write the protocol's output; keep the unsent rest as memoryviews and wait for WRITABLE."""
+        sock = self.sock
+        if sock is None:
+            return
+        bufs = self._wbufs
+        proto = self.proto
+        perf = self.perf
+        t0 = self.now_us()
+        if proto.has_output():
+            for b in proto.take_output():
+                if len(b):
+                    bufs.append(b if type(b) is memoryview else memoryview(b))
+        while bufs:
+            if self.inject.socket_failures and self.inject.maybe_fail_socket(sock, "write"):
+                perf.msgr_injected_failures += 1
+            try:
+                n = sock.sendmsg(bufs[:IOV_MAX] if len(bufs) > IOV_MAX else bufs)
+            except (BlockingIOError, InterruptedError):
+                perf.msgr_eagain += 1
+                break
+            except OSError as exc:
+                self._socket_error(exc, "write")
+                return
+            perf.msgr_send_calls += 1
+            perf.msgr_send_bytes += n
+            i = 0
+            for b in bufs:
+                ln = len(b)
+                if n < ln:
+                    break
+                n -= ln
+                i += 1
+            if i:
+                del bufs[:i]
+            if n:
+                bufs[0] = bufs[0][n:]
+                perf.msgr_eagain += 1
+                break  # a short write: the socket buffer is full
+        if bufs:
+            if not self._writing:
+                self.center.create_file_event(self.fd, EVENT_WRITABLE, self._on_writable)
+                self._writing = True
+        elif self._writing:
+            self.center.delete_file_event(self.fd, EVENT_WRITABLE)
+            self._writing = False
+        t1 = self.now_us()
+        perf.msgr_running_send_time_us += t1 - t0
+        perf.msgr_running_total_time_us += t1 - t0
+
+    def _on_writable(self, fd: int, mask: int) -> None:
+        if self.sock is None or fd != self.fd:
+            return
+        try:
+            self._write()
+        except Exception as exc:
+            self._internal_error(exc, "write")

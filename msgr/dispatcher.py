@@ -1,0 +1,133 @@
+"""The Dispatcher base: what an application overrides to receive messages.
+
+Every callback has a "not handled" default, so a subclass overrides only
+what it needs. Messages reach dispatchers in the order they were added
+(``add_dispatcher_head`` puts one first); the first that handles a message
+stops the walk, as in Ceph.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from msgr.connection import Connection
+    from msgr.message import Message
+
+
+class Dispatcher:
+    """Override the ``ms_*`` callbacks you need; the defaults decline everything."""
+
+    # --- messages ----------------------------------------------------------
+    def ms_can_fast_dispatch_any(self) -> bool:
+        """True if this dispatcher may ever fast-dispatch (Ceph's shortcut check)."""
+        return type(self).ms_can_fast_dispatch is not Dispatcher.ms_can_fast_dispatch
+
+    def ms_can_fast_dispatch(self, msg: "Message") -> bool:
+        """True to take ``msg`` on the worker thread via :meth:`ms_fast_dispatch`."""
+        return False
+
+    def ms_fast_dispatch(self, msg: "Message") -> None:
+        """Handle ``msg`` on the connection's worker thread (keep it short, never block)."""
+
+    def ms_fast_preprocess(self, msg: "Message") -> None:
+        """Called on the worker for every message before it is queued or fast-dispatched."""
+
+    def ms_dispatch(self, msg: "Message") -> bool:
+        """Handle ``msg`` on the dispatch thread; True = handled."""
+        return False
+
+    # --- connection events ---------------------------------------------------
+    def ms_handle_connect(self, conn: "Connection") -> None:
+        """An outgoing connection (re)connected."""
+
+    def ms_handle_accept(self, conn: "Connection") -> None:
+        """An incoming connection was accepted (also after a lossless reconnect)."""
+
+    def ms_handle_reset(self, conn: "Connection") -> bool:
+        """A lossy connection failed or was closed by a fault; True = handled."""
+        return False
+
+    def ms_handle_remote_reset(self, conn: "Connection") -> None:
+        """The peer reset the session (it restarted or forgot us)."""
+
+    def ms_handle_refused(self, conn: "Connection") -> bool:
+        """Connecting was refused (ECONNREFUSED); True = handled."""
+        return False
+
+    def ms_handle_discarded(self, conn: "Connection", messages: tuple) -> None:
+        """pymsgr: queued messages a session reset dropped unsent (reported, never silent)."""
+
+
+class DispatcherChain:
+    """The messenger's ordered dispatchers and the walks over them (Ceph's ``ms_deliver_*``).
+
+    Readers take a snapshot tuple, so adding a dispatcher from another thread
+    never disturbs a walk in progress.
+    """
+
+    def __init__(self) -> None:
+        self._all: tuple[Dispatcher, ...] = ()
+        self._fast: tuple[Dispatcher, ...] = ()
+
+    def add_head(self, d: Dispatcher) -> None:
+        self._set((d,) + self._all)
+
+    def add_tail(self, d: Dispatcher) -> None:
+        self._set(self._all + (d,))
+
+    def _set(self, chain: tuple[Dispatcher, ...]) -> None:
+        self._fast = tuple(d for d in chain if d.ms_can_fast_dispatch_any())
+        self._all = chain
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    @property
+    def dispatchers(self) -> tuple[Dispatcher, ...]:
+        return self._all
+
+    # --- messages ----------------------------------------------------------
+    def fast_dispatcher_for(self, msg: "Message") -> Dispatcher | None:
+        """The first dispatcher that wants ``msg`` fast, or None (the usual, cheap case)."""
+        for d in self._fast:
+            if d.ms_can_fast_dispatch(msg):
+                return d
+        return None
+
+    def fast_preprocess(self, msg: "Message") -> None:
+        for d in self._all:
+            d.ms_fast_preprocess(msg)
+
+    def deliver(self, msg: "Message") -> bool:
+        """ms_dispatch down the chain until one handles it; False if none did."""
+        for d in self._all:
+            if d.ms_dispatch(msg):
+                return True
+        return False
+
+    # --- connection events -------------------------------------------------
+    def handle_connect(self, conn: "Connection") -> None:
+        for d in self._all:
+            d.ms_handle_connect(conn)
+
+    def handle_accept(self, conn: "Connection") -> None:
+        for d in self._all:
+            d.ms_handle_accept(conn)
+
+    def handle_reset(self, conn: "Connection") -> None:
+        for d in self._all:
+            if d.ms_handle_reset(conn):
+                return
+
+    def handle_remote_reset(self, conn: "Connection") -> None:
+        for d in self._all:
+            d.ms_handle_remote_reset(conn)
+
+    def handle_refused(self, conn: "Connection") -> None:
+        for d in self._all:
+            if d.ms_handle_refused(conn):
+                return
+
+    def handle_discarded(self, conn: "Connection", messages: tuple) -> None:
+        for d in self._all:
+            d.ms_handle_discarded(conn, messages)

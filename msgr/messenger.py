@@ -1,0 +1,327 @@
+"""AsyncMessenger: listening, the connection map, policies, dispatch and shutdown.
+
+It is also the :class:`~msgr.protocol.host.ProtocolHost` of its protocol
+machines: they look sessions up and register them through it (under one
+messenger-wide lock, since they run on several workers), draw ``global_seq``
+from the process-wide counter and tell it the address the peer sees us at.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import random
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from eventcenter import EVENT_READABLE, NetworkStack
+from eventcenter.clock import MonotonicClock
+from msgr.config import Config
+from msgr.connection import AsyncConnection, Connection, LoopbackConnection
+from msgr.dispatch_queue import DispatchQueue
+from msgr.dispatcher import Dispatcher, DispatcherChain
+from msgr.entity import EntityAddr, EntityName
+from msgr.errors import MsgrError
+from msgr.perf import MessengerPerf
+from msgr.policy import Policy
+from msgr.throttle import Throttle
+
+if TYPE_CHECKING:  # pragma: no cover
+    from msgr.message import Message
+    from msgr.protocol.protocol_v1 import ProtocolV1
+
+_log = logging.getLogger("msgr.messenger")
+
+ACCEPT_BATCH = 16  # accept() calls per readable event on the listening socket
+
+_global_seq_lock = threading.Lock()
+_global_seq = 0
+
+
+def _next_global_seq(at_least: int = 0) -> int:
+    global _global_seq
+    with _global_seq_lock:
+        _global_seq = max(_global_seq, at_least) + 1
+        return _global_seq
+
+
+class Messenger:
+    """The factory of the public API: ``Messenger.create(name, nonce=..., config=...)``."""
+
+    @staticmethod
+    def create(name: EntityName, nonce: int | None = None, config: Config | None = None) -> "AsyncMessenger":
+        if nonce is None:
+            nonce = random.SystemRandom().randrange(1, 1 << 32)
+        return AsyncMessenger(name, nonce, config or Config())
+
+
+class AsyncMessenger(Messenger):
+    """Messenger over EventCenter workers (see api-contract.md for the public surface)."""
+
+    def __init__(self, name: EntityName, nonce: int, config: Config) -> None:
+        self.my_name = name
+        self.nonce = nonce
+        self.config = config
+        self.clock = MonotonicClock()
+        self.rng = random.Random(config.ms_inject_seed)
+        self._rng_lock = threading.Lock()
+        self.dispatch_throttle = Throttle(f"msgr_dispatch_throttler-{name}", config.ms_dispatch_throttle_bytes)
+        self.perf = MessengerPerf(str(name))
+        self.dispatchers = DispatcherChain()
+        self.dispatch_queue = DispatchQueue(self.dispatchers, str(name), self.perf)
+        self._lock = threading.RLock()
+        self._conns: dict[EntityAddr, Any] = {}        # peer addr -> ProtocolV1 (registered sessions)
+        self._all: set[AsyncConnection] = set()        # every live connection, registered or not
+        self._default_policy = Policy()
+        self._policies: dict[int, Policy] = {}
+        self._myaddr = EntityAddr(EntityAddr.TYPE_LEGACY, nonce)
+        self._bind_addr: EntityAddr | None = None
+        self._listen: socket.socket | None = None
+        self._listen_worker: Any = None
+        self._stack: NetworkStack | None = None
+        self._loopback = LoopbackConnection(self)
+        self._started = False
+        self._stopping = threading.Event()
+        self._learned = False
+
+    def __repr__(self) -> str:
+        return f"<AsyncMessenger {self.my_name} {self._myaddr}>"
+
+    # --- ProtocolHost ---------------------------------------------------------
+    def get_myaddr(self) -> EntityAddr:
+        return self._myaddr
+
+    def learned_addr(self, seen: EntityAddr) -> None:
+        with self._lock:
+            if self._learned or not self._myaddr.is_blank_ip() or not self.config.ms_learn_addr_from_peer:
+                return
+            self._myaddr = self._myaddr.with_ip(seen.ip)
+            self._learned = True
+            _log.info("%s learned my addr %s", self.my_name, self._myaddr)
+
+    def get_global_seq(self, at_least: int = 0) -> int:
+        return _next_global_seq(at_least)
+
+    def get_policy(self, peer_type: int) -> Policy:
+        return self._policies.get(peer_type, self._default_policy)
+
+    def lookup_conn(self, peer_addr: EntityAddr) -> "ProtocolV1 | None":
+        with self._lock:
+            return self._conns.get(peer_addr)
+
+    def register_conn(self, proto: "ProtocolV1") -> bool:
+        with self._lock:
+            cur = self._conns.get(proto.peer_addr)
+            if cur is not None and cur is not proto:
+                return False
+            self._conns[proto.peer_addr] = proto
+            return True
+
+    def unregister_conn(self, proto: "ProtocolV1") -> None:
+        with self._lock:
+            for key in (proto.peer_addr, getattr(proto.connection, "target", None)):
+                if key is not None and self._conns.get(key) is proto:
+                    del self._conns[key]
+
+    def wall_clock(self) -> tuple[int, int]:
+        ns = time.time_ns()
+        return ns // 1_000_000_000, ns % 1_000_000_000
+
+    def fork_rng(self) -> random.Random:
+        """A per-connection RNG drawn from the messenger's seeded one (replayable injection)."""
+        with self._rng_lock:
+            return random.Random(self.rng.getrandbits(64))
+
+    # --- policies and dispatchers ----------------------------------------------
+    def set_policy(self, peer_type: int, policy: Policy) -> None:
+        self._policies[peer_type] = policy
+
+    def set_default_policy(self, policy: Policy) -> None:
+        self._default_policy = policy
+
+    def set_policy_throttlers(self, peer_type: int, bytes_throttle: Throttle | None,
+                              msgs_throttle: Throttle | None) -> None:
+        p = self.get_policy(peer_type).copy()
+        p.throttler_bytes, p.throttler_messages = bytes_throttle, msgs_throttle
+        self._policies[peer_type] = p
+
+    def add_dispatcher_head(self, d: Dispatcher) -> None:
+        self.dispatchers.add_head(d)
+
+    def add_dispatcher_tail(self, d: Dispatcher) -> None:
+        self.dispatchers.add_tail(d)
+
+    # --- binding and life ---------------------------------------------------------
+    def bind(self, addr: EntityAddr) -> EntityAddr:
+        """Listen on ``addr`` (port 0 picks one); returns our address with the real port and nonce."""
+        if self._listen is not None:
+            raise MsgrError(f"{self.my_name}: already bound to {self._myaddr}")
+        sock = socket.socket(addr.socket_family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr.sockaddr())
+            sock.listen(512)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise MsgrError(f"{self.my_name}: cannot bind {addr}: {exc.strerror or exc}") from exc
+        host, port = sock.getsockname()[:2]
+        self._listen = sock
+        self._myaddr = EntityAddr(EntityAddr.TYPE_LEGACY, self.nonce, host, port, addr.family)
+        self._bind_addr = self._myaddr
+        if self._started:
+            self._start_listening()
+        return self._myaddr
+
+    def start(self) -> None:
+        """Start the workers, the dispatch thread and the listener; allowed again after shutdown+wait."""
+        if self._started:
+            return
+        if self._listen is None and self._bind_addr is not None:
+            self.bind(self._bind_addr)  # restart after shutdown: same address again
+        self._stopping.clear()
+        self._stack = NetworkStack(num_workers=max(1, self.config.ms_async_op_threads))
+        self._stack.start()
+        self.dispatch_queue.start()
+        self._started = True
+        if self._listen is not None:
+            self._start_listening()
+
+    def _start_listening(self) -> None:
+        assert self._stack is not None and self._listen is not None
+        w = self._listen_worker = self._stack.workers[0]
+        lsock = self._listen
+        w.center.submit_to(lambda: w.center.create_file_event(lsock.fileno(), EVENT_READABLE, self._on_accept))
+
+    def _on_accept(self, fd: int, mask: int) -> None:
+        lsock = self._listen
+        if lsock is None or self._stack is None:
+            return
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _peer = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    _log.error("%s: accept failed: %s", self.my_name, exc)
+                    return
+                _log.info("%s: accept: %s", self.my_name, exc)
+                continue
+            worker = self._stack.get_worker()
+            conn = AsyncConnection(self, worker)
+            with self._lock:
+                self._all.add(conn)
+            worker.center.dispatch_event_external(lambda c=conn, s=sock: c.start_accept(s))
+
+    def is_started(self) -> bool:
+        return self._started
+
+    def shutdown(self) -> None:
+        """Close every connection and the listener, stop dispatching; wait() finishes the job."""
+        if not self._started:
+            self._stopping.set()
+            return
+        self.mark_down_all()
+        lsock, w = self._listen, self._listen_worker
+        self._listen = None
+        if lsock is not None:
+            def close_listener() -> None:
+                w.center.delete_file_event(lsock.fileno(), EVENT_READABLE)
+                lsock.close()
+            try:
+                w.center.submit_to(close_listener, wait=False)
+            except Exception:
+                lsock.close()
+        self.dispatch_queue.shutdown()
+        self._stopping.set()
+
+    def wait(self) -> None:
+        """Block until shutdown() was called and everything stopped."""
+        self._stopping.wait()
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.stop()  # queued work (mark_downs, listener close) runs on the workers first
+        self.dispatch_queue.wait()
+        with self._lock:
+            leftovers = list(self._all)
+            self._all.clear()
+            self._conns.clear()
+        for conn in leftovers:  # workers are gone: safe to tear down from here
+            conn._drop_socket()
+            conn.closed = True
+        self._started = False
+        self.dispatch_throttle = Throttle(self.dispatch_throttle.name, self.config.ms_dispatch_throttle_bytes)
+
+    # --- connections ---------------------------------------------------------------
+    def connect_to(self, peer_type: int, addr: EntityAddr) -> Connection:
+        """The session to ``addr`` (created and connecting in the background if new)."""
+        if addr == self._myaddr or (addr.nonce == self.nonce and addr.port == self._myaddr.port
+                                    and addr.port != 0):
+            return self._loopback
+        if not self._started or self._stack is None:
+            raise MsgrError(f"{self.my_name}: connect_to before start()")
+        with self._lock:
+            proto = self._conns.get(addr)
+            if proto is not None and not proto.connection._down and not proto.connection.closed:
+                return proto.connection
+            worker = self._stack.get_worker()
+            conn = AsyncConnection(self, worker, addr, peer_type)
+            self._conns[addr] = conn.proto
+            self._all.add(conn)
+        worker.center.dispatch_event_external(conn.start_connect)
+        return conn
+
+    def connect_to_type(self, peer_type: int, addr: EntityAddr) -> Connection:
+        return self.connect_to(peer_type, addr)
+
+    def get_loopback_connection(self) -> Connection:
+        return self._loopback
+
+    def send_to(self, msg: "Message", peer_type: int, addr: EntityAddr) -> None:
+        """Send ``msg`` to ``addr`` (connecting first if needed); any thread."""
+        self.connect_to(peer_type, addr).send_message(msg)
+
+    def send_message(self, msg: "Message", addr: EntityAddr, peer_type: int = EntityName.TYPE_OSD) -> None:
+        self.send_to(msg, peer_type, addr)
+
+    def mark_down(self, addr: EntityAddr) -> None:
+        with self._lock:
+            proto = self._conns.get(addr)
+        if proto is not None:
+            proto.connection.mark_down()
+
+    def mark_down_all(self) -> None:
+        with self._lock:
+            conns = list(self._all)
+        for c in conns:
+            c.mark_down()
+
+    def _forget(self, conn: AsyncConnection) -> None:
+        """mark_down: connect_to must not hand this session out any more."""
+        with self._lock:
+            for key, proto in list(self._conns.items()):
+                if proto is conn.proto:
+                    del self._conns[key]
+
+    def _registered(self, conn: AsyncConnection) -> None:
+        pass  # the map was updated by register_conn; kept as a hook for logging
+
+    def _dropped(self, conn: AsyncConnection) -> None:
+        with self._lock:
+            self._all.discard(conn)
+
+    def connections(self) -> list[AsyncConnection]:
+        with self._lock:
+            return list(self._all)
+
+    # --- perf -----------------------------------------------------------------------
+    def perf_dump(self) -> dict[str, Any]:
+        t = self.dispatch_throttle
+        extra = {
+            "throttle-msgr_dispatch_throttler": {"val": t.current, "max": t.max, "waits": t.waits},
+            "dispatch_queue": {"length": len(self.dispatch_queue), "dispatched": self.dispatch_queue.dispatched},
+            "connections": {"registered": len(self._conns), "live": len(self._all)},
+        }
+        return self.perf.dump(extra)
