@@ -24,7 +24,8 @@
 
 #include "fastpath.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* -DMSGR_NO_HW_CRC builds the portable path only (how a non-x86 build behaves). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(MSGR_NO_HW_CRC)
 #define MSGR_HAVE_X86_CRC 1
 #include <nmmintrin.h>
 #else
