@@ -107,7 +107,7 @@ class MMonSubscribe(Message):
             self.what = d.map(dec_string, item, 21)
         else:
             self.what = d.map(dec_string, lambda d: SubscribeItem(d.u64(), d.u8()), 13)
-        self.hostname = d.string() if self.header.version >= 3 and not d.at_end() else ""
+        self.hostname = d.string() if self.header.version >= 3 else ""
 
 
 class MMonSubscribeAck(Message):
