@@ -30,7 +30,7 @@ from typing import Iterator
 
 __all__ = [
     "CephMon", "CephMonError", "TsharkCapture", "free_port", "missing_binaries",
-    "tshark_decode",
+    "remove_stale_dirs", "tshark_decode",
 ]
 
 MON_BINARIES = ("ceph-mon", "monmaptool")
@@ -99,6 +99,32 @@ def _is_ceph_mon(pid: int) -> bool:
         return False
 
 
+_TMP_PREFIX = "pymsgr-mon-"
+_STALE_AFTER_S = 3600.0
+
+
+def remove_stale_dirs(parent: str | None = None) -> list[Path]:
+    """Delete our temp dirs left by hard-killed runs: old, and with no live mon.
+
+    Conservative on purpose: a dir younger than an hour may belong to a run
+    that is still starting its mon.
+    """
+    removed = []
+    now = time.time()
+    for d in Path(parent or tempfile.gettempdir()).glob(_TMP_PREFIX + "*"):
+        try:
+            if not d.is_dir() or now - d.stat().st_mtime < _STALE_AFTER_S:
+                continue
+            pid_file = d / "mon.a.pid"
+            pid = int(pid_file.read_text().strip()) if pid_file.exists() else None
+        except (OSError, ValueError):
+            continue
+        if pid is None or not _is_ceph_mon(pid):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 _RUNNING: set["CephMon"] = set()
 _RUNNING_LOCK = threading.Lock()
 
@@ -126,7 +152,8 @@ class CephMon:
                  remove_dir: bool | None = None, die_with_parent: bool = True) -> None:
         if base_dir is None:
             # Short path on purpose: the admin socket path must fit sun_path (108 bytes).
-            self.dir = Path(tempfile.mkdtemp(prefix="pymsgr-mon-"))
+            remove_stale_dirs()
+            self.dir = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX))
             self._remove_dir = True if remove_dir is None else remove_dir
         else:
             self.dir = Path(base_dir)

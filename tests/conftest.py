@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn
@@ -57,6 +58,17 @@ def require_binary(*names: str) -> None:
     if missing:
         unavailable(f"needs {', '.join(missing)} on PATH (apt-get install ceph-mon ceph-common "
                     f"tshark, or `make ceph-deps`)")
+
+
+def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A CI timeout sends SIGTERM, which by default ends Python without any
+    # teardown; as an interrupt, pytest still stops the mons and removes their dirs.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -184,6 +184,17 @@ def test_tshark_capture_sees_the_banner(ceph_mon: CephMon, tshark) -> None:
     assert "pymsgr-probe" not in text
     packets = json.loads(tshark.decode(cap.pcap, ceph_mon.port, fmt="json"))
     assert any("ceph" in p["_source"]["layers"] for p in packets)
+    # Capturing was live before the body ran: the very first SYN is in the file.
+    syns = json.loads(tshark.decode(
+        cap.pcap, ceph_mon.port, fmt="json",
+        display_filter=f"tcp.flags.syn==1 && tcp.flags.ack==0 && tcp.dstport=={ceph_mon.port}"))
+    assert len(syns) == 1
+
+
+@pytest.mark.parametrize("ceph_mon", [{"debug_ms": 20}], indirect=True)
+def test_session_mon_takes_cephmon_kwargs(ceph_mon: CephMon) -> None:
+    assert ceph_mon.debug_ms == 20
+    assert "debug ms = 20" in ceph_mon.conf_path.read_text()
 
 
 # --- the recording script and the recordings in tests/data -----------------------
@@ -249,3 +260,17 @@ def test_committed_connect_replies() -> None:
             for name, case in doc["cases"].items()}
     assert tags == {"features_0": "FEATURES", "protocol_0": "BADPROTOVER",
                     "no_reconnect_seq": "READY", "seq": "SEQ"}
+
+
+def test_stale_dirs_of_dead_runs_are_removed(tmp_path: Path) -> None:
+    old = tmp_path / "pymsgr-mon-old"
+    young = tmp_path / "pymsgr-mon-young"
+    other = tmp_path / "not-ours"
+    for d in (old, young, other):
+        d.mkdir()
+    (old / "mon.a.pid").write_text("999999999\n")  # no such process
+    past = time.time() - 2 * 3600
+    for d in (old, other):
+        os.utime(d, (past, past))
+    assert cephmon.remove_stale_dirs(str(tmp_path)) == [old]
+    assert not old.exists() and young.exists() and other.exists()
