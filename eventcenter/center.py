@@ -29,6 +29,7 @@ import os
 import threading
 from typing import Any, Callable
 
+from ._call import WaitedCall
 from .clock import Clock, MonotonicClock
 from .errors import CenterClosedError, EventCenterError, WrongThreadError
 from .poller import EVENT_READABLE, EVENT_WRITABLE, FROM_EPOLL, MAX_EVENTS, Poller
@@ -48,38 +49,6 @@ Callback = Callable[[], Any]
 _COMPACT_MIN = 64
 # Rounds of external events a stopping owner still runs before it lets go.
 _DRAIN_ROUNDS = 8
-
-
-class _WaitedCall:
-    """An external event whose caller blocks until it has run (``submit_to(wait=True)``)."""
-
-    __slots__ = ("fn", "result", "exc", "_done")
-
-    def __init__(self, fn: Callback) -> None:
-        self.fn = fn
-        self.result: Any = None
-        self.exc: BaseException | None = None
-        self._done = threading.Lock()
-        self._done.acquire()
-
-    def __call__(self) -> None:
-        try:
-            self.result = self.fn()
-        except BaseException as exc:  # handed to the waiter, who re-raises it
-            self.exc = exc
-        finally:
-            self._done.release()
-
-    def fail(self, exc: BaseException) -> None:
-        self.exc = exc
-        self._done.release()
-
-    def wait(self) -> Any:
-        self._done.acquire()
-        exc, self.exc = self.exc, None  # break the exc -> traceback -> frame -> self cycle
-        if exc is not None:
-            raise exc
-        return self.result
 
 
 def _closed_poll(*_args: Any) -> list:
@@ -281,7 +250,7 @@ class EventCenter:
         if self._owner == _get_ident():
             result = callback()
             return result if wait else None
-        call = _WaitedCall(callback) if wait else callback
+        call = WaitedCall(callback) if wait else callback
         with self._lock:
             if self._closed:
                 raise CenterClosedError(f"EventCenter {self.name!r} is closed")
@@ -436,7 +405,7 @@ class EventCenter:
         self._heap.clear()
         self._timers.clear()
         for cb in pending:
-            if isinstance(cb, _WaitedCall):
+            if isinstance(cb, WaitedCall):
                 cb.fail(CenterClosedError(f"EventCenter {self.name!r} closed before the call ran"))
 
     @property
