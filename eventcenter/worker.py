@@ -130,7 +130,8 @@ class NetworkStack:
         self.num_workers = num_workers
         self._clock = clock
         self._factory = worker_factory or (lambda i: Worker(i, clock=self._clock))
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards load accounting (get_worker)
+        self._life_lock = threading.Lock()  # serialises start() and stop()
         self.workers: list[Worker] = [self._factory(i) for i in range(num_workers)]
         self._running = False
 
@@ -143,7 +144,7 @@ class NetworkStack:
 
     def start(self) -> None:
         """Start every worker; after a ``stop()`` this builds fresh workers first."""
-        with self._lock:
+        with self._life_lock:
             if self._running:
                 return
             if any(w.center.closed for w in self.workers):
@@ -175,15 +176,17 @@ class NetworkStack:
         on their worker before it exits.  Not callable from a worker thread
         (it would have to join itself).
         """
-        with self._lock:
-            me = threading.current_thread()
-            for w in self.workers:
-                if w._thread is me:
-                    raise WrongThreadError("NetworkStack.stop() from one of its own worker threads")
-            for w in self.workers:
+        me = threading.current_thread()
+        with self._life_lock:
+            workers = list(self.workers)
+            if any(w._thread is me for w in workers):
+                raise WrongThreadError("NetworkStack.stop() from one of its own worker threads")
+            # the load lock is not held while joining: a worker callback may
+            # still call get_worker() during the stop without deadlocking
+            for w in workers:
                 w.stop()
-            for w in self.workers:
+            for w in workers:
                 w.join()
-            for w in self.workers:
+            for w in workers:
                 w.center.close()
             self._running = False

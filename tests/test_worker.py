@@ -290,3 +290,15 @@ def test_idle_stack_uses_no_cpu() -> None:
     finally:
         s.stop()
     assert used < 0.05, f"idle stack used {used:.3f} s of CPU in 1 s"
+
+
+def test_get_worker_from_a_worker_callback_during_stop_does_not_deadlock() -> None:
+    s = NetworkStack(num_workers=2)
+    s.start()
+    got: list[object] = []
+    gate = threading.Event()
+    c = s.workers[0].center
+    c.dispatch_event_external(lambda: gate.wait(0.2))  # still busy when stop() begins
+    c.dispatch_event_external(lambda: got.append(s.get_worker()))  # runs in the stop drain
+    assert _joined_within(s.stop)
+    assert len(got) == 1
