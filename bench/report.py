@@ -26,7 +26,7 @@ _MON_KA = "baseline.ceph_mon.keepalive2"
 def _ratio(a: float | None, b: float | None) -> float | None:
     if not a or not b or math.isnan(a) or math.isnan(b):
         return None
-    return round(a / b, 3)
+    return float(f"{a / b:.4g}")   # 4 significant digits: 16 B vs loopback is ~0.002
 
 
 def _is_rtt(row: dict) -> bool:
@@ -96,9 +96,10 @@ def print_table(rows: list[dict], out: IO[str] = sys.stdout) -> None:
         w("\n== micro-benchmarks ==\n")
         for r in micro:
             extra = "  ".join(f"{k[6:]}={v}" for k, v in r.items()
-                              if k.startswith("ratio_") and v is not None
-                              and k not in REQUIRED_KEYS)
-            w(f"{r['case']:60} {_fmt(r.get('value'), '.3f'):>10} {r.get('unit', ''):9} {extra}\n")
+                              if k.startswith("ratio_") and v is not None)
+            size = _size(r["size"]) if r.get("size") else ""
+            w(f"{r['case']:56} {size:>7} {_fmt(r.get('value'), '.3f'):>12} "
+              f"{r.get('unit', ''):9} {extra}\n")
     if tput:
         w("\n== throughput (one-way; ratios = msgs/s over the baseline's at that size; "
           "loopback = MB/s over raw TCP) ==\n")
