@@ -6,6 +6,7 @@ reference our codec is tested against, so they must not come from it.
 
     python tests/record_real_mon.py                      # start a throwaway mon, write tests/data/
     python tests/record_real_mon.py --mon 127.0.0.1:6789 --out /tmp/rec
+    python tests/record_real_mon.py --only real_mon_session_minimal   # add one file, keep the rest
 
 Sessions (one JSON file each, plus the raw byte streams as .rx.bin/.tx.bin):
   real_mon_session.json             features 0x3f01cfbdfffdffff (21-byte footers): handshake,
@@ -13,6 +14,8 @@ Sessions (one JSON file each, plus the raw byte streams as .rx.bin/.tx.bin):
                                     {config, monmap} -> MConfig + MON_MAP, MMonGetVersion(osdmap),
                                     MMonCommand {"prefix": "mon stat"} -> MON_COMMAND_ACK
   real_mon_session_old_footer.json  MSG_AUTH (bit 23) cleared: 13-byte footers; MAuth only
+  real_mon_session_minimal.json     features 0x0401020002040000 (the required set only): READY,
+                                    13-byte footers, legacy MON_MAP, MON_SUBSCRIBE_ACK (16)
   real_mon_connect_replies.json     connect replies to bad connects (FEATURES, BADPROTOVER),
                                     and READY without RECONNECT_SEQ
 The client side is deterministic (fixed nonce, keepalive stamp, hostname); the
@@ -32,6 +35,7 @@ from typing import Any, Callable
 
 FEATURES_FULL = 0x3F01CFBDFFFDFFFF
 FEATURES_NO_MSG_AUTH = FEATURES_FULL & ~(1 << 23)
+FEATURES_MINIMAL = 0x0401020002040000  # what the mon requires of a client (crush bits only)
 FEATURE_MSG_AUTH = 1 << 23
 FEATURE_RECONNECT_SEQ = 1 << 6
 CLIENT_NONCE = 0x7031C0DE
@@ -43,7 +47,7 @@ TAG_NAMES = {1: "READY", 2: "RESETSESSION", 3: "WAIT", 4: "RETRY_SESSION", 5: "R
              6: "CLOSE", 7: "MSG", 8: "ACK", 9: "KEEPALIVE", 10: "BADPROTOVER",
              11: "BADAUTHORIZER", 12: "FEATURES", 13: "SEQ", 14: "KEEPALIVE2",
              15: "KEEPALIVE2_ACK", 16: "CHALLENGE_AUTHORIZER"}
-MSG_NAMES = {4: "MON_MAP", 15: "MON_SUBSCRIBE", 17: "AUTH", 18: "AUTH_REPLY",
+MSG_NAMES = {4: "MON_MAP", 15: "MON_SUBSCRIBE", 16: "MON_SUBSCRIBE_ACK", 17: "AUTH", 18: "AUTH_REPLY",
              19: "MON_GET_VERSION", 20: "MON_GET_VERSION_REPLY", 41: "OSD_MAP",
              50: "MON_COMMAND", 51: "MON_COMMAND_ACK", 62: "CONFIG", 0x704: "MGR_MAP"}
 
@@ -298,6 +302,26 @@ def record_old_footer(host: str, port: int) -> tuple[dict[str, Any], Recorder]:
         rec.close()
 
 
+def record_minimal(host: str, port: int) -> tuple[dict[str, Any], Recorder]:
+    """Only the required bits: READY, 13-byte footers, legacy MON_MAP, MON_SUBSCRIBE_ACK."""
+    rec = Recorder(host, port)
+    try:
+        rec.send("banner", BANNER)
+        reply = rec.handshake(FEATURES_MINIMAL)
+        if reply["tag"] != 1:
+            raise RuntimeError(f"expected READY, got {reply}")
+        rec.send("keepalive2", b"\x0e" + struct.pack("<II", *KEEPALIVE_STAMP))
+        rec.send_msg(frame(1, 17, mauth_front(), msg_auth=False))
+        _read_msgs(rec, {18, 4})
+        # Without MON_STATEFUL_SUB (bit 57) the mon acks the subscription.
+        rec.send_msg(frame(2, 15, subscribe_front({"monmap": 0, "config": 0}), version=3,
+                           msg_auth=False))
+        _read_msgs(rec, {62, 4, 16})
+        return rec.result(features=hex(FEATURES_MINIMAL), footer_size=FOOTER_OLD.size), rec
+    finally:
+        rec.close()
+
+
 def record_connect_replies(host: str, port: int) -> dict[str, Any]:
     """Refused connects are answered on the same socket; each case on a fresh one."""
     cases = [("features_0", {"features": 0}, 12),
@@ -326,23 +350,38 @@ def mon_version() -> str:
         return "unknown"
 
 
-def record_all(host: str, port: int, out_dir: Path) -> list[Path]:
-    """Run every session against ``host:port`` and write the files; returns their paths."""
+SESSIONS: dict[str, Callable[[str, int], tuple[dict[str, Any], Recorder]]] = {
+    "real_mon_session": record_session,
+    "real_mon_session_old_footer": record_old_footer,
+    "real_mon_session_minimal": record_minimal,
+}
+CONNECT_REPLIES = "real_mon_connect_replies"
+
+
+def record_all(host: str, port: int, out_dir: Path,
+               only: list[str] | None = None) -> list[Path]:
+    """Run the sessions (all, or the stems in ``only``) against ``host:port``; write the files."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    wanted = set(only or [*SESSIONS, CONNECT_REPLIES])
+    unknown = wanted - {*SESSIONS, CONNECT_REPLIES}
+    if unknown:
+        raise ValueError(f"unknown sessions {sorted(unknown)}")
     meta = {"recorded_with": "tests/record_real_mon.py", "ceph_version": mon_version(),
             "mon_addr": f"v1:{host}:{port}/0",
             "client_nonce": CLIENT_NONCE, "keepalive_stamp": list(KEEPALIVE_STAMP)}
     written = []
-    for stem, fn in (("real_mon_session", record_session),
-                     ("real_mon_session_old_footer", record_old_footer)):
+    for stem, fn in SESSIONS.items():
+        if stem not in wanted:
+            continue
         result, rec = fn(host, port)
         written.append(_write_json(out_dir / f"{stem}.json", {**meta, **result}))
         for d in ("rx", "tx"):
             path = out_dir / f"{stem}.{d}.bin"
             path.write_bytes(bytes(getattr(rec, d)))
             written.append(path)
-    written.append(_write_json(out_dir / "real_mon_connect_replies.json",
-                               {**meta, **record_connect_replies(host, port)}))
+    if CONNECT_REPLIES in wanted:
+        written.append(_write_json(out_dir / f"{CONNECT_REPLIES}.json",
+                                   {**meta, **record_connect_replies(host, port)}))
     return written
 
 
@@ -355,15 +394,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mon", help="HOST:PORT of a v1 mon (auth none); default: start a throwaway one")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "data"))
+    ap.add_argument("--only", action="append", choices=[*SESSIONS, CONNECT_REPLIES],
+                    help="record just this file (repeatable); other tests read the existing ones")
     args = ap.parse_args(argv)
     if args.mon:
         host, _, port = args.mon.rpartition(":")
-        paths = record_all(host, int(port), Path(args.out))
+        paths = record_all(host, int(port), Path(args.out), args.only)
     else:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from cephmon import CephMon
         with CephMon() as mon:
-            paths = record_all(mon.host, mon.port, Path(args.out))
+            paths = record_all(mon.host, mon.port, Path(args.out), args.only)
     for p in paths:
         print(p)
     return 0

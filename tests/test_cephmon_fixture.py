@@ -200,7 +200,7 @@ def test_session_mon_takes_cephmon_kwargs(ceph_mon: CephMon) -> None:
 # --- the recording script and the recordings in tests/data -----------------------
 
 DATA_DIR = TESTS_DIR / "data"
-SESSIONS = ("real_mon_session", "real_mon_session_old_footer")
+SESSIONS = ("real_mon_session", "real_mon_session_old_footer", "real_mon_session_minimal")
 
 
 def check_recording(out_dir: Path, stem: str) -> dict:
@@ -246,6 +246,10 @@ def test_recorder_against_the_live_mon(ceph_mon: CephMon, tmp_path: Path) -> Non
     old = check_recording(tmp_path, "real_mon_session_old_footer")
     assert _rx_types(old)[:2] == ["AUTH_REPLY", "MON_MAP"]
     assert all(len(e["footer"]) == 2 * 13 for e in old["events"] if e["kind"] == "msg")
+    minimal = check_recording(tmp_path, "real_mon_session_minimal")
+    reply = next(e for e in minimal["events"] if e["kind"] == "connect_reply")
+    assert reply["tag_name"] == "READY"
+    assert "MON_SUBSCRIBE_ACK" in _rx_types(minimal)
 
 
 @pytest.mark.parametrize("stem", SESSIONS)

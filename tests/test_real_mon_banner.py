@@ -86,7 +86,8 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
 @pytest.mark.parametrize("stem,footer", [("real_mon_session", wire.MsgFooter),
-                                         ("real_mon_session_old_footer", wire.MsgFooterOld)])
+                                         ("real_mon_session_old_footer", wire.MsgFooterOld),
+                                         ("real_mon_session_minimal", wire.MsgFooterOld)])
 def test_recorded_mon_frames_decode(stem: str, footer: type) -> None:
     doc = json.loads((DATA_DIR / f"{stem}.json").read_text())
     assert footer.SIZE == doc["footer_size"]
