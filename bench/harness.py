@@ -139,7 +139,7 @@ def _micro_steps(quick: bool) -> list[Step]:
 def build_suite(args) -> list[Step]:
     """The ordered list of (label, thunk) steps for the parsed arguments."""
     quick = args.quick
-    dur = args.duration or (0.15 if quick else 0.5 if args.suite == "default" else 1.5)
+    dur = args.duration or (0.15 if quick else 1.0 if args.suite == "default" else 2.0)
     sizes = args.sizes or (FULL_SIZES if args.suite == "full" else DEFAULT_SIZES)
     steps: list[Step] = [] if args.no_micro else _micro_steps(quick or args.suite == "default")
     steps.append(("baseline.loopback_tcp", lambda: baselines.loopback_limit(
@@ -158,7 +158,7 @@ def build_suite(args) -> list[Step]:
     why = cases.available()
     if why is None:
         steps.append(("pymsgr.keepalive2", lambda: cases.keepalive2(cases.Params(), dur)))
-        steps.extend(_pymsgr_steps(args, sizes, quick, max(dur, 0.3 if quick else 1.0)))
+        steps.extend(_pymsgr_steps(args, sizes, quick, dur if quick else max(dur, 1.5)))
     else:
         steps.append(("pymsgr", lambda: {"case": "pymsgr", "error": why}))
     return steps
@@ -172,6 +172,7 @@ def _mon_keepalive(duration: float) -> dict:
     if mon is None:
         return {"case": "baseline.ceph_mon.keepalive2", "error": "ceph-mon not installed"}
     try:
+        time.sleep(1.0)   # let the fresh monitor finish its start-up work first
         return baselines.keepalive2_row("baseline.ceph_mon.keepalive2", mon.host, mon.port, 1,
                                         duration)
     finally:
