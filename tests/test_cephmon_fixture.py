@@ -278,3 +278,12 @@ def test_stale_dirs_of_dead_runs_are_removed(tmp_path: Path) -> None:
         os.utime(d, (past, past))
     assert cephmon.remove_stale_dirs(str(tmp_path)) == [old]
     assert not old.exists() and young.exists() and other.exists()
+
+
+def test_fresh_mon_is_separate_from_the_session_mon(ceph_mon: CephMon,
+                                                     fresh_ceph_mon: CephMon) -> None:
+    assert fresh_ceph_mon.port != ceph_mon.port
+    assert fresh_ceph_mon.fsid != ceph_mon.fsid
+    assert fresh_ceph_mon.dir != ceph_mon.dir
+    with socket.create_connection((fresh_ceph_mon.host, fresh_ceph_mon.port), timeout=5) as s:
+        assert s.recv(9, socket.MSG_WAITALL) == b"ceph v027"
