@@ -181,6 +181,20 @@ def test_concurrent_connections_each_keep_order(server_factory, proxy_factory) -
     assert st["connections"] == 6 and st["stalls"] > 0
 
 
+def test_ipv6_listener_beside_an_ipv4_wildcard_port(server_factory) -> None:
+    # how the lossless tests sit in front of a messenger bound to 0.0.0.0:P: [::1]:P is free
+    wild = socket.create_server(("0.0.0.0", 0))
+    port = wild.getsockname()[1]
+    try:
+        with FaultProxy(server_factory().addr, listen=("::1", port)) as proxy:
+            assert proxy.addr == ("::1", port)
+            with socket.create_connection(proxy.addr, timeout=10) as c:
+                c.sendall(b"six")
+                assert recv_exact(c, 3) == b"six"
+    finally:
+        wild.close()
+
+
 def test_split_forwards_one_byte_per_send(server_factory, proxy_factory) -> None:
     srv = server_factory()
     proxy = proxy_factory(srv.addr)

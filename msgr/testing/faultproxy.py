@@ -127,7 +127,8 @@ class FaultProxy:
     # --- lifecycle -----------------------------------------------------------
     def start(self) -> "FaultProxy":
         """Bind, listen and start the proxy thread; ``addr`` is then the real address."""
-        ls = socket.create_server(self._listen_addr, backlog=128)
+        family = socket.AF_INET6 if ":" in self._listen_addr[0] else socket.AF_INET
+        ls = socket.create_server(self._listen_addr, family=family, backlog=128)
         ls.setblocking(False)
         self._listener = ls
         self.addr = ls.getsockname()[:2]
