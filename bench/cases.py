@@ -58,8 +58,19 @@ def _api():
     return msgr
 
 
+_AVAILABLE: list = []
+
+
 def available(timeout: float = 5.0) -> str | None:
-    """None when the messenger can be benchmarked (one message acked end to end), else why not."""
+    """None when the messenger can be benchmarked (one message acked end to end), else why not.
+
+    Probed once per process."""
+    if not _AVAILABLE:
+        _AVAILABLE.append(_probe(timeout))
+    return _AVAILABLE[0]
+
+
+def _probe(timeout: float) -> str | None:
     try:
         _api()
         _message_types()
@@ -464,12 +475,68 @@ def idle_connections(p: Params, n: int = 1000, idle_s: float = 2.0) -> dict:
             "msgs_per_s": None, "mb_per_s": None}
 
 
-def keepalive2(p: Params, duration: float) -> dict:
-    """KEEPALIVE2 round trips against a pymsgr server, by the client used on the real mon."""
+def keepalive2(p: Params, duration: float) -> list[dict]:
+    """KEEPALIVE2 round trips against a pymsgr server, by the clients used on the real mon."""
     from bench.baselines import keepalive2_row
     sink = _Sink(1)
     servers, addrs = _start_servers(Params(**{**p.__dict__, "policy": "lossy"}), sink, 1)
     try:
-        return keepalive2_row("pymsgr.keepalive2", addrs[0].ip, addrs[0].port, 4, duration)
+        rows = [keepalive2_row("pymsgr.keepalive2", addrs[0].ip, addrs[0].port, 4, duration)]
+        rows[0]["server"] = "pymsgr"
+        if client_keepalive_supported():
+            rows.append(client_keepalive2("pymsgr.keepalive2.pymsgr_client", str(addrs[0]),
+                                          _api().EntityName.TYPE_OSD, "pymsgr", duration))
+        return rows
     finally:
         _stop(servers)
+
+
+def client_keepalive_supported() -> bool:
+    """Whether a pymsgr Connection tells when the last KEEPALIVE2_ACK came (Ceph's name)."""
+    try:
+        from msgr.connection import Connection
+    except ImportError:
+        return False
+    return hasattr(Connection, "get_last_keepalive_ack")
+
+
+def client_keepalive2(case: str, addr: str, peer_type: int, server: str, duration: float,
+                      windows: int = 3) -> dict:
+    """Keepalive2 RTT measured by a pymsgr client messenger (``send_keepalive`` and
+    ``get_last_keepalive_ack``); the waiting thread yields with sleep(0) so the worker runs."""
+    msgr = _api()
+    connected = threading.Event()
+    client = msgr.Messenger.create(msgr.EntityName.client(4102), nonce=os.getpid() + 2,
+                                   config=msgr.Config())
+    client.set_default_policy(msgr.Policy.lossy_client())
+    client.add_dispatcher_head(_dispatcher(lambda m: None, on_connect=lambda c: connected.set()))
+    client.start()
+    runs: list[list[float]] = []
+    try:
+        conn = client.connect_to(peer_type, msgr.EntityAddr.parse(addr))
+        conn.send_keepalive()
+        if not connected.wait(10):
+            raise TimeoutError(f"no connection to {addr}")
+        for w in range(windows + 1):          # window 0 is the warm-up
+            samples: list[float] = []
+            end = time.perf_counter() + (0.2 if w == 0 else duration / windows)
+            while time.perf_counter() < end:
+                prev = conn.get_last_keepalive_ack()
+                t0 = time.perf_counter()
+                conn.send_keepalive()
+                limit = t0 + 5
+                while conn.get_last_keepalive_ack() == prev:
+                    time.sleep(0)
+                    if time.perf_counter() > limit:
+                        raise TimeoutError("no KEEPALIVE2_ACK within 5 s")
+                samples.append(time.perf_counter() - t0)
+            if w:
+                runs.append(samples)
+    finally:
+        _stop([client])
+    samples = min(runs, key=lambda r: percentiles(r)["p50_us"])
+    row = {"case": case, "size": 9, "kind": "keepalive2", "client": "pymsgr", "server": server,
+           "windows": windows, "messages": len(samples),
+           "msgs_per_s": len(samples) / sum(samples), "mb_per_s": None}
+    row.update(percentiles(samples))
+    return row

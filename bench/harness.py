@@ -153,9 +153,9 @@ def build_suite(args) -> list[Step]:
             steps.append((f"baseline.framed_{loop}.rtt {_human(size)}",
                           lambda loop=loop, size=size: baselines.framed_rtt(
                               loop, size, args.count or 10**9, dur)))
+    why = cases.available()
     if not args.no_mon:
         steps.append(("baseline.ceph_mon.keepalive2", lambda: _mon_keepalive(dur)))
-    why = cases.available()
     if why is None:
         steps.append(("pymsgr.keepalive2", lambda: cases.keepalive2(cases.Params(), dur)))
         steps.extend(_pymsgr_steps(args, sizes, quick, dur if quick else max(dur, 1.5)))
@@ -173,8 +173,13 @@ def _mon_keepalive(duration: float) -> dict:
         return {"case": "baseline.ceph_mon.keepalive2", "error": "ceph-mon not installed"}
     try:
         time.sleep(1.0)   # let the fresh monitor finish its start-up work first
-        return baselines.keepalive2_row("baseline.ceph_mon.keepalive2", mon.host, mon.port, 1,
-                                        duration)
+        rows = [baselines.keepalive2_row("baseline.ceph_mon.keepalive2", mon.host, mon.port, 1,
+                                         duration)]
+        rows[0]["server"] = "ceph-mon"
+        if cases.available() is None and cases.client_keepalive_supported():
+            rows.append(cases.client_keepalive2("baseline.ceph_mon.keepalive2.pymsgr_client",
+                                                mon.addr, 1, "ceph-mon", duration))
+        return rows
     finally:
         mon.stop()
 

@@ -114,8 +114,10 @@ def test_add_ratios_on_known_figures():
         {"case": "pymsgr.pipelined", "size": 4096, "msgs_per_s": 100e3, "mb_per_s": 409.6},
         {"case": "pymsgr.rtt", "size": 16, "kind": "rtt", "p50_us": 50.0, "p99_us": 60.0,
          "p999_us": 70.0, "msgs_per_s": 2e4, "mb_per_s": None},
-        {"case": "baseline.ceph_mon.keepalive2", "size": 9, "p50_us": 40.0, "msgs_per_s": 1.0},
-        {"case": "pymsgr.keepalive2", "size": 9, "p50_us": 60.0, "msgs_per_s": 1.0},
+        {"case": "baseline.ceph_mon.keepalive2", "size": 9, "kind": "keepalive2",
+         "client": "rawv1", "server": "ceph-mon", "p50_us": 40.0, "msgs_per_s": 1.0},
+        {"case": "pymsgr.keepalive2", "size": 9, "kind": "keepalive2", "client": "rawv1",
+         "server": "pymsgr", "p50_us": 60.0, "msgs_per_s": 1.0},
         {"case": "pymsgr", "error": "pymsgr messenger not available yet"},
     ]
     report.add_ratios(rows)
