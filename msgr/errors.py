@@ -74,5 +74,6 @@ class ConfigError(MsgrError, ValueError):
     """An unknown option name or an invalid option value."""
 
 
-class WrongThreadError(MsgrError, RuntimeError):
-    """An internal-thread-only method was called from another thread."""
+# The event engine's own error (eventcenter is below msgr and cannot import it); re-exported here so
+# that msgr users find every error pymsgr raises in one module.
+from eventcenter.errors import CenterClosedError, WrongThreadError  # noqa: E402,F401
