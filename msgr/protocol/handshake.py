@@ -1,0 +1,415 @@
+"""Both roles of the v1 handshake, with the server's decision table (§7) as data.
+
+Client: banner -> read the server's 281 bytes -> our address + connect ->
+reply, handled by ``CLIENT_REPLIES`` (§8). Server: banner + addresses ->
+read 145 -> connect (+ authorizer) -> ``decide()`` walks ``SERVER_DECISIONS``
+top to bottom; the first row whose condition holds says what to do. Rows
+follow ceph-msgr-v1.md §7 with the corrections observed on a real pacific
+monitor (real-ceph-findings.md §11-12).
+"""
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from typing import Callable
+
+from msgr.entity import EntityAddr, EntityName
+from msgr.errors import BadAddressError, RemoteProtocolError
+from msgr.features import CEPHX_V2, RECONNECT_SEQ
+from msgr.policy import Policy
+from msgr.protocol.actions import Action, Notify, ConnEvent, OpenSocket, Registered, ReplaceExisting, \
+    PokeExisting, StopExisting
+from msgr.protocol.states import State as S
+from msgr.wire import BANNER, CONNECT_LOSSY, ConnectMsg, ConnectReply, Tag, check_banner, pack_u64, \
+    proto_version, unpack_server_identify, unpack_u64
+
+CEPH_AUTH_UNKNOWN, CEPH_AUTH_NONE, CEPH_AUTH_CEPHX = 0, 1, 2
+
+
+# --- authorizers (auth none) ------------------------------------------------------------------------
+
+def build_authorizer(my_name: EntityName, peer_type: int) -> tuple[int, bytes]:
+    """(authorizer_protocol, bytes) for a connect: nothing toward a monitor, else AUTH_NONE."""
+    if peer_type == EntityName.TYPE_MON and my_name.type != EntityName.TYPE_MON:
+        return CEPH_AUTH_UNKNOWN, b""  # clients authenticate to monitors with MAuth afterwards
+    ident = (my_name.id if my_name.id is not None else str(my_name.num)).encode()
+    return CEPH_AUTH_NONE, struct.pack("<BII", 1, my_name.type, len(ident)) + ident + struct.pack("<Q", 0)
+
+
+def verify_authorizer(peer_type: int, protocol: int, blob: bytes) -> bool:
+    """Auth none: no authorizer is fine except from a MON peer; an AUTH_NONE blob must decode."""
+    if protocol == CEPH_AUTH_UNKNOWN and not blob:
+        return peer_type != EntityName.TYPE_MON
+    if protocol != CEPH_AUTH_NONE or len(blob) < 9 or blob[0] != 1:
+        return False
+    (slen,) = struct.unpack_from("<I", blob, 5)
+    return len(blob) >= 9 + slen + 8
+
+
+# --- the server decision table (§7) -------------------------------------------------------------------
+
+class Do(enum.Enum):
+    REPLY = "reply"      # a non-success reply; then wait for another connect on this socket
+    OPEN = "open"        # open() here: a new session (or, on the replaced session itself, the retry)
+    REPLACE = "replace"  # the existing session takes this socket (lossless) or is stopped (lossy)
+    WAIT = "wait"        # our own attempt wins the race: poke it, reply WAIT
+
+
+@dataclass(frozen=True, slots=True)
+class Existing:
+    """What the decision needs to know about the registered session for the peer's address."""
+    closed: bool
+    replacing: bool      # being replaced by another incoming connection right now
+    pgs: int             # its peer_global_seq
+    cseq: int            # its connect_seq
+    lossy: bool
+    open_or_standby: bool
+    server: bool         # its policy is a server policy
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectCtx:
+    c: ConnectMsg
+    my_proto: int
+    required: int        # policy.features_required, plus CEPHX_V2 for a cephx authorizer (row 2)
+    auth_ok: bool        # row 4
+    policy: Policy       # for the peer's type
+    e: Existing | None   # None: no registered session, or it is this connection (row 7)
+    replacing: bool      # this connection is the target of a replace (the retry after RETRY_GLOBAL)
+    peer_lt_me: bool     # peer's legacy address < ours, in Ceph's memcmp order (rows 17/18)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    row: int
+    do: Do
+    tag: Tag | None = None
+    global_seq: int = 0
+    connect_seq: int = 0
+    reset_from_peer: bool = False
+
+
+def _reply(tag: Tag, g: Callable = lambda x: 0, c: Callable = lambda x: 0):
+    return lambda row, x: Decision(row, Do.REPLY, tag, g(x), c(x))
+
+
+def _do(what: Do, reset: bool = False):
+    return lambda row, x: Decision(row, what, reset_from_peer=reset)
+
+
+_pgs = lambda x: x.e.pgs            # noqa: E731
+_cseq1 = lambda x: x.e.cseq + 1     # noqa: E731
+
+#: (row of §7, condition, outcome). Row 2 is folded into ``required``; row 5 (cephx challenge) and
+#: row 7 (existing is this connection -> treated as none) are settled while building the context.
+SERVER_DECISIONS: list[tuple[int, str, Callable[[ConnectCtx], bool], Callable]] = [
+    (1, "protocol_version is not ours", lambda x: x.c.protocol_version != x.my_proto,
+     _reply(Tag.BADPROTOVER)),
+    (3, "peer lacks required features", lambda x: bool(x.required & ~x.c.features), _reply(Tag.FEATURES)),
+    (4, "authorizer rejected", lambda x: not x.auth_ok, _reply(Tag.BADAUTHORIZER)),
+    (6, "stateless server: always a new session", lambda x: x.policy.server and x.policy.lossy, _do(Do.OPEN)),
+    (8, "peer resumes a session we do not have", lambda x: x.e is None and x.c.connect_seq > 0
+     and not x.replacing, _reply(Tag.RESETSESSION)),
+    (9, "no existing session", lambda x: x.e is None, _do(Do.OPEN)),
+    (10, "existing session is closed", lambda x: x.e.closed, _do(Do.OPEN)),
+    (11, "existing is being replaced", lambda x: x.e.replacing, _reply(Tag.RETRY_GLOBAL, _pgs)),
+    (12, "stale global_seq", lambda x: x.c.global_seq < x.e.pgs, _reply(Tag.RETRY_GLOBAL, _pgs)),
+    (13, "existing is lossy", lambda x: x.e.lossy, _do(Do.REPLACE)),
+    (14, "peer restarted (connect_seq 0)", lambda x: x.c.connect_seq == 0 and x.e.cseq > 0,
+     _do(Do.REPLACE, reset=True)),
+    (15, "old attempt (connect_seq too low)", lambda x: x.c.connect_seq < x.e.cseq,
+     _reply(Tag.RETRY_SESSION, c=_cseq1)),
+    (16, "same connect_seq, existing open/standby, resetcheck, cseq 0",
+     lambda x: x.c.connect_seq == x.e.cseq and x.e.open_or_standby and x.policy.resetcheck and x.e.cseq == 0,
+     _do(Do.REPLACE)),
+    (16, "same connect_seq, existing open/standby", lambda x: x.c.connect_seq == x.e.cseq
+     and x.e.open_or_standby, _reply(Tag.RETRY_SESSION, c=_cseq1)),
+    (17, "connection race, incoming wins", lambda x: x.c.connect_seq == x.e.cseq
+     and (x.peer_lt_me or x.e.server), _do(Do.REPLACE)),
+    (18, "connection race, our attempt wins", lambda x: x.c.connect_seq == x.e.cseq, _do(Do.WAIT)),
+    (19, "peer resumes a session we reset", lambda x: x.policy.resetcheck and x.e.cseq == 0,
+     _reply(Tag.RESETSESSION)),
+    (20, "normal reconnect", lambda x: True, _do(Do.REPLACE)),
+]
+
+
+def decide(x: ConnectCtx) -> Decision:
+    """The first row of ``SERVER_DECISIONS`` whose condition holds."""
+    for row, _why, cond, outcome in SERVER_DECISIONS:
+        if cond(x):
+            return outcome(row, x)
+    raise AssertionError("row 20 always matches")  # pragma: no cover
+
+
+# --- the client's handling of reply tags (§8): tag -> method -----------------------------------------
+CLIENT_REPLIES: dict[int, str] = {
+    Tag.FEATURES: "_on_reply_refused",
+    Tag.BADPROTOVER: "_on_reply_refused",
+    Tag.BADAUTHORIZER: "_on_reply_refused",
+    Tag.CHALLENGE_AUTHORIZER: "_on_reply_refused",   # cephx is not implemented (auth none)
+    Tag.RESETSESSION: "_on_reply_resetsession",
+    Tag.RETRY_GLOBAL: "_on_reply_retry_global",
+    Tag.RETRY_SESSION: "_on_reply_retry_session",
+    Tag.WAIT: "_on_reply_wait",
+    Tag.SEQ: "_on_reply_ready",
+    Tag.READY: "_on_reply_ready",
+}
+
+
+class HandshakeMixin:
+    """Handshake readers and helpers of :class:`~msgr.protocol.protocol_v1.ProtocolV1`."""
+
+    def _init_handshake(self) -> None:
+        self._need_auth = 0
+        self._connect: ConnectMsg | None = None      # the last connect sent (client) or read (server)
+        self._reply: ConnectReply | None = None
+        self._authorizer_in = b""                     # kept across retries on one socket (observed)
+        self._replacing = False
+        self._replace_connect: ConnectMsg | None = None
+        self._reset_from_peer = False
+        self._sock_peer: EntityAddr | None = None
+        self._sock_local: EntityAddr | None = None
+
+    # ===== connect side ==================================================================================
+    def start_connect(self, peer_addr: EntityAddr, peer_type: int, now_us: int) -> list[Action]:
+        """Begin a session to ``peer_addr``; returns [OpenSocket(addr)] (+ Registered)."""
+        if self.state is not S.NONE:
+            raise RemoteProtocolError(f"start_connect in state {self.state!r}")
+        self.peer_addr, self.peer_type = peer_addr, peer_type
+        self.peer_name = EntityName(peer_type)
+        self.policy = self.host.get_policy(peer_type).copy()
+        acts: list[Action] = []
+        if self.host.lookup_conn(peer_addr) is None and self.host.register_conn(self):
+            acts.append(Registered(peer_addr))
+        return acts + self._connect_now(now_us)
+
+    def _connect_now(self, now_us: int) -> list[Action]:
+        self._reset_recv()
+        self._out = []
+        self._authorizer_in = b""
+        self.global_seq = self.host.get_global_seq()
+        self._reconnect_armed = False
+        self._to(S.CONNECTING)
+        return [OpenSocket(self.peer_addr)]
+
+    def on_connected(self, sock_local: EntityAddr, now_us: int) -> list[Action]:
+        """The TCP connect completed: our banner is queued."""
+        if self.state is not S.CONNECTING:
+            return []  # a stale completion (we moved on)
+        self._has_socket = True
+        self.wants_read = True
+        self._sock_local = sock_local
+        self._to(S.CONNECTING_RE)
+        self._out.append(BANNER)
+        self._to(S.CONNECTING_WAIT_BANNER_AND_IDENTIFY)
+        return []
+
+    def _read_server_identify(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+        server, seen = unpack_server_identify(buf, off)
+        want = self.peer_addr
+        if (server.ip, server.port) != (want.ip, want.port) and not (server.is_blank_ip() and server.port == want.port):
+            raise BadAddressError(f"peer at {want} says it is {server}")
+        if want.nonce and server.nonce != want.nonce:
+            # same ip:port, another process: not the peer we want (a restarted one)
+            raise BadAddressError(f"peer at {want} has nonce {server.nonce}, expected {want.nonce}")
+        self.host.learned_addr(seen)
+        self._out.append(self.host.get_myaddr().encode_legacy())
+        self._send_connect()
+
+    def _send_connect(self) -> None:
+        self._to(S.CONNECTING_SEND_CONNECT_MSG)
+        host = self.host
+        auth_proto, auth = build_authorizer(host.my_name, self.peer_type)
+        c = ConnectMsg(self.policy.features_supported, host.my_name.type, self.global_seq, self.connect_seq,
+                       proto_version(host.my_name.type, self.peer_type, True), auth_proto, len(auth),
+                       CONNECT_LOSSY if self.policy.lossy else 0)
+        self._connect = c
+        self._out.append(c.pack() + auth)
+        self._to(S.CONNECTING_WAIT_CONNECT_REPLY)
+
+    def _read_connect_reply(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+        self._reply = ConnectReply.unpack(buf, off)
+        self._need_auth = self._reply.authorizer_len
+        self._to(S.CONNECTING_WAIT_CONNECT_REPLY_AUTH)
+
+    def _read_connect_reply_auth(self, buf, off: int, n: int, now_us: int, acts: list):
+        # an authorizer reply is only verified with cephx; with auth none it is ignored
+        method = CLIENT_REPLIES.get(self._reply.tag)
+        if method is None:
+            raise RemoteProtocolError(f"unknown connect reply tag {self._reply.tag}")
+        return getattr(self, method)(now_us, acts)
+
+    def _on_reply_refused(self, now_us: int, acts: list):
+        r = self._reply
+        why = Tag(r.tag).name
+        if r.tag == Tag.FEATURES:
+            why += f" (missing {r.features & ~self.policy.features_supported:#x})"
+        acts.extend(self._fault(f"peer refused our connect: {why}", now_us))
+        return self._blocked()
+
+    def _on_reply_resetsession(self, now_us: int, acts: list) -> None:
+        acts.extend(self._reset_session())
+        self._send_connect()
+
+    def _on_reply_retry_global(self, now_us: int, acts: list) -> None:
+        self.global_seq = self.host.get_global_seq(self._reply.global_seq)
+        self._send_connect()
+
+    def _on_reply_retry_session(self, now_us: int, acts: list) -> None:
+        if self._reply.connect_seq <= self.connect_seq:
+            raise RemoteProtocolError(f"RETRY_SESSION with connect_seq {self._reply.connect_seq} "
+                                      f"<= ours {self.connect_seq}")
+        self.connect_seq = self._reply.connect_seq
+        self._send_connect()
+
+    def _on_reply_wait(self, now_us: int, acts: list):
+        self._to(S.WAIT)
+        acts.extend(self._fault("peer answered WAIT (connection race, its attempt wins)", now_us))
+        return self._blocked()
+
+    def _on_reply_ready(self, now_us: int, acts: list):
+        missing = self.policy.features_required & ~self._reply.features
+        if missing:
+            acts.extend(self._fault(f"peer lacks required features {missing:#x}", now_us))
+            return self._blocked()
+        if self._reply.tag == Tag.SEQ:
+            self._to(S.CONNECTING_WAIT_ACK_SEQ)
+            return None
+        self._client_ready(now_us, acts)
+        return None
+
+    def _read_ack_seq(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+        self._outq.discard_requeued_up_to(unpack_u64(buf, off))
+        self._out.append(pack_u64(self.in_seq))
+        self._client_ready(now_us, acts)
+
+    def _client_ready(self, now_us: int, acts: list) -> None:
+        r = self._reply
+        self.peer_global_seq = r.global_seq
+        self.policy.lossy = bool(r.flags & CONNECT_LOSSY)   # the server's word wins
+        self.connect_seq = r.connect_seq
+        self.features = r.features & self.policy.features_supported
+        self._to(S.CONNECTING_READY)
+        self._ready(now_us, acts, ConnEvent.CONNECT)
+
+    # ===== accept side ===================================================================================
+    def start_accept(self, sock_peer: EntityAddr, sock_local: EntityAddr, now_us: int) -> list[Action]:
+        """A socket was accepted: banner + our address + the peer's address as seen are queued."""
+        if self.state is not S.NONE:
+            raise RemoteProtocolError(f"start_accept in state {self.state!r}")
+        self._has_socket = True
+        self._sock_peer, self._sock_local = sock_peer, sock_local
+        self._to(S.ACCEPTING)
+        me = self.host.get_myaddr()
+        if me.is_blank_ip():
+            me = me.with_ip(sock_local.ip)
+        seen = EntityAddr(EntityAddr.TYPE_LEGACY, 0, sock_peer.ip, sock_peer.port, sock_peer.family)
+        self._out.append(BANNER + me.encode_legacy() + seen.encode_legacy())
+        self._to(S.ACCEPTING_WAIT_BANNER_ADDR)
+        return []
+
+    def _read_client_banner_addr(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+        check_banner(buf, off)
+        addr = EntityAddr.decode_legacy(buf, off + len(BANNER))
+        if addr.is_blank_ip():
+            addr = addr.with_ip(self._sock_peer.ip)   # keep the port it announced
+        self.peer_addr = addr
+        self._to(S.ACCEPTING_WAIT_CONNECT_MSG)
+
+    def _read_connect_msg(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+        self._connect = ConnectMsg.unpack(buf, off)
+        self._need_auth = self._connect.authorizer_len
+        self._to(S.ACCEPTING_WAIT_CONNECT_MSG_AUTH)
+
+    def _read_connect_msg_auth(self, buf, off: int, n: int, now_us: int, acts: list):
+        c = self._connect
+        if n:
+            self._authorizer_in = bytes(buf[off:off + n])
+        # (a retry with authorizer_len 0 re-checks the previous bytes: observed on pacific)
+        host = self.host
+        policy = host.get_policy(c.host_type).copy()
+        my = host.my_name.type
+        e_view, existing = None, None
+        if not (policy.server and policy.lossy):
+            existing = host.lookup_conn(self.peer_addr)
+            if existing is self:
+                existing = None
+            if existing is not None:
+                e_view = Existing(existing.state is S.CLOSED, existing._replacing, existing.peer_global_seq,
+                                  existing.connect_seq, existing.policy.lossy,
+                                  existing.state is S.STANDBY or existing.is_connected(), existing.policy.server)
+        x = ConnectCtx(c, proto_version(my, c.host_type, False),
+                       policy.features_required | (CEPHX_V2 if c.authorizer_protocol == CEPH_AUTH_CEPHX else 0),
+                       verify_authorizer(c.host_type, c.authorizer_protocol, self._authorizer_in),
+                       policy, e_view, self._replacing,
+                       self.peer_addr.legacy_cmp_key() < host.get_myaddr().legacy_cmp_key())
+        d = decide(x)
+        self.last_decision = d
+        if d.do is Do.REPLY:
+            self._out.append(self._error_reply(c, policy, d.tag, d.global_seq, d.connect_seq))
+            self._to(S.ACCEPTING_WAIT_CONNECT_MSG)
+            return None
+        if d.do is Do.WAIT:
+            acts.append(PokeExisting(existing))
+            self._out.append(self._error_reply(c, policy, Tag.WAIT))
+            self._to(S.ACCEPTING_WAIT_CONNECT_MSG)
+            return None
+        if d.do is Do.REPLACE:
+            if existing.policy.lossy:
+                host.unregister_conn(existing)
+                acts.append(StopExisting(existing))
+            else:
+                # mark it now: a third connect arriving before adopt_socket runs gets RETRY_GLOBAL (row 11)
+                existing._replacing = True
+                existing._replace_connect = c
+                self._has_socket = False
+                self._to(S.CLOSED)
+                acts.append(ReplaceExisting(existing, d.reset_from_peer))
+                return self._blocked()
+        self._server_open(c, policy, d.reset_from_peer, now_us, acts)
+        return None
+
+    def _error_reply(self, c: ConnectMsg, policy: Policy, tag: Tag, gseq: int = 0, cseq: int = 0) -> bytes:
+        """A non-success reply (§4.5): our protocol version, features = offered & supported | required."""
+        required = policy.features_required | (CEPHX_V2 if c.authorizer_protocol == CEPH_AUTH_CEPHX else 0)
+        return ConnectReply(tag, (c.features & policy.features_supported) | required, gseq, cseq,
+                            proto_version(self.host.my_name.type, c.host_type, False), 0, 0).pack()
+
+    def _server_open(self, c: ConnectMsg, policy: Policy, reset_from_peer: bool, now_us: int, acts: list) -> None:
+        """open() (§7.2): the success reply, then SEQ exchange or READY."""
+        host = self.host
+        self.policy = policy
+        self.peer_type = c.host_type
+        if self.peer_name is None or self.peer_name.type != c.host_type:
+            self.peer_name = EntityName(c.host_type)
+        self.connect_seq = c.connect_seq + 1
+        self.peer_global_seq = c.global_seq
+        seq = c.features & RECONNECT_SEQ == RECONNECT_SEQ and not reset_from_peer and not self._reset_from_peer
+        if not seq:
+            self.in_seq = 0
+        reply = ConnectReply(Tag.SEQ if seq else Tag.READY, policy.features_supported, host.get_global_seq(),
+                             self.connect_seq, proto_version(host.my_name.type, c.host_type, False), 0,
+                             CONNECT_LOSSY if policy.lossy else 0)
+        self.features = reply.features & c.features
+        self._replacing = False
+        self._reset_from_peer = False
+        self._replace_connect = None
+        if not (policy.server and policy.lossy and not policy.register_lossy_clients):
+            if host.lookup_conn(self.peer_addr) is not self:
+                if not host.register_conn(self):
+                    raise RemoteProtocolError(f"another session for {self.peer_addr} registered meanwhile")
+                acts.append(Registered(self.peer_addr))
+        self._out.append(reply.pack())
+        acts.append(Notify(ConnEvent.ACCEPT))
+        if seq:
+            self._out.append(pack_u64(self.in_seq))
+            self._to(S.ACCEPTING_WAIT_SEQ)
+        else:
+            self._to(S.ACCEPTING_READY)
+            self._ready(now_us, acts, None)
+
+    def _read_wait_seq(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+        self._outq.discard_requeued_up_to(unpack_u64(buf, off))
+        self._to(S.ACCEPTING_READY)
+        self._ready(now_us, acts, None)

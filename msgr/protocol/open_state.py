@@ -1,0 +1,248 @@
+"""The OPEN state: tag dispatch, the message read path, acks and keepalives.
+
+Read path of one message (states of ``TRANSITIONS``): header (53 bytes, or
+334 without NOSRCADDR; CRC checked at once when ms_crc_header) -> length
+limits checked BEFORE anything is allocated -> the three receive throttles
+(policy message count, policy bytes, messenger dispatch bytes; when one is
+full, reading stops and THROTTLE_RETRY fires in 1 ms) -> front, middle,
+data (a large segment is read straight into its own buffer) -> footer
+(COMPLETE flag, front/middle/data CRCs) -> decode -> seq check -> Deliver.
+
+Write path: control frames first (keepalive acks), then a pending
+keepalive, then every queued message, then one cumulative ACK (lossless).
+"""
+from __future__ import annotations
+
+from msgr import _cwire
+from msgr.crc import crc32c
+from msgr.entity import EntityName
+from msgr.errors import BadCrcError, BadLengthError, BadTagError, DecodeError
+from msgr.features import MSG_AUTH, MSGR_KEEPALIVE2, NOSRCADDR
+from msgr.message import decode_message
+from msgr.protocol.actions import ArmTimer, Deliver, Notify, TimerKind
+from msgr.protocol.outq import Framer
+from msgr.protocol.states import State as S
+from msgr.wire import FOOTER_COMPLETE, FOOTER_NOCRC, MsgFooter, MsgHeader, MsgHeaderOld, Priority, Tag, \
+    pack_ack, pack_keepalive2, unpack_timespec, unpack_u64
+
+_KEEPALIVE = bytes((Tag.KEEPALIVE,))
+_KEEPALIVE2_ACK = bytes((Tag.KEEPALIVE2_ACK,))
+THROTTLE_RETRY_US = 1000
+
+#: OPEN tag byte -> next state (None: handled in place)
+TAG_NEXT = {
+    Tag.MSG: S.OPEN_MESSAGE_HEADER,
+    Tag.ACK: S.OPEN_TAG_ACK,
+    Tag.KEEPALIVE2: S.OPEN_KEEPALIVE2,
+    Tag.KEEPALIVE2_ACK: S.OPEN_KEEPALIVE2_ACK,
+    Tag.KEEPALIVE: None,
+    Tag.CLOSE: None,
+}
+
+
+class OpenMixin:
+    """OPEN-state readers and the write path of :class:`~msgr.protocol.protocol_v1.ProtocolV1`."""
+
+    def _init_open(self) -> None:
+        self._header_size = 53
+        self._footer_size = 21
+        self._hdr: MsgHeader | None = None
+        self._seg_len = 0
+        self._segs: list = []
+        self._throttled: list = []    # (throttle, count) taken for the message being read
+
+    # --- entering OPEN (both roles) -------------------------------------------------------------------
+    def _ready(self, now_us: int, acts: list, event) -> None:
+        f = self.features
+        self._header_size = 53 if f & NOSRCADDR == NOSRCADDR else 334
+        self._footer_size = 21 if f & MSG_AUTH == MSG_AUTH else 13
+        me = self.host.my_name
+        self._framer = Framer(f, self._crc_header, self._crc_data, me.type, me.num,
+                              self.peer_addr.encode_legacy() if self.peer_addr else bytes(136))
+        self._acked_seq = self.in_seq
+        self._once_ready = True
+        self._backoff_us = 0
+        self._to(S.OPEN)
+        if event is not None:
+            acts.append(Notify(event))
+
+    # --- tags -------------------------------------------------------------------------------------------
+    def _read_tag(self, buf, off: int, n: int, now_us: int, acts: list):
+        tag = buf[off]
+        if tag not in TAG_NEXT:
+            raise BadTagError(f"tag {tag} is not valid in the open state")
+        nxt = TAG_NEXT[tag]
+        if nxt is not None:
+            self._to(nxt)
+        elif tag == Tag.KEEPALIVE:
+            self.last_keepalive_us = now_us
+        else:  # CLOSE: the peer ends the session
+            acts.extend(self._close("peer sent CLOSE", now_us, reset=True))
+            return self._blocked()
+        return None
+
+    def _read_ack(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+        self._outq.ack(unpack_u64(buf, off))
+        self._to(S.OPEN)
+
+    def _read_keepalive2(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+        self.last_keepalive_us = now_us
+        self._out.append(_KEEPALIVE2_ACK + bytes(buf[off:off + 8]))
+        self._to(S.OPEN)
+
+    def _read_keepalive2_ack(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+        self.last_keepalive_ack_stamp = unpack_timespec(buf, off)
+        self.last_keepalive_ack_us = now_us
+        self._to(S.OPEN)
+
+    # --- a message -------------------------------------------------------------------------------------
+    def _read_message_header(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+        if n == 53:
+            h = MsgHeader(*_cwire.parse_header(buf, off, self._crc_header))
+        else:
+            h = MsgHeaderOld.unpack(buf, off, self._crc_header).to_header()
+        cfg = self.host.config
+        if h.front_len > cfg.ms_max_message_front_len:
+            raise BadLengthError(f"front_len {h.front_len} > ms_max_message_front_len")
+        if h.middle_len > cfg.ms_max_message_middle_len:
+            raise BadLengthError(f"middle_len {h.middle_len} > ms_max_message_middle_len")
+        if h.data_len > cfg.ms_max_message_data_len:
+            raise BadLengthError(f"data_len {h.data_len} > ms_max_message_data_len")
+        self._hdr = h
+        self._segs = []
+        self._to(S.OPEN_MESSAGE_THROTTLE_MESSAGE)
+
+    def _take(self, throttle, count: int, now_us: int, acts: list) -> bool:
+        if throttle is None or count == 0:
+            return True
+        if throttle.try_get(count):
+            self._throttled.append((throttle, count))
+            return True
+        self.wants_read = False
+        self.stats["throttle_waits"] += 1
+        acts.append(ArmTimer(TimerKind.THROTTLE_RETRY, THROTTLE_RETRY_US))
+        return False
+
+    def _throttle_message(self, buf, off: int, n: int, now_us: int, acts: list):
+        if not self._take(self.policy.throttler_messages, 1, now_us, acts):
+            return self._blocked()
+        self._to(S.OPEN_MESSAGE_THROTTLE_BYTES)
+        return None
+
+    def _throttle_bytes(self, buf, off: int, n: int, now_us: int, acts: list):
+        h = self._hdr
+        if not self._take(self.policy.throttler_bytes, h.front_len + h.middle_len + h.data_len, now_us, acts):
+            return self._blocked()
+        self._to(S.OPEN_MESSAGE_THROTTLE_DISPATCH_QUEUE)
+        return None
+
+    def _throttle_dispatch_queue(self, buf, off: int, n: int, now_us: int, acts: list):
+        h = self._hdr
+        if not self._take(self.host.dispatch_throttle, h.front_len + h.middle_len + h.data_len, now_us, acts):
+            return self._blocked()
+        self.wants_read = True
+        self._seg_len = h.front_len
+        self._to(S.OPEN_MESSAGE_READ_FRONT)
+        return None
+
+    def _read_segment(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+        self._segment_done(bytes(buf[off:off + n]) if n else b"", now_us, acts)
+
+    def _segment_done(self, seg, now_us: int, acts: list) -> None:
+        """A front/middle/data segment is complete (from the receive buffer or read directly)."""
+        self._segs.append(seg)
+        st = self.state
+        if st is S.OPEN_MESSAGE_READ_FRONT:
+            self._seg_len = self._hdr.middle_len
+            self._to(S.OPEN_MESSAGE_READ_MIDDLE)
+        elif st is S.OPEN_MESSAGE_READ_MIDDLE:
+            self._to(S.OPEN_MESSAGE_READ_DATA_PREPARE)
+        else:
+            self._to(S.OPEN_MESSAGE_READ_FOOTER_AND_DISPATCH)
+
+    def _read_data_prepare(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+        # data_off alignment is a C++ page concern; a bytearray needs none
+        self._seg_len = self._hdr.data_len
+        self._to(S.OPEN_MESSAGE_READ_DATA)
+
+    def _read_footer_and_dispatch(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+        fc, mc, dc, sig, flags = _cwire.parse_footer(buf, off, n == 21)
+        front, middle, data = self._segs
+        self._segs = []
+        if not flags & FOOTER_COMPLETE:
+            raise DecodeError("message footer lacks the COMPLETE flag (the sender aborted it)")
+        if self._crc_header:
+            if (crc32c(0, front) if front else 0) != fc:
+                raise BadCrcError("front", fc, crc32c(0, front))
+            if (crc32c(0, middle) if middle else 0) != mc:
+                raise BadCrcError("middle", mc, crc32c(0, middle))
+        if self._crc_data and not flags & FOOTER_NOCRC:
+            if (crc32c(0, data) if data else 0) != dc:
+                raise BadCrcError("data", dc, crc32c(0, data))
+        h = self._hdr
+        self._hdr = None
+        throttled, self._throttled = self._throttled, []
+        try:
+            msg = decode_message(h, front, middle, data, MsgFooter(fc, mc, dc, sig, flags))
+        except DecodeError:
+            for t, c in throttled:
+                t.put(c)
+            raise
+        self._to(S.OPEN)
+        if h.seq <= self.in_seq:
+            for t, c in throttled:   # a duplicate after a reconnect: dropped, no fault
+                t.put(c)
+            return
+        self.in_seq = h.seq
+        pn = self.peer_name
+        if pn is None or pn.num != h.src_num or pn.type != h.src_type:
+            self.peer_name = EntityName(h.src_type, h.src_num)
+        msg._throttled = throttled or None
+        msg.set_connection(self.connection)
+        msg.recv_stamp_us = now_us
+        self.stats["msgs_in"] += 1
+        acts.append(Deliver(msg))
+
+    def _release_partial(self) -> None:
+        """Give back the throttles of a message whose read was cut short (fault, replace, close)."""
+        throttled, self._throttled = self._throttled, []
+        for t, c in throttled:
+            t.put(c)
+        self._hdr = None
+        self._segs = []
+
+    # --- write path ---------------------------------------------------------------------------------------
+    def _ack_due(self) -> bool:
+        return not self.policy.lossy and self.in_seq > self._acked_seq
+
+    def _write_open(self, out: list) -> None:
+        if self._keepalive_pending:
+            self._keepalive_pending = False
+            if self.features & MSGR_KEEPALIVE2 == MSGR_KEEPALIVE2:
+                sec, nsec = self.host.wall_clock()
+                out.append(pack_keepalive2(sec, nsec))
+            else:
+                out.append(_KEEPALIVE)
+            self.stats["keepalives"] += 1
+        q = self._outq
+        if len(q):
+            framer = self._framer
+            lossless = not self.policy.lossy
+            pop, n = q.pop, 0
+            while True:
+                msg = pop()
+                if msg is None:
+                    break
+                q.out_seq += 1
+                msg.header.seq = q.out_seq
+                framer.frame(msg, out)
+                if lossless:
+                    q.sent.append(msg)
+                n += 1
+            self.stats["msgs_out"] += n
+        if self._ack_due():
+            self._acked_seq = self.in_seq
+            out.append(pack_ack(self.in_seq))
+
+
+DEFAULT_PRIORITY = Priority.DEFAULT

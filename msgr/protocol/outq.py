@@ -1,0 +1,177 @@
+"""The send side of a session: priority out queues, the sent list, seq numbers, framing.
+
+Ceph keeps one FIFO per priority and always writes the head of the highest
+one. On a lossless session every written message also goes to ``sent``
+until the peer acks it; on a fault the sent list goes back to the front of
+the HIGHEST queue with ``out_seq`` rewound, so the same messages are re-sent
+with the same seqs (§9.2 of ceph-msgr-v1.md). ``discard_requeued_up_to``
+then drops what the peer already had (its in_seq from the SEQ exchange).
+
+Framing turns a message into a list of buffers for one ``sendmsg``: tag +
+header (packed after the seq is assigned, so its CRC covers the seq), the
+front/middle/data buffers as they are (no copy), and the footer.
+"""
+from __future__ import annotations
+
+from bisect import insort
+from collections import deque
+from typing import Iterable
+
+from msgr import _cwire
+from msgr.crc import crc32c
+from msgr.features import MSG_AUTH, NOSRCADDR
+from msgr.message import Message
+from msgr.wire import FOOTER_COMPLETE, FOOTER_NOCRC, Priority
+
+_TAG_MSG = b"\x07"
+_ZERO_CRC = b"\0\0\0\0"
+
+
+class OutQueue:
+    """Per-priority FIFOs + the sent list + ``out_seq`` of one session."""
+
+    __slots__ = ("_queues", "_prios", "sent", "out_seq", "_count")
+
+    def __init__(self) -> None:
+        self._queues: dict[int, deque[Message]] = {}
+        self._prios: list[int] = []   # ascending; the writer walks it from the end
+        self.sent: deque[Message] = deque()
+        self.out_seq = 0
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _queue(self, prio: int) -> deque[Message]:
+        q = self._queues.get(prio)
+        if q is None:
+            q = self._queues[prio] = deque()
+            insort(self._prios, prio)
+        return q
+
+    def enqueue(self, msg: Message) -> None:
+        self._queue(msg.header.priority).append(msg)
+        self._count += 1
+
+    def pop(self) -> Message | None:
+        """The head of the highest non-empty priority queue, or None."""
+        if not self._count:
+            return None
+        for prio in reversed(self._prios):
+            q = self._queues[prio]
+            if q:
+                self._count -= 1
+                return q.popleft()
+        return None  # pragma: no cover - _count says otherwise
+
+    def queued(self) -> list[Message]:
+        """Everything queued, in the order it would be written."""
+        return [m for p in reversed(self._prios) for m in self._queues[p]]
+
+    # --- lossless bookkeeping ---------------------------------------------
+    def mark_sent(self, msg: Message) -> None:
+        self.sent.append(msg)
+
+    def ack(self, seq: int) -> int:
+        """Drop sent messages with seq <= ``seq`` (a cumulative ACK); returns how many."""
+        sent, n = self.sent, 0
+        while sent and sent[0].header.seq <= seq:
+            sent.popleft()
+            n += 1
+        return n
+
+    def requeue_sent(self) -> int:
+        """Put the sent list back at the front of HIGHEST, rewinding out_seq (same seqs again)."""
+        n = len(self.sent)
+        if n:
+            self._queue(Priority.HIGHEST).extendleft(reversed(self.sent))
+            self._count += n
+            self.out_seq -= n
+            self.sent.clear()
+        return n
+
+    def discard_requeued_up_to(self, seq: int) -> list[Message]:
+        """Drop requeued messages the peer already has (seq <= ``seq``); returns them."""
+        q = self._queues.get(Priority.HIGHEST)
+        if not q:
+            # nothing requeued: our next seq follows what the peer already has
+            self.out_seq = max(self.out_seq, seq)
+            return []
+        dropped: list[Message] = []
+        while q:
+            s = q[0].header.seq
+            if s == 0 or s > seq:
+                break
+            dropped.append(q.popleft())
+            self._count -= 1
+            self.out_seq += 1
+        return dropped
+
+    def clear(self) -> list[Message]:
+        """Drop every queued and sent message (session reset); returns them, sent first."""
+        dropped = list(self.sent) + self.queued()
+        self.sent.clear()
+        for q in self._queues.values():
+            q.clear()
+        self._count = 0
+        return dropped
+
+
+class Framer:
+    """Builds the wire buffers of messages for one session's negotiated features."""
+
+    __slots__ = ("new_header", "new_footer", "crc_header", "crc_data", "src_type", "src_num",
+                 "features", "old_src_addr")
+
+    def __init__(self, features: int, crc_header: bool, crc_data: bool, src_type: int, src_num: int,
+                 old_src_addr: bytes = b"") -> None:
+        self.features = features
+        self.new_header = features & NOSRCADDR == NOSRCADDR
+        self.new_footer = features & MSG_AUTH == MSG_AUTH
+        self.crc_header = crc_header
+        self.crc_data = crc_data
+        self.src_type = src_type
+        self.src_num = src_num
+        self.old_src_addr = old_src_addr  # legacy 136 bytes; Ceph's old header carried the peer's address
+
+    def frame(self, msg: Message, out: list) -> int:
+        """Append tag+header, front, middle, data, footer of ``msg`` (seq already set); returns bytes."""
+        msg.encode(self.features)
+        h = msg.header
+        h.src_type, h.src_num = self.src_type, self.src_num
+        front, middle, data = msg.front, msg.middle, msg.data
+        if self.new_header:
+            hdr = _cwire.pack_header(h.seq, h.tid, h.type, h.priority, h.version, h.front_len,
+                                     h.middle_len, h.data_len, h.data_off, self.src_type, self.src_num,
+                                     h.compat_version, h.reserved)
+        else:
+            hdr = _cwire.pack_header_old(h.seq, h.tid, h.type, h.priority, h.version, h.front_len,
+                                         h.middle_len, h.data_len, h.data_off, self.src_type, self.src_num,
+                                         self.old_src_addr, self.src_type, self.src_num, self.old_src_addr,
+                                         h.reserved & 0xFFFFFFFF)
+        if not self.crc_header:
+            # the sender leaves CRCs it does not compute at 0 (a checking receiver will refuse it)
+            hdr = hdr[:-4] + _ZERO_CRC
+        out.append(_TAG_MSG + hdr)
+        if front:
+            out.append(front)
+        if middle:
+            out.append(middle)
+        if data:
+            out.append(data)
+        if self.crc_header:
+            fc = crc32c(0, front) if front else 0
+            mc = crc32c(0, middle) if middle else 0
+        else:
+            fc = mc = 0
+        if self.crc_data:
+            dc, flags = (crc32c(0, data) if data else 0), FOOTER_COMPLETE
+        else:
+            dc, flags = 0, FOOTER_COMPLETE | FOOTER_NOCRC
+        out.append(_cwire.pack_footer(fc, mc, dc, 0, flags, self.new_footer))
+        return 1 + len(hdr) + len(front) + len(middle) + len(data) + (21 if self.new_footer else 13)
+
+
+def iter_seqs(msgs: Iterable[Message]) -> list[int]:
+    """The header seqs of ``msgs`` (a debugging/test helper)."""
+    return [m.header.seq for m in msgs]

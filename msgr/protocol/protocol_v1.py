@@ -1,0 +1,297 @@
+"""ProtocolV1: the sans-IO msgr v1 state machine (bytes and time in, actions out).
+
+    connect side                                    accept side
+    NONE/STANDBY/WAIT --start_connect/backoff-->    NONE --start_accept-->
+    CONNECTING --on_connected--> CONNECTING_RE      ACCEPTING -> ACCEPTING_WAIT_BANNER_ADDR (145)
+      -> CONNECTING_WAIT_BANNER_AND_IDENTIFY (281)    -> ACCEPTING_WAIT_CONNECT_MSG (33)  <------+
+      -> CONNECTING_SEND_CONNECT_MSG  <----------+    -> ACCEPTING_WAIT_CONNECT_MSG_AUTH (len)   |
+      -> CONNECTING_WAIT_CONNECT_REPLY (26)      |         decision table (handshake.py) --------+
+      -> CONNECTING_WAIT_CONNECT_REPLY_AUTH (len)|         | SEQ: ACCEPTING_WAIT_SEQ (8)
+           RETRY_*/RESETSESSION -----------------+         v
+           SEQ: CONNECTING_WAIT_ACK_SEQ (8)             ACCEPTING_READY
+           WAIT: WAIT (fault, reconnect after max backoff)   |
+      -> CONNECTING_READY ------------------> OPEN (1: tag) <-+
+        OPEN -> OPEN_TAG_ACK (8) | OPEN_KEEPALIVE2 (8) | OPEN_KEEPALIVE2_ACK (8) -> OPEN
+        OPEN -> OPEN_MESSAGE_HEADER (53|334) -> THROTTLE_MESSAGE -> THROTTLE_BYTES
+             -> THROTTLE_DISPATCH_QUEUE -> READ_FRONT -> READ_MIDDLE -> READ_DATA_PREPARE
+             -> READ_DATA -> READ_FOOTER_AND_DISPATCH (21|13) -> OPEN
+    Any state -> fault(): STANDBY | CONNECTING (reconnect) | CLOSED; a lossless replace moves an
+    existing session to ACCEPTING_WAIT_CONNECT_MSG (adopt_socket).
+
+``TRANSITIONS`` below is the whole machine: per state, how many bytes its
+reader needs, which reader runs, and where it may go next. ``_to()`` refuses
+any other move. Readers live in ``handshake.py`` (both roles) and
+``open_state.py``; faults, resets and reconnects in ``session.py``.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from msgr.entity import EntityAddr, EntityName
+from msgr.errors import LocalProtocolError, MsgrError
+from msgr.policy import Policy
+from msgr.protocol.actions import Action, TimerKind
+from msgr.protocol.handshake import HandshakeMixin
+from msgr.protocol.host import ProtocolHost
+from msgr.protocol.open_state import OpenMixin
+from msgr.protocol.outq import Framer, OutQueue
+from msgr.protocol.session import BLOCKED, SessionMixin
+from msgr.protocol.states import OPEN_STATES, State
+
+S = State
+
+#: Size of the preallocated receive buffer (small frames, handshake).
+RBUF_SIZE = 64 * 1024
+#: A front/middle/data segment larger than this that is not yet in the receive buffer is read
+#: straight into its own preallocated buffer (``get_buffer`` returns a view of it).
+DIRECT_MIN = 8 * 1024
+_MIN_FREE = 4096
+
+
+class Row(NamedTuple):
+    need: int | str          # bytes the reader consumes (an int, or the name of the attribute holding it)
+    reader: str | None       # method run when ``need`` bytes are buffered; None = driven by calls/timers
+    next: frozenset          # states the reader (or call) may move to
+
+
+def _r(need, reader, *nxt) -> Row:
+    return Row(need, reader, frozenset(nxt))
+
+
+#: Every state may also go to CLOSED, STANDBY or CONNECTING (fault paths, session.py) and, for a
+#: lossless replace, to ACCEPTING_WAIT_CONNECT_MSG (adopt_socket).
+ALWAYS = frozenset({S.CLOSED, S.STANDBY, S.CONNECTING, S.ACCEPTING_WAIT_CONNECT_MSG})
+
+TRANSITIONS: dict[State, Row] = {
+    S.NONE: _r(0, None, S.CONNECTING, S.ACCEPTING),
+    # --- connect side (handshake.py) -------------------------------------------------------------
+    S.CONNECTING: _r(0, None, S.CONNECTING_RE),                       # on_connected
+    S.CONNECTING_RE: _r(0, None, S.CONNECTING_WAIT_BANNER_AND_IDENTIFY),
+    S.CONNECTING_WAIT_BANNER_AND_IDENTIFY: _r(281, "_read_server_identify", S.CONNECTING_SEND_CONNECT_MSG),
+    S.CONNECTING_SEND_CONNECT_MSG: _r(0, None, S.CONNECTING_WAIT_CONNECT_REPLY),
+    S.CONNECTING_WAIT_CONNECT_REPLY: _r(26, "_read_connect_reply", S.CONNECTING_WAIT_CONNECT_REPLY_AUTH),
+    S.CONNECTING_WAIT_CONNECT_REPLY_AUTH: _r("_need_auth", "_read_connect_reply_auth",
+                                             S.CONNECTING_SEND_CONNECT_MSG, S.CONNECTING_WAIT_ACK_SEQ,
+                                             S.CONNECTING_READY, S.WAIT),
+    S.CONNECTING_WAIT_ACK_SEQ: _r(8, "_read_ack_seq", S.CONNECTING_READY),
+    S.CONNECTING_READY: _r(0, None, S.OPEN),
+    # --- accept side (handshake.py) ---------------------------------------------------------------
+    S.ACCEPTING: _r(0, None, S.ACCEPTING_WAIT_BANNER_ADDR),
+    S.ACCEPTING_WAIT_BANNER_ADDR: _r(145, "_read_client_banner_addr", S.ACCEPTING_WAIT_CONNECT_MSG),
+    S.ACCEPTING_WAIT_CONNECT_MSG: _r(33, "_read_connect_msg", S.ACCEPTING_WAIT_CONNECT_MSG_AUTH),
+    S.ACCEPTING_WAIT_CONNECT_MSG_AUTH: _r("_need_auth", "_read_connect_msg_auth",
+                                          S.ACCEPTING_WAIT_CONNECT_MSG, S.ACCEPTING_WAIT_SEQ,
+                                          S.ACCEPTING_READY),
+    S.ACCEPTING_WAIT_SEQ: _r(8, "_read_wait_seq", S.ACCEPTING_READY),
+    S.ACCEPTING_READY: _r(0, None, S.OPEN),
+    # --- open (open_state.py) ---------------------------------------------------------------------
+    S.OPEN: _r(1, "_read_tag", S.OPEN, S.OPEN_TAG_ACK, S.OPEN_KEEPALIVE2, S.OPEN_KEEPALIVE2_ACK,
+               S.OPEN_MESSAGE_HEADER),
+    S.OPEN_TAG_ACK: _r(8, "_read_ack", S.OPEN),
+    S.OPEN_KEEPALIVE2: _r(8, "_read_keepalive2", S.OPEN),
+    S.OPEN_KEEPALIVE2_ACK: _r(8, "_read_keepalive2_ack", S.OPEN),
+    S.OPEN_MESSAGE_HEADER: _r("_header_size", "_read_message_header", S.OPEN_MESSAGE_THROTTLE_MESSAGE),
+    S.OPEN_MESSAGE_THROTTLE_MESSAGE: _r(0, "_throttle_message", S.OPEN_MESSAGE_THROTTLE_BYTES),
+    S.OPEN_MESSAGE_THROTTLE_BYTES: _r(0, "_throttle_bytes", S.OPEN_MESSAGE_THROTTLE_DISPATCH_QUEUE),
+    S.OPEN_MESSAGE_THROTTLE_DISPATCH_QUEUE: _r(0, "_throttle_dispatch_queue", S.OPEN_MESSAGE_READ_FRONT),
+    S.OPEN_MESSAGE_READ_FRONT: _r("_seg_len", "_read_segment", S.OPEN_MESSAGE_READ_MIDDLE),
+    S.OPEN_MESSAGE_READ_MIDDLE: _r("_seg_len", "_read_segment", S.OPEN_MESSAGE_READ_DATA_PREPARE),
+    S.OPEN_MESSAGE_READ_DATA_PREPARE: _r(0, "_read_data_prepare", S.OPEN_MESSAGE_READ_DATA),
+    S.OPEN_MESSAGE_READ_DATA: _r("_seg_len", "_read_segment", S.OPEN_MESSAGE_READ_FOOTER_AND_DISPATCH),
+    S.OPEN_MESSAGE_READ_FOOTER_AND_DISPATCH: _r("_footer_size", "_read_footer_and_dispatch", S.OPEN),
+    # --- idle / end (session.py) ------------------------------------------------------------------
+    S.STANDBY: _r(0, None),
+    S.WAIT: _r(0, None),
+    S.CLOSED: _r(0, None),
+}
+
+#: States whose reader takes a front/middle/data segment (may be read directly into its own buffer).
+SEGMENT_STATES = frozenset({S.OPEN_MESSAGE_READ_FRONT, S.OPEN_MESSAGE_READ_MIDDLE, S.OPEN_MESSAGE_READ_DATA})
+
+
+
+class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
+    """One msgr v1 session (see the module doc and ``TRANSITIONS``)."""
+
+    def __init__(self, host: ProtocolHost, connection: object | None = None) -> None:
+        self.host = host
+        self.connection = connection
+        self.state = S.NONE
+        self.peer_addr: EntityAddr | None = None
+        self.peer_type: int | None = None
+        self.peer_name: EntityName | None = None
+        self.features = 0
+        self.policy: Policy = Policy()
+        self.connect_seq = 0
+        self.peer_global_seq = 0
+        self.global_seq = 0
+        self.in_seq = 0
+        self.wants_read = True
+        self.last_keepalive_us = 0
+        self.last_keepalive_ack_us = 0
+        self.last_keepalive_ack_stamp: tuple[int, int] = (0, 0)
+        self.stats = dict(msgs_in=0, msgs_out=0, bytes_in=0, bytes_out=0, keepalives=0, faults=0,
+                          reconnects=0, throttle_waits=0)
+        cfg = host.config
+        self._crc_header = cfg.ms_crc_header
+        self._crc_data = cfg.ms_crc_data
+        self._outq = OutQueue()
+        self._out: list = []          # control bytes (handshake, keepalives) waiting for take_output
+        self._framer: Framer | None = None
+        self._acked_seq = 0           # in_seq we last sent an ACK for
+        self._keepalive_pending = False
+        self._has_socket = False
+        self._once_ready = False
+        self._backoff_us = 0
+        self._reconnect_armed = False
+        # receive buffer: [_rpos, _rend) holds unread bytes; _direct is a segment's own buffer
+        self._rbuf = bytearray(RBUF_SIZE)
+        self._rmv = memoryview(self._rbuf)
+        self._rpos = self._rend = 0
+        self._direct: memoryview | None = None
+        self._direct_buf: bytearray | None = None
+        self._direct_pos = 0
+        self._init_handshake()
+        self._init_open()
+
+    # --- read-only views ---------------------------------------------------------------------------
+    @property
+    def out_seq(self) -> int:
+        return self._outq.out_seq
+
+    def is_connected(self) -> bool:
+        return self.state in OPEN_STATES
+
+    def __repr__(self) -> str:
+        return (f"ProtocolV1({self.host.my_name} -> {self.peer_addr} {self.state!r} cseq={self.connect_seq} "
+                f"in={self.in_seq} out={self.out_seq})")
+
+    # --- the transition table in action ----------------------------------------------------------
+    def _to(self, new: State) -> None:
+        if new not in TRANSITIONS[self.state].next and new not in ALWAYS:
+            raise LocalProtocolError(f"no transition {self.state!r} -> {new!r}")
+        self.state = new
+
+    def _run(self, now_us: int, acts: list[Action]) -> list[Action]:
+        """Run readers while their bytes are buffered; bad input faults the connection (one place)."""
+        try:
+            while self._direct is None:
+                row = TRANSITIONS[self.state]
+                if row.reader is None:
+                    break
+                need = row.need if type(row.need) is int else getattr(self, row.need)
+                pos = self._rpos
+                avail = self._rend - pos
+                if avail < need:
+                    if self.state in SEGMENT_STATES and need > DIRECT_MIN:
+                        self._start_direct(need, avail)
+                    else:
+                        self._make_room(need)
+                    break
+                self._rpos = pos + need
+                if getattr(self, row.reader)(self._rmv, pos, need, now_us, acts) is BLOCKED:
+                    break
+        except MsgrError as exc:
+            acts.extend(self._fault(f"{type(exc).__name__}: {exc}", now_us, exc))
+        if self._rpos == self._rend:
+            self._rpos = self._rend = 0
+        elif RBUF_SIZE - self._rend < _MIN_FREE:
+            self._make_room(_MIN_FREE)
+        return acts
+
+    def _start_direct(self, need: int, avail: int) -> None:
+        buf = bytearray(need)  # need was checked against ms_max_message_*_len with the header
+        if avail:
+            buf[:avail] = self._rmv[self._rpos:self._rend]
+        self._rpos = self._rend = 0
+        self._direct_buf, self._direct, self._direct_pos = buf, memoryview(buf), avail
+
+    def _make_room(self, need: int) -> None:
+        pos, end = self._rpos, self._rend
+        if pos == end:
+            self._rpos = self._rend = 0
+        elif RBUF_SIZE - pos < need or RBUF_SIZE - end < _MIN_FREE:
+            n = end - pos
+            self._rbuf[:n] = bytes(self._rmv[pos:end])
+            self._rpos, self._rend = 0, n
+
+    def _reset_recv(self) -> None:
+        self._rpos = self._rend = 0
+        self._direct = self._direct_buf = None
+        self._direct_pos = 0
+
+    # --- input ------------------------------------------------------------------------------------
+    def get_buffer(self) -> memoryview:
+        """Where the next ``recv_into`` should land (never empty)."""
+        if self._direct is not None:
+            return self._direct[self._direct_pos:]
+        if self._rend == RBUF_SIZE:
+            self._make_room(_MIN_FREE)
+        return self._rmv[self._rend:]
+
+    def buffer_updated(self, nbytes: int, now_us: int) -> list[Action]:
+        """``nbytes`` landed in the last ``get_buffer()``; 0 means EOF."""
+        if nbytes <= 0:
+            return self.on_socket_error("connection closed by peer (EOF)", now_us)
+        if self.state is S.CLOSED or not self._has_socket:
+            return []
+        self.stats["bytes_in"] += nbytes
+        acts: list[Action] = []
+        if self._direct is not None:
+            self._direct_pos += nbytes
+            if self._direct_pos < len(self._direct_buf):
+                return acts
+            buf, self._direct, self._direct_buf = self._direct_buf, None, None
+            try:
+                self._segment_done(buf, now_us, acts)
+            except MsgrError as exc:
+                return acts + self._fault(f"{type(exc).__name__}: {exc}", now_us, exc)
+        else:
+            self._rend += nbytes
+        return self._run(now_us, acts)
+
+    def receive_data(self, data: bytes, now_us: int) -> list[Action]:
+        """Feed ``data`` through get_buffer/buffer_updated (tests, simulator); b"" = EOF."""
+        if not data:
+            return self.buffer_updated(0, now_us)
+        acts: list[Action] = []
+        mv, off = memoryview(data), 0
+        while off < len(mv):
+            if self.state is S.CLOSED or not self._has_socket or not self.wants_read:
+                break  # the rest would never be read from a real socket either
+            buf = self.get_buffer()
+            n = min(len(buf), len(mv) - off)
+            buf[:n] = mv[off:off + n]
+            off += n
+            acts.extend(self.buffer_updated(n, now_us))
+        return acts
+
+    def on_timer(self, kind: TimerKind, now_us: int) -> list[Action]:
+        if kind is TimerKind.THROTTLE_RETRY:
+            if self.state in OPEN_STATES:
+                self.wants_read = True
+                return self._run(now_us, [])
+            return []
+        if kind is TimerKind.RECONNECT:
+            return self._on_reconnect_timer(now_us)
+        if kind is TimerKind.IDLE:
+            if self._has_socket:
+                return self._fault("idle for longer than ms_connection_idle_timeout", now_us)
+        return []
+
+    # --- output -------------------------------------------------------------------------------------
+    def has_output(self) -> bool:
+        if self._out:
+            return True
+        if self.state in OPEN_STATES and self._has_socket:
+            return bool(len(self._outq)) or self._keepalive_pending or self._ack_due()
+        return False
+
+    def take_output(self) -> list:
+        """Every buffer ready to be written now, in order (many messages and one ACK per call)."""
+        out, self._out = self._out, []
+        if self.state in OPEN_STATES and self._has_socket:
+            self._write_open(out)
+        for b in out:
+            self.stats["bytes_out"] += len(b)
+        return out

@@ -1,0 +1,194 @@
+"""Session life: sending, faults (§9.3), session resets, reconnects, replace, close.
+
+``_fault`` is the one place a broken socket or bad input ends up; it follows
+Ceph's ProtocolV1::fault order: lossy -> close with a reset callback;
+otherwise requeue the sent list, then a half-accepted connection with
+nothing to send just closes, an idle standby-policy session goes to
+STANDBY, a fault during the handshake (or after WAIT) reconnects after a
+backoff, and a fault of an open session reconnects at once with
+connect_seq + 1 (a server policy waits in STANDBY for the peer instead).
+"""
+from __future__ import annotations
+
+from msgr.entity import EntityAddr
+from msgr.features import MSG_AUTH
+from msgr.message import Message
+from msgr.protocol.actions import Action, ArmTimer, CancelTimer, CloseSocket, ConnEvent, Discarded, Fault, Notify, \
+    SessionClosed, TimerKind
+from msgr.protocol.states import ACCEPTING_STATES, CONNECTING_STATES, State as S
+from msgr.wire import ConnectReply, Priority, Tag, proto_version
+
+BLOCKED = object()  # a reader's return value: stop running readers for now
+_SEQ_MASK = 0x7FFFFFFF
+_EARLY_CONNECT = frozenset({S.CONNECTING, S.CONNECTING_RE})
+
+
+class SessionMixin:
+    """Session-level behaviour of :class:`~msgr.protocol.protocol_v1.ProtocolV1`."""
+
+    @staticmethod
+    def _blocked():
+        return BLOCKED
+
+    # --- sending ---------------------------------------------------------------------------------------
+    def send_message(self, msg: Message, now_us: int) -> list[Action]:
+        """Queue ``msg`` by priority; from STANDBY (client side) this starts a reconnect."""
+        if self.state is S.CLOSED:
+            return [Discarded((msg,))]
+        h = msg.header
+        if not h.priority:
+            h.priority = Priority.DEFAULT
+        h.seq = 0  # never sent in this session: discard_requeued_up_to stops at it
+        self._outq.enqueue(msg)
+        return self._wake_from_standby(now_us)
+
+    def send_keepalive(self, now_us: int) -> list[Action]:
+        """KEEPALIVE2 (or KEEPALIVE without MSGR_KEEPALIVE2) at the next write."""
+        if self.state is S.CLOSED:
+            return []
+        self._keepalive_pending = True
+        return self._wake_from_standby(now_us)
+
+    def _wake_from_standby(self, now_us: int) -> list[Action]:
+        if self.state is S.STANDBY and not self.policy.server:
+            self.stats["reconnects"] += 1
+            return self._connect_now(now_us)
+        return []
+
+    # --- faults -----------------------------------------------------------------------------------------
+    def on_socket_error(self, reason: str, now_us: int, refused: bool = False) -> list[Action]:
+        """The socket failed (connect refused, reset, EOF): the usual fault path."""
+        if self.state is S.CLOSED or not (self._has_socket or self.state is S.CONNECTING):
+            return []
+        acts: list[Action] = [Notify(ConnEvent.CONN_REFUSED)] if refused else []
+        return acts + self._fault(reason, now_us)
+
+    def _drop_socket(self, reason: str, acts: list) -> None:
+        self._release_partial()
+        self._reset_recv()
+        self._out = []
+        if self._has_socket:
+            self._has_socket = False
+            acts.append(CloseSocket(reason))
+        if not self.wants_read:
+            self.wants_read = True
+            acts.append(CancelTimer(TimerKind.THROTTLE_RETRY))
+
+    def _fault(self, reason: str, now_us: int, error: Exception | None = None) -> list[Action]:
+        st = self.state
+        if st is S.CLOSED:
+            return []
+        self.stats["faults"] += 1
+        acts: list[Action] = [Fault(reason, error)]
+        self._drop_socket(reason, acts)
+        if self.policy.lossy and st not in _EARLY_CONNECT:
+            return acts + self._close(reason, now_us, reset=True)
+        self._outq.requeue_sent()
+        queued = len(self._outq) > 0
+        if not self._once_ready and not queued and st in ACCEPTING_STATES and not self._replacing:
+            return acts + self._close(reason, now_us, reset=False)   # half-accepted: just close
+        self._replacing = False
+        if self.policy.standby and not queued and not self._keepalive_pending and st is not S.WAIT:
+            self._to(S.STANDBY)
+            return acts
+        if st not in CONNECTING_STATES and st is not S.WAIT:
+            if self.policy.server:
+                self._to(S.STANDBY)   # the peer reconnects to us
+                return acts
+            self.connect_seq += 1
+            self._backoff_us = 0
+            self.stats["reconnects"] += 1
+            return acts + self._connect_now(now_us)
+        cfg = self.host.config
+        max_us = int(cfg.ms_max_backoff * 1e6)
+        if st is S.WAIT:
+            self._backoff_us = max_us
+        elif self._backoff_us == 0:
+            self._backoff_us = int(cfg.ms_initial_backoff * 1e6)
+        else:
+            self._backoff_us = min(2 * self._backoff_us, max_us)
+        self._to(S.CONNECTING)
+        self._reconnect_armed = True
+        acts.append(ArmTimer(TimerKind.RECONNECT, self._backoff_us))
+        return acts
+
+    def _on_reconnect_timer(self, now_us: int) -> list[Action]:
+        if self.state is not S.CONNECTING or not getattr(self, "_reconnect_armed", False):
+            return []
+        self._reconnect_armed = False
+        self.stats["reconnects"] += 1
+        return self._connect_now(now_us)
+
+    def _close(self, reason: str, now_us: int, reset: bool) -> list[Action]:
+        """End the session: CLOSED, queues reported as Discarded, unregistered."""
+        acts: list[Action] = []
+        self._drop_socket(reason, acts)
+        acts.append(CancelTimer(TimerKind.RECONNECT))
+        self._reconnect_armed = False
+        dropped = self._outq.clear()
+        if dropped:
+            acts.append(Discarded(tuple(dropped)))
+        self._keepalive_pending = False
+        self.state = S.CLOSED   # always allowed (ALWAYS); set directly so a close never raises
+        self.host.unregister_conn(self)
+        if reset:
+            acts.append(Notify(ConnEvent.BAD_RESET))
+        acts.append(SessionClosed(reason))
+        return acts
+
+    def _reset_session(self) -> list[Action]:
+        """The peer has no session for us (or restarted): drop queues and seqs, tell the application."""
+        acts: list[Action] = []
+        dropped = self._outq.clear()
+        if dropped:
+            acts.append(Discarded(tuple(dropped)))
+        acts.append(Notify(ConnEvent.BAD_REMOTE_RESET))
+        q = self._outq
+        q.out_seq = self.host.rng.getrandbits(31) & _SEQ_MASK if self.features & MSG_AUTH else 0
+        self.in_seq = 0
+        self._acked_seq = 0
+        self.connect_seq = 0
+        self._once_ready = False
+        self._keepalive_pending = False
+        return acts
+
+    # --- control ------------------------------------------------------------------------------------------
+    def mark_down(self, now_us: int) -> list[Action]:
+        """End the session now: CloseSocket + SessionClosed, no reset callback."""
+        if self.state is S.CLOSED:
+            return []
+        return self._close("marked down", now_us, reset=False)
+
+    def fault_replaced(self, now_us: int) -> list[Action]:
+        """StopExisting: a lossy session replaced by a new connection from its peer (reset callback)."""
+        if self.state is S.CLOSED:
+            return []
+        return self._close("replaced by a new connection from the peer", now_us, reset=True)
+
+    def adopt_socket(self, sock_peer: EntityAddr, sock_local: EntityAddr, now_us: int,
+                     reset_session: bool) -> list[Action]:
+        """Lossless replace (§7.1, as observed): take over an accepted socket, answer RETRY_GLOBAL."""
+        if self.state is S.CLOSED:
+            return [CloseSocket("replace target is closed")]
+        acts: list[Action] = []
+        self._drop_socket("replaced by an incoming connection", acts)   # the old socket, at once
+        acts.append(CancelTimer(TimerKind.RECONNECT))
+        self._reconnect_armed = False
+        self._outq.requeue_sent()
+        if reset_session:
+            self._reset_from_peer = True
+            if self.policy.resetcheck:
+                acts.extend(self._reset_session())
+        self._has_socket = True
+        self._sock_peer, self._sock_local = sock_peer, sock_local
+        self._authorizer_in = b""
+        self._replacing = True
+        self.stats["reconnects"] += 1
+        c = self._replace_connect
+        host = self.host
+        peer_type = c.host_type if c is not None else self.peer_type
+        feats = (c.features & self.policy.features_supported) | self.policy.features_required if c else 0
+        self._out.append(ConnectReply(Tag.RETRY_GLOBAL, feats, self.peer_global_seq, 0,
+                                      proto_version(host.my_name.type, peer_type, False), 0, 0).pack())
+        self._to(S.ACCEPTING_WAIT_CONNECT_MSG)
+        return acts
