@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from msgr import Config, Dispatcher, EntityAddr, EntityName, Message, Messenger, Policy
 from msgr.errors import MsgrError
-from msgr.features import CEPH_FEATURES_ALL_PACIFIC
+from msgr.features import CEPH_FEATURES_ALL_PACIFIC, MSGR_KEEPALIVE2, has_feature
 from msgr.messages import (
     MAuth, MAuthReply, MMonCommand, MMonCommandAck, MMonGetVersion, MMonGetVersionReply, MMonMap,
     MMonSubscribe,
@@ -147,6 +147,9 @@ class Probe:
                 "handshake_ms": round((time.perf_counter() - t0) * 1e3, 3)}
 
     def _keepalives(self) -> dict[str, Any]:
+        if not has_feature(self.conn.features, MSGR_KEEPALIVE2):
+            # the peer lacks KEEPALIVE2: a plain KEEPALIVE has no ack to time
+            return {"count": 0, "skipped": "peer lacks MSGR_KEEPALIVE2"}
         rtts = []
         for _ in range(self.count):
             before = _keepalive_ack_stamp(self.conn)

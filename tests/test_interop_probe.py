@@ -9,6 +9,7 @@ from pathlib import Path
 from cephmon import free_port
 
 from msgr.entity import EntityAddr
+from msgr.features import CEPH_FEATURES_ALL_PACIFIC, MONENC, MONNAMES
 from msgr.probe import Probe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,11 +45,11 @@ def test_probe_real_mon_text_lines(ceph_mon) -> None:
     assert ceph_mon.fsid in r.stdout and lines[-1] == "probe: ok"
 
 
-def test_probe_minimal_features_legacy_monmap(ceph_mon) -> None:
+def test_probe_legacy_monmap_without_monenc(ceph_mon) -> None:
     # without MONNAMES/MONENC the mon sends the legacy monmap encoding; the probe still reads it
     lines: list[str] = []
     res = Probe(EntityAddr.parse(ceph_mon.addr), count=2, timeout=10,
-                features=0x0401020002040000, out=lines.append).run()
+                features=CEPH_FEATURES_ALL_PACIFIC & ~(MONNAMES | MONENC), out=lines.append).run()
     steps = {s["step"]: s for s in res.steps}
     assert steps["monmap"]["ok"], lines
     assert steps["monmap"]["fsid"] == ceph_mon.fsid and steps["monmap"]["encoding"] == "v1"

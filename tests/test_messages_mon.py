@@ -100,7 +100,7 @@ def test_monmap_legacy_encoding_minimal_features() -> None:
     assert again.front == LEGACY_MONMAP_FRONT
 
 
-@pytest.mark.parametrize("features", [0, 1 << 5, (1 << 5) | (1 << 15), CEPH_FEATURES_ALL_PACIFIC])
+@pytest.mark.parametrize("features", [0, 1 << 59, 1 << 5, (1 << 5) | (1 << 15), CEPH_FEATURES_ALL_PACIFIC])
 def test_monmap_all_encodings_round_trip(features: int) -> None:
     a = EntityAddr.parse("v1:10.0.0.1:6789/0")
     b = EntityAddr.parse("v1:10.0.0.2:6789/0")

@@ -150,7 +150,7 @@ class MonMap:
         m.epoch = d.u32()
         if v == 1:
             # vector<entity_inst_t>: names are the ranks
-            n = d.length(9 + 136, "mon count")
+            n = d.length(9 + 7, "mon count")  # the addr is legacy (136) or marker form
             for _ in range(n):
                 name = d.entity_name()
                 addr = d.entity_addr()
@@ -173,7 +173,7 @@ class MonMap:
             e.u32(len(names))
             for rank, name in enumerate(names):
                 e.entity_name(EntityName(EntityName.TYPE_MON, rank))
-                e.raw(self.mons[name].legacy_addr().encode_legacy())
+                e.entity_addr(self.mons[name].legacy_addr(), features)
             return e.utime(self.last_changed).utime(self.created).getvalue()
         legacy = {n: i.legacy_addr() for n, i in self.mons.items()}
         if not has_feature(features, MONENC):
