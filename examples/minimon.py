@@ -44,6 +44,7 @@ COMMANDS = [
     (["mon", "dump", {"name": "epoch", "type": "CephInt", "range": "0", "req": "false"}],
      "dump formatted monmap (optionally from epoch)"),
     (["fsid"], "show cluster FSID/UUID"),
+    (["status"], "show cluster status"),
 ]
 
 
@@ -174,6 +175,14 @@ class MiniMon(Dispatcher):
         if prefix == "fsid":
             fsid = str(self.monmap.fsid)
             return 0, "", (json.dumps({"fsid": fsid}) if fmt.startswith("json") else fsid).encode() + b"\n"
+        if prefix == "status":
+            st = {"fsid": str(self.monmap.fsid), "health": {"status": "HEALTH_OK", "checks": {}},
+                  "quorum_names": [self.name], "monmap": {"epoch": self.monmap.epoch, "num_mons": 1}}
+            if fmt.startswith("json"):
+                return 0, "", (json.dumps(st) + "\n").encode()
+            text = (f"  cluster:\n    id:     {st['fsid']}\n    health: HEALTH_OK\n\n"
+                    f"  services:\n    mon: 1 daemons, quorum {self.name} (pymsgr minimon)\n")
+            return 0, "", text.encode()
         return -EINVAL, f"minimon: unknown command {prefix!r}", b""
 
 

@@ -104,6 +104,12 @@ def test_real_ceph_mon_stat_plain(minimon: MiniMonProc) -> None:
     assert r.stdout.startswith("e1: 1 mons at {a=[v1:127.0.0.1:") and "leader 0 a" in r.stdout
 
 
+def test_real_ceph_status_against_minimon(minimon: MiniMonProc) -> None:
+    r = minimon.ceph("-s")
+    assert r.returncode == 0, _explain(minimon, r)
+    assert f"id:     {minimon.fsid}" in r.stdout and "HEALTH_OK" in r.stdout
+
+
 # --- minimon's answers without sockets (fast; no Ceph needed) ------------------------
 
 def _load_minimon():
