@@ -255,3 +255,19 @@ def test_random_fronts_raise_only_decode_error(cls: type, front: bytes, version:
         decode_message(MsgHeader(type=cls.TYPE, version=version, compat_version=1), front, b"", b"")
     except DecodeError:
         pass
+
+
+def test_minimal_feature_recording_legacy_monmap_and_subscribe_ack() -> None:
+    rec = json.loads((DATA / "real_mon_session_minimal.json").read_text())
+    feats = int(rec["features"], 16)
+    msgs = [e for e in rec["events"] if e["kind"] == "msg" and e["dir"] == "rx"]
+    maps = [_decode(e) for e in msgs if e["type"] == 4]
+    (ack,) = [_decode(e) for e in msgs if e["type"] == 16]
+    assert maps and isinstance(ack, MMonSubscribeAck) and ack.interval > 0
+    for m, ev in zip(maps, [e for e in msgs if e["type"] == 4]):
+        assert m.monmap.encoding == "v1" and m.monmap.fsid == ack.fsid and m.monmap.epoch == 1
+        (info,) = m.monmap.mons.values()
+        assert str(info.addrs[0]) == rec["mon_addr"]
+        again = MMonMap(m.monmap)
+        again.encode_payload(feats)
+        assert again.front == bytes.fromhex(ev["front"])
