@@ -33,7 +33,9 @@ class Policy:
 
     @classmethod
     def stateless_server(cls, req: int = FEATURES_REQUIRED_DEFAULT) -> "Policy":
-        return cls(lossy=True, server=True, standby=False, resetcheck=False, features_required=req)
+        # not registered in the connection map: two sockets from one identity are two sessions (Ceph: rlc false)
+        return cls(lossy=True, server=True, standby=False, resetcheck=False, register_lossy_clients=False,
+                   features_required=req)
 
     @classmethod
     def stateless_registered_server(cls, req: int = FEATURES_REQUIRED_DEFAULT) -> "Policy":
