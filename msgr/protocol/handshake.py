@@ -222,8 +222,8 @@ class HandshakeMixin:
         host = self.host
         auth_proto, auth = build_authorizer(host.my_name, self.peer_type)
         c = ConnectMsg(self.policy.features_supported, host.my_name.type, self.global_seq, self.connect_seq,
-                       proto_version(host.my_name.type, self.peer_type, True), auth_proto, len(auth),
-                       CONNECT_LOSSY if self.policy.lossy else 0)
+                       proto_version(host.my_name.type, self.peer_type, True), auth_proto, len(auth), 0)
+        # flags: a real pacific client sends 0 even with a lossy policy (observed); the server decides
         self._connect = c
         self._out.append(c.pack() + auth)
         self._to(S.CONNECTING_WAIT_CONNECT_REPLY)
