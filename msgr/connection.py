@@ -193,7 +193,14 @@ class AsyncConnection(Connection):
         return None
 
     def send_keepalive(self) -> None:
-        self._post(lambda: self._call(self.proto.send_keepalive))
+        """Queue a KEEPALIVE2 (or KEEPALIVE); any thread."""
+        if self._down or self.closed:
+            return
+        self._post(self._keepalive)
+
+    def _keepalive(self) -> None:
+        self.perf.msgr_keepalives += 1
+        self._call(self.proto.send_keepalive)
 
     def mark_down(self) -> None:
         """End the session (no reset callback); connect_to hands out a new Connection afterwards."""
@@ -342,6 +349,8 @@ class AsyncConnection(Connection):
 
     def _do_arm_timer(self, act: A.ArmTimer) -> None:
         kind = act.kind
+        if kind is A.TimerKind.THROTTLE_RETRY:
+            self.perf.msgr_throttle_waits += 1
         old = self._timers.pop(kind, None)
         if old is not None:
             self.center.delete_time_event(old)
