@@ -188,9 +188,12 @@ class SimConnection:
         return self._token_seq
 
     def _net_connected(self, token: int, end: "SimSocketEnd") -> None:
-        if token != self._connect_token or self.closed or end.closed:
+        if token != self._connect_token or self.closed:
             if not end.closed:
                 self.net.close(end)   # an abandoned attempt: the server reads EOF
+            return
+        if end.closed:   # reset before we saw the connect complete
+            self._net_connect_failed(token, "connection reset during connect", False)
             return
         self._connect_token = 0
         self.sock = end
@@ -219,6 +222,7 @@ class SimConnection:
 
     def _adopt(self, end: "SimSocketEnd", reset: bool) -> None:
         """Lossless replace on the existing session (runs as its own event, like the worker hop)."""
+        self.ep._detached.discard(end)
         if end.closed:
             return   # the socket died in between: as getpeername failing in AsyncConnection.adopt
         if self.closed:
@@ -301,6 +305,7 @@ class SimConnection:
             self.net.write(end, b"".join(self.proto.take_output()))
         end.owner = None              # detached, not closed
         self.sock = None
+        self.ep._detached.add(end)
         self.net.call_later(self.net.rng.randint(0, 50), lambda: existing._adopt(end, act.reset_session),
                             f"adopt #{existing.uid}")
         self._finish()
@@ -364,10 +369,12 @@ class SimEndpoint:
         self.records: list[SimRecord] = []
         self.sent: list[tuple[int, int, Message]] = []   # (t_us, conn uid, msg) as the user sent them
         self.anomalies: list[str] = []
-        self._myaddr = EntityAddr(EntityAddr.TYPE_LEGACY, nonce, ip, port)
+        # a client that does not listen has a blank address until a peer tells it its IP
+        self._myaddr = EntityAddr(EntityAddr.TYPE_LEGACY, nonce, ip if listen else "0.0.0.0", port if listen else 0)
         self._global_seq = 0
         self._dispatch_q: deque[Message] = deque()
         self._dispatch_ev: "SimEvent | None" = None
+        self._detached: set = set()   # sockets between ReplaceExisting and adopt
 
     def __repr__(self) -> str:
         return f"<SimEndpoint {self.my_name} {self._myaddr}{'' if self.alive else ' dead'}>"
@@ -469,10 +476,9 @@ class SimEndpoint:
                     net.reset_socket(end.sock, "connection reset by a crashed peer")
                 else:
                     net.close(end)
-        for s in net.live_sockets():   # detached (mid-replace) ends die too
-            for end in s.ends:
-                if not end.closed and end.local.ip == self.ip and end.owner is None:
-                    net.close(end)
+        for end in sorted(self._detached, key=lambda e: e.sock.id):   # mid-replace sockets die too
+            net.close(end)
+        self._detached.clear()
         if self._dispatch_ev is not None:
             self._dispatch_ev.cancel()
         self._dispatch_q.clear()

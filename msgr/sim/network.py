@@ -271,7 +271,7 @@ class SimNetwork:
         sock = SimSocket(sid, src.ip, dst.ip, local, server)
         self.sockets.append(sock)
         cend, send = sock.ends
-        self.log(f"connect {src.my_name} -> {dst.my_name} sock {sid}")
+        self.log(f"connect {src.my_name} #{conn.uid} -> {dst.my_name} sock {sid}")
 
         def accept() -> None:
             if not dst.alive:   # the server died meanwhile: the client sees a refused connect
