@@ -93,8 +93,9 @@ def _frame(ident: int, front: bytes = b"", *, front_len: int | None = None, bad_
     return bytes((Tag.MSG,)) + bytes(hdr) + front + footer
 
 
-def _faults(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name.startswith("msgr") and "fault" in r.getMessage()]
+def _faults(caplog, needle: str = "") -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name.startswith("msgr") and "fault" in r.getMessage() and needle in r.getMessage()]
 
 
 def _good_client_still_works(server, good_client, ident: int) -> None:
@@ -104,11 +105,16 @@ def _good_client_still_works(server, good_client, ident: int) -> None:
     wait_for(lambda: any(m.ident == ident for m in d.msgs[before:]), what="the good client's message")
 
 
+# case -> (bytes to send, what the logged fault must name)
 HANDSHAKE_CASES = {
-    "bad_banner": lambda: b"ceph v999" + _my_addr() + _connect_msg(),
-    "bad_addr_family": lambda: BANNER + _my_addr()[:8] + b"\x12\x34" + _my_addr()[10:] + _connect_msg(),
-    "authorizer_len_huge": lambda: BANNER + _my_addr() + _connect_msg(authorizer_len=0xFFFFFFF0),
-    "bad_proto_version_then_garbage": lambda: BANNER + _my_addr() + _connect_msg(protocol_version=999) + b"\xff" * 40,
+    "bad_banner": (lambda: b"ceph v999" + _my_addr() + _connect_msg(), "BadBannerError"),
+    "bad_addr_family": (lambda: BANNER + _my_addr()[:8] + b"\x12\x34" + _my_addr()[10:] + _connect_msg(),
+                        "BadAddressError"),
+    "authorizer_len_huge": (lambda: BANNER + _my_addr() + _connect_msg(authorizer_len=0xFFFFFFF0),
+                            "authorizer_len 4294967280"),
+    # BADPROTOVER reply, then the server waits for another connect: garbage instead
+    "bad_proto_version_then_garbage": (lambda: BANNER + _my_addr() + _connect_msg(protocol_version=999)
+                                       + b"\xff" * 40, "authorizer_len 4294967295"),
 }
 
 
@@ -116,11 +122,12 @@ HANDSHAKE_CASES = {
 def test_garbage_during_handshake(server, good_client, caplog, case):
     caplog.set_level(logging.INFO, logger="msgr")
     ms, d = server
-    n0 = len(_faults(caplog))
+    payload, needle = HANDSHAKE_CASES[case]
+    n0 = len(_faults(caplog, needle))
     tracemalloc.start()
     try:
         s = _raw(ms)
-        s.sendall(HANDSHAKE_CASES[case]())
+        s.sendall(payload())
         # the server gives up on this socket: it closes it (possibly after a reply)
         s.settimeout(10)
         while True:
@@ -134,26 +141,26 @@ def test_garbage_during_handshake(server, good_client, caplog, case):
         tracemalloc.stop()
     s.close()
     assert peak < 16 * MiB, f"{peak} bytes allocated for garbage"
-    wait_for(lambda: len(_faults(caplog)) > n0, what="a logged fault")
+    wait_for(lambda: len(_faults(caplog, needle)) > n0, what=f"a logged fault naming {needle}")
     _good_client_still_works(server, good_client, 10_000 + hash(case) % 1000)
 
 
 def test_truncated_connect_then_eof(server, good_client, caplog):
     caplog.set_level(logging.INFO, logger="msgr")
     ms, d = server
-    n0 = len(_faults(caplog))
+    n0 = len(_faults(caplog, "EOF"))
     s = _raw(ms)
     s.sendall(BANNER + _my_addr() + _connect_msg()[:10])
     s.close()
-    wait_for(lambda: len(_faults(caplog)) > n0, what="a logged fault")
+    wait_for(lambda: len(_faults(caplog, "EOF")) > n0, what="a logged fault")
     _good_client_still_works(server, good_client, 20_001)
 
 
 OPEN_CASES = {
-    "bad_tag": lambda: b"\xee",
-    "bad_header_crc": lambda: _frame(2, bad_crc=True),
-    "front_len_above_max": lambda: _frame(2, front_len=200 * MiB),
-    "truncated_then_eof": lambda: _frame(2, b"z" * 1000)[:300],
+    "bad_tag": (lambda: b"\xee", "BadTagError"),
+    "bad_header_crc": (lambda: _frame(2, bad_crc=True), "BadCrcError"),
+    "front_len_above_max": (lambda: _frame(2, front_len=200 * MiB), "ms_max_message_front_len"),
+    "truncated_then_eof": (lambda: _frame(2, b"z" * 1000)[:300], "EOF"),
 }
 
 
@@ -165,13 +172,14 @@ def test_garbage_in_open(server, good_client, caplog, case):
     s.sendall(_frame(1, b"ok"))
     wait_for(lambda: any(m.ident == 1 and m.header.src_num == 555 for m in d.msgs), what="the valid message")
     d.msgs.clear()
-    n0 = len(_faults(caplog))
+    payload, needle = OPEN_CASES[case]
+    n0 = len(_faults(caplog, needle))
     tracemalloc.start()
     try:
-        s.sendall(OPEN_CASES[case]())
+        s.sendall(payload())
         if case == "truncated_then_eof":
             s.shutdown(socket.SHUT_WR)
-        wait_for(lambda: len(_faults(caplog)) > n0, what="a logged fault")
+        wait_for(lambda: len(_faults(caplog, needle)) > n0, what=f"a logged fault naming {needle}")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
