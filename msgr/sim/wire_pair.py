@@ -24,7 +24,7 @@ from msgr.sim.fakehost import FakeHost
 class Link:
     """One TCP connection: two ends and a byte pipe toward each."""
 
-    __slots__ = ("ends", "pipes", "closed", "eof_sent", "socks")
+    __slots__ = ("ends", "pipes", "closed", "eof_sent", "socks", "dead")
 
     def __init__(self, client: ProtocolV1, server: ProtocolV1, socks: tuple[EntityAddr, EntityAddr]) -> None:
         self.ends: list[ProtocolV1 | None] = [client, server]
@@ -32,6 +32,7 @@ class Link:
         self.closed = [False, False]                    # end i closed its socket
         self.eof_sent = [False, False]
         self.socks = socks                              # (client side address, server side address)
+        self.dead = False                               # broken by break_link: every end gets an error
 
     def index(self, proto: ProtocolV1) -> int:
         return 0 if self.ends[0] is proto else 1
@@ -135,10 +136,11 @@ class WireNet:
         link.pipes[i].clear()   # bytes still travelling to a closed socket are lost
 
     def _replace(self, temp: ProtocolV1, existing: ProtocolV1, link: Link, reset: bool) -> None:
-        i = link.index(temp)
+        i = 1   # the temporary connection is always the accepting end
         self.apply(existing, existing.adopt_socket(link.socks[0], link.socks[1], self.now_us, reset))
-        if link.closed[1 - i] and not link.pipes[i]:
-            pass  # the peer is gone already: existing sees EOF at the next step
+        if link.dead:   # the socket broke while being handed over: the new owner sees the error
+            self.apply(existing, existing.on_socket_error("injected connection reset", self.now_us))
+            return
         link.ends[i] = existing
         self.link[existing] = link
 
@@ -152,6 +154,7 @@ class WireNet:
                 self.link.pop(end, None)
                 self.pending.append(lambda e=end: self.apply(e, e.on_socket_error(reason, self.now_us)))
         link.ends = [None, None]
+        link.dead = True
         link.pipes[0].clear()
         link.pipes[1].clear()
         return True
