@@ -109,6 +109,19 @@ def test_partition_stops_traffic_and_heals(pair: NetnsPair) -> None:
     assert heal_s < 15
 
 
+def test_kill_tcp_aborts_the_connection_inside_the_namespace(pair: NetnsPair) -> None:
+    port = start_echo(pair)
+    client = pair.python("a", CHILD, "echo-client", pair.addr_b, str(port), "--interval", "0.05")
+    lines = Lines(client)
+    assert lines.get(timeout=20)["echo"] == 0
+    assert pair.kill_tcp("a") == 1
+    while (line := lines.get(timeout=10)) is not None:
+        if "echo" not in line:
+            break
+    assert client.wait(10) != 0 and line is None   # the client died of ECONNABORTED
+    assert pair.kill_tcp("a") == 0
+
+
 def test_close_removes_namespaces_and_children_even_on_error() -> None:
     require_netns()
     p = NetnsPair()

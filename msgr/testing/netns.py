@@ -223,6 +223,17 @@ class NetnsPair:
         finally:
             self.link_up(side)
 
+    def kill_tcp(self, side: str) -> int:
+        """Abort (``ss -K``) every TCP socket in ``side`` whose peer is the other side; return how many.
+
+        The owning process sees ECONNABORTED at once, as if its host had dropped the
+        connection; the kernel's RST to the peer is lost if the link is down.
+        """
+        other = self.addr["b" if side == "a" else "a"]
+        proc = self.run(side, ["ss", "-K", "-t", "dst", other], check=False)
+        # ss prints a header and one line per destroyed socket
+        return sum(1 for line in proc.stdout.splitlines()[1:] if line.strip())
+
     def kill_children(self, sig: int = signal.SIGKILL) -> None:
         for child in self._children:
             if child.poll() is None:
