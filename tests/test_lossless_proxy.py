@@ -163,3 +163,47 @@ def test_ten_thousand_lossless_messages_through_delays_stalls_and_resets(messeng
     # the faults really happened (otherwise this proves nothing about reconnects)
     assert stats["resets"] >= 3 and stats["stalls"] >= 1 and stats["delayed_chunks"] > 0
     assert stats["connections"] >= 2
+
+
+def test_lossless_through_split_bytes_half_closes_and_reset_all(messengers, monkeypatch) -> None:
+    """One byte per send (every frame arrives in pieces) while a chaos thread half-closes each
+    direction and resets every connection in turn: still exactly once, in order."""
+    from msgr.testing import Direction
+    count = 1500
+    receiver, rec = messengers(EntityName.osd(1), 2004, "v1:127.0.0.1:0")
+    target = receiver.get_myaddr()
+    proxy = FaultProxy((str(target.ip), target.port), seed=11).start()
+    route_through(monkeypatch, target, proxy)
+    proxy.set_split(True)
+    stop = threading.Event()
+    actions = [lambda: proxy.half_close(Direction.TO_TARGET), lambda: proxy.half_close(Direction.TO_CLIENT),
+               proxy.reset_all]
+
+    def chaos() -> None:
+        k = 0
+        while not stop.wait(0.15):
+            actions[k % len(actions)]()
+            k += 1
+    chaos_thread = threading.Thread(target=chaos, daemon=True)
+    try:
+        sender, _ = messengers(EntityName.osd(0), 1003, "v1:127.0.0.1:0")
+        conn = sender.connect_to(EntityName.TYPE_OSD, target)
+        chaos_thread.start()
+        for i in range(count):
+            conn.send_message(MProxySeq(i))
+            if i % 10 == 9:
+                time.sleep(0.005)
+        wait_for(lambda: rec.count() >= count, DEADLINE_S, f"{count} messages (have {rec.count()})")
+        stop.set()
+        chaos_thread.join(5)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        stats = proxy.stats()
+        proxy.stop()
+        print(f"proxy: {stats}", file=sys.stderr)
+    ids = list(rec.ids)
+    assert len(ids) == len(set(ids)), "a message was delivered twice"
+    assert ids == list(range(count)), "messages lost or out of order"
+    assert stats["half_closes"] >= 2 and stats["resets"] >= 1
+    assert stats["split_sends"] == stats["bytes_to_target"] + stats["bytes_to_client"]

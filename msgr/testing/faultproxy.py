@@ -444,23 +444,25 @@ class FaultProxy:
 
     def _send(self, p: _Pipe, chunk: bytes, limit: int, split: bool) -> int | None:
         """Send up to ``limit`` bytes of ``chunk``; None if the connection died."""
-        sent = 0
+        sent, dead = 0, False
         try:
             if split:
                 while sent < limit:
                     sent += p.dst.send(chunk[sent:sent + 1])
-                    with self._lock:
-                        self._stats["split_sends"] += 1
             elif limit:
                 sent = p.dst.send(chunk[:limit])
         except _SOFT_ERRORS:
             pass
         except OSError:
-            self._reset(p.conn)
-            return None
+            dead = True
         key = "bytes_to_target" if p.direction is Direction.TO_TARGET else "bytes_to_client"
         with self._lock:
             self._stats[key] += sent
+            if split:
+                self._stats["split_sends"] += sent
+        if dead:
+            self._reset(p.conn)
+            return None
         return sent
 
     def _update(self, c: _Conn) -> None:
