@@ -116,6 +116,7 @@ class Cluster:
         self.conns: dict[int, SimConnection] = {}     # every connection a message was sent on
         self.max_msg = 1
         self.restarts: list[tuple[int, str]] = []      # (t_us, name)
+        self.markdowns: list[tuple[int, str, str]] = []   # (t_us, by endpoint, peer ip)
         crc_header = rng.random() < 0.9   # cluster-wide: no flag tells the peer it is off (as in Ceph)
         for name in _names(self.scenario, k):
             pols, listen = _policies(self.scenario, rng, name)
@@ -176,6 +177,7 @@ class Cluster:
 
     def mark_down(self, i: int, j: int) -> None:
         a, b = self.ep(i), self.ep(j)
+        self.markdowns.append((self.net.now_us(), str(a.my_name), b.ip))
         for c in a.connections():
             pa = c.proto.peer_addr or c.target
             if pa is not None and pa.ip == b.ip:
@@ -227,8 +229,8 @@ class Cluster:
         for ep in self._all_endpoints():
             if ep.anomalies:
                 self._fail(f"owner contract broken: {ep.anomalies[:3]}")
-            seen: set[tuple[int, int]] = set()
-            last: dict[tuple[int, int], int] = {}
+            seen: dict[tuple[int, int], tuple[int, int]] = {}   # -> (t_us, receiving connection)
+            last: dict[tuple[int, int, int], int] = {}
             for r in ep.records:
                 if r.kind != "deliver":
                     continue
@@ -236,10 +238,11 @@ class Cluster:
                 s = self.sent.get((uid, n))
                 if s is None:
                     self._fail(f"{ep.my_name} got a message nobody sent: uid={uid} n={n}")
-                if (uid, n) in seen:
-                    self._fail(f"{ep.my_name} got message uid={uid} n={n} twice")
-                seen.add((uid, n))
-                key = (uid, s.prio)
+                first = seen.get((uid, n))
+                if first is not None and not (first[1] != r.conn_uid and self._marked_down_between(ep, s, first[0])):
+                    self._fail(f"{ep.my_name} got message uid={uid} n={n} twice (#{first[1]}, #{r.conn_uid})")
+                seen[(uid, n)] = (r.t_us, r.conn_uid)
+                key = (uid, s.prio, r.conn_uid)
                 if last.get(key, 0) > n:
                     self._fail(f"{ep.my_name}: uid={uid} prio={s.prio} n={n} after n={last[key]} (reordered)")
                 last[key] = n
@@ -248,6 +251,15 @@ class Cluster:
                 for addr, proto in ep.conns.items():
                     if proto.state is State.CLOSED or proto.connection.closed:
                         self._fail(f"{ep.my_name}: closed session still registered under {addr}: {proto!r}")
+
+    def _marked_down_between(self, ep: SimEndpoint, s: _Sent, t0: int) -> bool:
+        """The receiver dropped its session with mark_down and its policy has no resetcheck: the sender's
+        lossless reconnect is then accepted as a replace with in_seq 0 and unacked messages come again
+        (Ceph's semantics for lossless_peer; resetcheck policies answer RESETSESSION instead)."""
+        src = self.net.endpoint(s.src) if s.src in self.names else None
+        if src is None or ep.get_policy(src.my_name.type).resetcheck:
+            return False
+        return any(t >= t0 and name == str(ep.my_name) and ip == src.ip for t, name, ip in self.markdowns)
 
     def _check_throttles(self, ep: SimEndpoint) -> None:
         ts = [ep.dispatch_throttle] + [t for p in ep.policies.values()
@@ -272,6 +284,8 @@ class Cluster:
                 return True
             if r.kind == "discarded" and any(parse_message(m) == (s.uid, s.n) for m in r.data):
                 return True
+        if conn.proto.policy.server and any(name == s.dst and ip == ep.ip for _t, name, ip in self.markdowns):
+            return True   # a server never reconnects: a client that dropped its session leaves us in STANDBY
         return conn.down or conn.proto.policy.lossy   # mark_down drops silently, by design
 
     def check_liveness(self) -> None:

@@ -274,6 +274,9 @@ class SimNetwork:
         self.log(f"connect {src.my_name} #{conn.uid} -> {dst.my_name} sock {sid}")
 
         def accept() -> None:
+            if send.closed:     # reset before the accept: the client sees its connect fail
+                self.call_later(lat - lat // 2, lambda: conn._net_connected(token, cend), f"connected {sid}")
+                return
             if not dst.alive:   # the server died meanwhile: the client sees a refused connect
                 self._kill_end(send)
                 self._kill_end(cend)

@@ -1,0 +1,32 @@
+"""Fuzz profiles: MSGR_FUZZ_PROFILE=ci (default, short, part of `make test`) or long (`make fuzz`)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+
+sys.path.insert(0, str(Path(__file__).parent))   # the helpers beside the tests (badinput)
+
+PROFILE = os.environ.get("MSGR_FUZZ_PROFILE", "ci")
+LONG = PROFILE == "long"
+_common = dict(deadline=None, derandomize=not LONG, print_blob=True,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("msgr-fuzz-ci", max_examples=40, **_common)
+settings.register_profile("msgr-fuzz-long", max_examples=20_000, **_common)
+FUZZ_SETTINGS = settings.get_profile("msgr-fuzz-long" if LONG else "msgr-fuzz-ci")
+
+#: what the runs did, printed at the end (issue 7 asks for the counts of a long run)
+COUNTS: dict[str, int] = {}
+
+
+def count(key: str, n: int = 1) -> None:
+    COUNTS[key] = COUNTS.get(key, 0) + n
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if COUNTS:
+        terminalreporter.write_sep("=", f"msgr fuzz ({PROFILE} profile)")
+        for k in sorted(COUNTS):
+            terminalreporter.write_line(f"{k:>28}: {COUNTS[k]}")
