@@ -39,7 +39,7 @@ def test_seed_3_header_crc_must_be_cluster_wide():
 
 
 # --- protocol findings -----------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="reported to the protocol owner: open_state.py:118 / protocol_v1.py:187 "
+@pytest.mark.xfail(strict=True, reason="reported to the protocol owner: protocol_v1.py:203 (_start_direct: bytearray(need)) "
                    "preallocate the whole data segment from the header's data_len (up to "
                    "ms_max_message_data_len = 2 GiB) before any of it arrives")
 def test_data_len_within_limit_is_allocated_before_it_arrives():
