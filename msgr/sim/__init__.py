@@ -9,7 +9,9 @@
 
 One seed drives everything, so a failing run replays exactly from it.
 """
+from msgr.sim.chaos import Cluster, OracleError, run_seed
 from msgr.sim.endpoint import SimConnection, SimEndpoint, SimRecord
 from msgr.sim.network import NetParams, SimNetwork, SimSocket
 
-__all__ = ["NetParams", "SimConnection", "SimEndpoint", "SimNetwork", "SimRecord", "SimSocket"]
+__all__ = ["Cluster", "NetParams", "OracleError", "SimConnection", "SimEndpoint", "SimNetwork", "SimRecord",
+           "SimSocket", "run_seed"]
