@@ -38,6 +38,19 @@ def test_seed_3_header_crc_must_be_cluster_wide():
     run_seed(3)
 
 
+def test_seed_1002533_adopt_while_a_connect_is_in_flight_drops_that_connect():
+    """A lossless replace hit a session whose reconnect was still in flight; the sim kept the connect
+    alive, so its completion stole the adopted socket (the peer read a connect reply as a banner and
+    the other client waited forever in CONNECTING_WAIT_CONNECT_REPLY). Found by the long sweep."""
+    run_seed(1002533, steps=80)
+
+
+def test_seed_1001203_replies_only_on_connections_the_application_was_told_about():
+    """The chaos cluster replied on a half-accepted connection (policy not known yet, so not a server
+    policy); it then reconnected to the client's port 0 forever. Found by the long sweep."""
+    run_seed(1001203, steps=80)
+
+
 # --- protocol findings -----------------------------------------------------------------------------------
 @pytest.mark.xfail(strict=True, reason="reported to the protocol owner: protocol_v1.py:203 (_start_direct: bytearray(need)) "
                    "preallocate the whole data segment from the header's data_len (up to "

@@ -149,9 +149,11 @@ class Cluster:
             return None
         if self._can_connect(a, b):
             return a.connect_to(b.my_name.type, b.get_myaddr())
-        for c in a.connections():   # server role: reply on a live connection from b
+        announced = {r.conn_uid for r in a.records if r.kind == "notify" and r.data is ConnEvent.ACCEPT}
+        for c in a.connections():   # server role: reply on a live connection from b the application knows
             pa = c.proto.peer_addr
-            if not c.down and pa is not None and pa.nonce == b.nonce and c.proto.state is not State.CLOSED:
+            if not c.down and pa is not None and pa.nonce == b.nonce and c.proto.state is not State.CLOSED \
+                    and c.uid in announced:
                 return c
         return None
 

@@ -229,6 +229,9 @@ class SimConnection:
             self.net.close(end)
             return
         self._handle(self.proto.adopt_socket(end.peer, end.local, self.net.now_us(), reset))
+        # as AsyncConnection.adopt: whatever socket we had goes, a connect still in flight included
+        # (adopt_socket from CONNECTING emits no CloseSocket for it)
+        self._connect_token = 0
         if self.sock is not None and self.sock is not end:
             self.net.close(self.sock)
         self.sock = end

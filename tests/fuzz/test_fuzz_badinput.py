@@ -62,7 +62,7 @@ def test_mutated_and_truncated_continuation(data, flips, cut, eof):
         tail[pos % len(tail)] ^= x
     out = _run(role, off, bytes(tail), 0, eof, "mutated continuation")
     if eof:
-        assert out.faults, "EOF must fault the connection"
+        assert out.faults or out.proto.state is State.CLOSED, "EOF must end the connection"
 
 
 @FUZZ_SETTINGS
