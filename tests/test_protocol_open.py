@@ -14,7 +14,7 @@ from msgr.entity import EntityAddr, EntityName
 from msgr.features import CEPH_FEATURES_ALL_PACIFIC, MSG_AUTH, MSGR_KEEPALIVE2, NOSRCADDR, RECONNECT_SEQ
 from msgr.message import Message
 from msgr.policy import Policy
-from msgr.protocol.actions import Deliver, Fault, SessionClosed
+from msgr.protocol.actions import Deliver, Fault, SessionClosed, TimerKind
 from msgr.protocol.outq import Framer
 from msgr.protocol.protocol_v1 import ProtocolV1
 from msgr.protocol.states import State
@@ -266,3 +266,187 @@ def test_random_bytes_in_open_never_raise(junk):
     s.receive_data(junk, 0)
     s.receive_data(b"", 0)
     s.take_output()
+
+
+# --- batch fast path (OPEN -> complete frames in buffer -> dispatch) vs the state path ----------------------------------
+def _open_server(batch=True, policy=None, config=None, sent=5):
+    """A server ProtocolV1 in OPEN (raw accept); ``batch`` False forces the per-state path."""
+    host = FakeHost(EntityName.osd(2), B_ADDR, default_policy=policy or Policy.lossless_peer(), config=config)
+    s = ProtocolV1(host)
+    s.start_accept(EntityAddr.parse("v1:10.0.0.1:40000/0"), B_ADDR, 0)
+    s.receive_data(b"ceph v027" + A_ADDR.encode_legacy(), 0)
+    from test_protocol_support import connect_msg
+    s.receive_data(connect_msg(host_type=4, proto=10, features=CEPH_FEATURES_ALL_PACIFIC & ~RECONNECT_SEQ), 0)
+    assert s.state is State.OPEN and s._batch
+    s._batch = batch
+    for i in range(sent):   # something on the sent list for ACKs to trim
+        s.send_message(make_msg(i), 0)
+    s.take_output()
+    return host, s
+
+
+def _msg_frame(seq, front=b"", middle=b"", data=b"", bad=None):
+    hdr = bytearray(_cwire.pack_header(seq, 7, TEST_TYPE, 127, 1, len(front), len(middle), len(data), 0, 4, 1, 1, 0))
+    ftr = bytearray(_cwire.pack_footer(crc32c(0, front), crc32c(0, middle), crc32c(0, data), 0, 1, True))
+    if bad == "header":
+        hdr[49] ^= 1
+    elif bad == "front":
+        ftr[0] ^= 1
+    elif bad == "middle":
+        ftr[4] ^= 1
+    elif bad == "data":
+        ftr[8] ^= 1
+    elif bad == "incomplete":
+        ftr[20] = 0
+    return b"\x07" + bytes(hdr) + front + middle + data + bytes(ftr)
+
+
+def _feed(s, wire, chunks):
+    """Feed ``wire`` in ``chunks`` (sizes, cycled); release throttles like a dispatcher; a comparable log."""
+    log, off, i = [], 0, 0
+    while off < len(wire) and s.state is not State.CLOSED:
+        n = chunks[i % len(chunks)]
+        i += 1
+        for a in s.receive_data(wire[off:off + n], 1000 + i):
+            if isinstance(a, Deliver):
+                m = a.msg
+                log.append(("D", m.header.seq, m.header.tid, bytes(m.front), bytes(m.middle), bytes(m.data),
+                            m.footer.front_crc, m.footer.data_crc, m.recv_stamp_us, str(m.get_source())))
+                m.release_throttles()
+            elif isinstance(a, Fault):
+                log.append(("F", type(a.error).__name__, a.reason))
+            else:
+                log.append((type(a).__name__,))
+        off += n
+    out = b"".join(bytes(x) for x in s.take_output())
+    return log, (s.state, s.in_seq, s.last_keepalive_us, s.last_keepalive_ack_us, s.last_keepalive_ack_stamp,
+                 len(s._outq.sent), out, s.stats["msgs_in"])
+
+
+_SIZES = [0, 1, 3, 100, 4096, 8200, 20_000]
+_frame_st = st.one_of(
+    st.tuples(st.just("msg"), st.integers(-2, 3), st.sampled_from(_SIZES), st.sampled_from(_SIZES[:4]),
+              st.sampled_from(_SIZES)),
+    st.tuples(st.just("ack"), st.integers(0, 7)),
+    st.tuples(st.just("ka")),
+    st.tuples(st.just("ka2"), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+    st.tuples(st.just("ka2ack"), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+)
+
+
+def _wire(ops, bad=None):
+    parts, seq = [], 0
+    for k, op in enumerate(ops):
+        if op[0] == "msg":
+            seq = max(1, seq + op[1])
+            parts.append(_msg_frame(seq, bytes([k & 0xFF]) * op[2], b"m" * op[3], bytes([seq & 0xFF]) * op[4]))
+        elif op[0] == "ack":
+            parts.append(b"\x08" + struct.pack("<Q", op[1]))
+        elif op[0] == "ka":
+            parts.append(b"\x09")
+        else:
+            parts.append(bytes([14 if op[0] == "ka2" else 15]) + struct.pack("<II", op[1], op[2]))
+    if bad is not None:
+        parts.insert(len(parts) // 2, _msg_frame(seq + 1, b"xy", b"", b"z", bad=bad) if bad != "tag" else b"\x63")
+    return b"".join(parts)
+
+
+@settings(max_examples=120, deadline=None)
+@given(ops=st.lists(_frame_st, min_size=1, max_size=40),
+       chunks=st.lists(st.integers(1, 70_000), min_size=1, max_size=6),
+       bad=st.sampled_from([None, None, "header", "front", "middle", "data", "incomplete", "tag"]))
+def test_batch_path_matches_state_path(ops, chunks, bad):
+    wire = _wire(ops, bad)
+    _, fast = _open_server(batch=True)
+    _, slow = _open_server(batch=False)
+    got_fast, got_slow = _feed(fast, wire, chunks), _feed(slow, wire, chunks)
+    assert got_fast == got_slow
+    if bad is not None:
+        assert any(x[0] == "F" for x in got_fast[0])
+
+
+def test_batch_delivers_many_frames_from_one_scan():
+    host, s = _open_server()
+    calls = []
+    orig = s._open_batch
+    s._open_batch = lambda now, acts: calls.append(1) or orig(now, acts)
+    acts = s.receive_data(b"".join(_msg_frame(i, b"x" * 100) for i in range(1, 41)), 0)
+    assert [a.msg.header.seq for a in acts if isinstance(a, Deliver)] == list(range(1, 41))
+    assert len(calls) == 1 and s.state is State.OPEN and s.in_seq == 40
+
+
+@pytest.mark.parametrize("bad", ["header", "front", "middle", "data", "incomplete", "tag"])
+def test_bad_frame_mid_batch_faults_after_the_good_ones(bad):
+    host, s = _open_server()
+    wire = b"".join(_msg_frame(i, b"f" * 10, b"m", b"d" * 5) for i in range(1, 6))
+    wire += _msg_frame(6, b"f" * 10, b"m", b"d" * 5, bad=bad) if bad != "tag" else b"\x63"
+    wire += b"".join(_msg_frame(i, b"f") for i in range(7, 10))
+    acts = s.receive_data(wire, 0)
+    assert [a.msg.header.seq for a in acts if isinstance(a, Deliver)] == [1, 2, 3, 4, 5]
+    (f,) = [a for a in acts if isinstance(a, Fault)]
+    expect = {"header": "BadCrcError", "front": "BadCrcError", "middle": "BadCrcError", "data": "BadCrcError",
+              "incomplete": "DecodeError", "tag": "BadTagError"}[bad]
+    assert type(f.error).__name__ == expect
+    if expect == "BadCrcError":
+        assert {"header": "ceph_msg_header"}.get(bad, bad) in str(f.error)
+    assert acts.index(f) > max(i for i, a in enumerate(acts) if isinstance(a, Deliver))
+    assert s.in_seq == 5 and s.stats["faults"] == 1
+
+
+def test_dup_seqs_in_one_batch_are_dropped_and_release_throttles():
+    pol = Policy.lossless_peer()
+    pol.throttler_bytes = Throttle("bytes", 10**6)
+    pol.throttler_messages = Throttle("msgs", 100)
+    host, s = _open_server(policy=pol)
+    seqs = [1, 2, 2, 3, 1, 4, 4, 5]
+    acts = s.receive_data(b"".join(_msg_frame(q, b"p" * 10) for q in seqs), 0)
+    got = [a.msg for a in acts if isinstance(a, Deliver)]
+    assert [m.header.seq for m in got] == [1, 2, 3, 4, 5] and s.stats["faults"] == 0
+    assert pol.throttler_messages.current == 5 and pol.throttler_bytes.current == 50
+    assert host.dispatch_throttle.current == 50
+    for m in got:
+        m.release_throttles()
+    assert pol.throttler_messages.current == pol.throttler_bytes.current == host.dispatch_throttle.current == 0
+
+
+@pytest.mark.parametrize("which", ["messages", "bytes", "dispatch"])
+def test_throttle_stops_the_batch_at_that_frame(which):
+    pol = Policy.lossless_peer()
+    if which == "messages":
+        pol.throttler_messages = Throttle("msgs", 3)
+    elif which == "bytes":
+        pol.throttler_bytes = Throttle("bytes", 300)
+    host, s = _open_server(policy=pol)
+    if which == "dispatch":
+        host.dispatch_throttle.reset_max(300)
+    acts = s.receive_data(b"".join(_msg_frame(i, b"q" * 100) for i in range(1, 11)), 0)
+    got = [a.msg for a in acts if isinstance(a, Deliver)]
+    assert [m.header.seq for m in got] == [1, 2, 3]
+    assert not s.wants_read and s.state.name.startswith("OPEN_MESSAGE_THROTTLE")
+    assert s.stats["throttle_waits"] == 1
+    assert [type(a).__name__ for a in acts].count("ArmTimer") == 1
+    seen = [1, 2, 3]
+    while len(seen) < 10:
+        got.pop(0).release_throttles()
+        acts = s.on_timer(TimerKind.THROTTLE_RETRY, 5)
+        more = [a.msg for a in acts if isinstance(a, Deliver)]
+        got += more
+        seen += [m.header.seq for m in more]
+    assert seen == list(range(1, 11))
+    for m in got:
+        m.release_throttles()
+    assert s.state is State.OPEN and s.wants_read and s._rpos == s._rend == 0
+
+
+def test_partial_small_frame_waits_in_open_then_completes():
+    host, s = _open_server()
+    wire = _msg_frame(1, b"a" * 3000) + _msg_frame(2, b"b" * 10)
+    assert s.receive_data(wire[:1500], 0) == [] and s.state is State.OPEN
+    acts = s.receive_data(wire[1500:], 0)
+    assert [bytes(a.msg.front[:1]) for a in acts if isinstance(a, Deliver)] == [b"a", b"b"]
+
+
+def test_partial_frame_over_the_length_limit_faults_at_once():
+    host, s = _open_server(config=Config(ms_max_message_front_len=100))
+    acts = s.receive_data(_msg_frame(1, bytes(101))[:60], 0)
+    assert any(isinstance(a, Fault) and "front_len" in a.reason for a in acts)

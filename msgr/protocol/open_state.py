@@ -8,10 +8,19 @@ full, reading stops and THROTTLE_RETRY fires in 1 ms) -> front, middle,
 data (a large segment is read straight into its own buffer) -> footer
 (COMPLETE flag, front/middle/data CRCs) -> decode -> seq check -> Deliver.
 
+Batch fast path (``_open_batch``, run by ``_run`` whenever the state is OPEN):
+one ``_cwire.scan_frames`` call verifies and describes every complete small
+frame in the receive buffer; each MSG record then gets the same length
+limits, throttles (all three per message), decode and seq rule as above,
+without walking the states. Anything it cannot finish (large body, full
+throttle, CLOSE, bad input) is left at ``_rpos`` for the state path.
+
 Write path: control frames first (keepalive acks), then a pending
 keepalive, then every queued message, then one cumulative ACK (lossless).
 """
 from __future__ import annotations
+
+import struct
 
 from msgr import _cwire
 from msgr.crc import crc32c
@@ -26,6 +35,13 @@ from msgr.wire import FOOTER_COMPLETE, FOOTER_NOCRC, MsgFooter, MsgHeader, MsgHe
     pack_ack, pack_keepalive2, unpack_timespec, unpack_u64
 
 _KEEPALIVE = bytes((Tag.KEEPALIVE,))
+_scan = _cwire.scan_frames
+SCAN_FULL, SCAN_NEED_MORE = _cwire.SCAN_FULL, _cwire.SCAN_NEED_MORE
+_LENS = struct.Struct("<III").unpack_from   # front/middle/data_len at frame offset 23
+#: Bodies up to this size are parsed by the batch path; larger ones take the state path, whose
+#: segment states read a big segment straight into its own buffer (protocol_v1.DIRECT_MIN).
+BATCH_MAX_INLINE = 8 * 1024
+BATCH_MAX_FRAMES = 64
 _KEEPALIVE2_ACK = bytes((Tag.KEEPALIVE2_ACK,))
 THROTTLE_RETRY_US = 1000
 
@@ -50,6 +66,7 @@ class OpenMixin:
         self._seg_len = 0
         self._segs: list = []
         self._throttled: list = []    # (throttle, count) taken for the message being read
+        self._batch = False
 
     # --- entering OPEN (both roles) -------------------------------------------------------------------
     def _ready(self, now_us: int, acts: list, event) -> None:
@@ -57,6 +74,7 @@ class OpenMixin:
         self._header_size = 53 if f & NOSRCADDR == NOSRCADDR else 334
         self._footer_size = 21 if f & MSG_AUTH == MSG_AUTH else 13
         me = self.host.my_name
+        self._batch = self._header_size == 53   # the C scanner knows the 53-byte header only
         self._framer = Framer(f, self._crc_header, self._crc_data, me.type, me.num,
                               self.peer_addr.encode_legacy() if self.peer_addr else bytes(136))
         self._acked_seq = self.in_seq
@@ -202,6 +220,114 @@ class OpenMixin:
         msg.recv_stamp_us = now_us
         self.stats["msgs_in"] += 1
         acts.append(Deliver(msg))
+
+    # --- batch fast path: OPEN -> (complete frames in buffer) -> dispatch ------------------------------------
+    def _open_batch(self, now_us: int, acts: list) -> bool:
+        """Handle every complete small frame buffered at ``_rpos`` with one C scan per 64 frames.
+
+        Same checks, order and results as the state path (header CRC, length limits, the three
+        throttles per message, COMPLETE flag, segment CRCs, decode, seq rule). Returns True when
+        the rest of the buffer is an incomplete small frame (stay in OPEN, wait for bytes), False
+        when the state path must handle the frame at ``_rpos``: a large body (direct read), a full
+        throttle, CLOSE, a length over the limits, or bad input (the state path raises the same
+        typed error the slow path always did).
+        """
+        rmv, rend = self._rmv, self._rend
+        view = rmv[:rend]
+        crc_h, crc_d, new_footer = self._crc_header, self._crc_data, self._footer_size == 21
+        while True:
+            pos = self._rpos
+            if pos == rend:
+                return True
+            status, end, recs = _scan(view, pos, crc_header=crc_h, crc_data=crc_d, new_footer=new_footer,
+                                      max_inline=BATCH_MAX_INLINE, max_frames=BATCH_MAX_FRAMES)
+            for r in recs:
+                tag = r[0]
+                if tag == 7:
+                    if not self._batch_message(r, rmv, now_us, acts):
+                        return False          # _rpos stays at this frame
+                elif tag == 8:
+                    self._outq.ack(r[3])
+                elif tag == 14:
+                    self.last_keepalive_us = now_us
+                    o = r[1] + 1
+                    self._out.append(_KEEPALIVE2_ACK + rmv[o:o + 8].tobytes())
+                elif tag == 15:
+                    self.last_keepalive_ack_stamp = (r[3], r[4])
+                    self.last_keepalive_ack_us = now_us
+                else:  # KEEPALIVE (the scanner passes no other tag)
+                    self.last_keepalive_us = now_us
+                self._rpos = r[1] + r[2]
+            if status == SCAN_FULL:
+                continue
+            if status != SCAN_NEED_MORE or end == rend:
+                return status == SCAN_NEED_MORE
+            return self._batch_wait(end, rend)
+
+    def _batch_wait(self, end: int, rend: int) -> bool:
+        """An incomplete frame at ``end``: wait in OPEN if it is small and its header passed."""
+        rmv = self._rmv
+        if rmv[end] != 7:
+            self._make_room(9)
+            return True
+        if rend - end < 1 + 53:
+            self._make_room(1 + 53)
+            return True
+        # the scanner checked the header CRC and that the body is <= BATCH_MAX_INLINE
+        f, m, d = _LENS(rmv, end + 23)
+        cfg = self.host.config
+        if f > cfg.ms_max_message_front_len or m > cfg.ms_max_message_middle_len \
+                or d > cfg.ms_max_message_data_len:
+            return False                        # the state path raises BadLengthError at once
+        self._make_room(1 + 53 + f + m + d + self._footer_size)
+        return True
+
+    def _batch_message(self, r: tuple, rmv, now_us: int, acts: list) -> bool:
+        """Deliver one scanned MSG record; False = the state path must take this frame."""
+        f, m, d = r[8], r[9], r[10]
+        cfg = self.host.config
+        if f > cfg.ms_max_message_front_len or m > cfg.ms_max_message_middle_len \
+                or d > cfg.ms_max_message_data_len:
+            return False
+        throttled = []
+        n = f + m + d
+        pol = self.policy
+        for t, c in ((pol.throttler_messages, 1), (pol.throttler_bytes, n), (self.host.dispatch_throttle, n)):
+            if t is None or c == 0:
+                continue
+            if not t.try_get(c):
+                for t2, c2 in throttled:
+                    t2.put(c2)
+                return False                    # the state path blocks in THROTTLE_* as always
+            throttled.append((t, c))
+        o = r[22]
+        front = rmv[o:o + f].tobytes() if f else b""
+        o += f
+        middle = rmv[o:o + m].tobytes() if m else b""
+        o += m
+        data = rmv[o:o + d].tobytes() if d else b""
+        h = MsgHeader(*r[3:17])
+        try:
+            msg = decode_message(h, front, middle, data, MsgFooter(r[17], r[18], r[19], r[20], r[21]))
+        except DecodeError:
+            for t, c in throttled:
+                t.put(c)
+            raise
+        seq = r[3]
+        if seq <= self.in_seq:
+            for t, c in throttled:   # a duplicate after a reconnect: dropped, no fault
+                t.put(c)
+            return True
+        self.in_seq = seq
+        pn = self.peer_name
+        if pn is None or pn.num != h.src_num or pn.type != h.src_type:
+            self.peer_name = EntityName(h.src_type, h.src_num)
+        msg._throttled = throttled or None
+        msg.set_connection(self.connection)
+        msg.recv_stamp_us = now_us
+        self.stats["msgs_in"] += 1
+        acts.append(Deliver(msg))
+        return True
 
     def _release_partial(self) -> None:
         """Give back the throttles of a message whose read was cut short (fault, replace, close)."""

@@ -15,6 +15,11 @@
         OPEN -> OPEN_MESSAGE_HEADER (53|334) -> THROTTLE_MESSAGE -> THROTTLE_BYTES
              -> THROTTLE_DISPATCH_QUEUE -> READ_FRONT -> READ_MIDDLE -> READ_DATA_PREPARE
              -> READ_DATA -> READ_FOOTER_AND_DISPATCH (21|13) -> OPEN
+        Batch fast path: OPEN -> (complete frames in buffer) -> dispatch -> OPEN: one C scan
+        (``_cwire.scan_frames``) hands over every complete small frame (53-byte header, body
+        <= BATCH_MAX_INLINE) with the same checks; a partial small frame waits in OPEN. The
+        states above remain the path for large bodies (direct reads), a full throttle, CLOSE,
+        the old 334-byte header and bad input (their readers raise the typed errors).
     Any state -> fault(): STANDBY | CONNECTING (reconnect) | CLOSED; a lossless replace moves an
     existing session to ACCEPTING_WAIT_CONNECT_MSG (adopt_socket).
 
@@ -176,6 +181,8 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         """Run readers while their bytes are buffered; bad input faults the connection (one place)."""
         try:
             while self._direct is None:
+                if self.state is S.OPEN and self._batch and self._open_batch(now_us, acts):
+                    break   # OPEN -> (complete frames in buffer) -> dispatch; the rest waits for bytes
                 row = TRANSITIONS[self.state]
                 if row.reader is None:
                     break
