@@ -34,6 +34,12 @@ class Message:
         super().__init_subclass__(**kwargs)
         t = cls.__dict__.get("TYPE")
         if t:
+            known = _registry.get(t)
+            # Two classes claiming one type number would make the receiver build the wrong class,
+            # silently; a re-import of the same class (same module and name) is fine.
+            if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+                raise TypeError(f"message type {t:#x} is already registered to "
+                                f"{known.__module__}.{known.__qualname__}; pick another TYPE for {cls.__qualname__}")
             _registry[t] = cls
 
     def __init__(self) -> None:

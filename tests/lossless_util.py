@@ -27,7 +27,7 @@ _FMT = struct.Struct("<IIQ")
 
 class Tagged(Message):
     """Front = (sender u32, session u32, id u64) + optional padding."""
-    TYPE = 0x7F01
+    TYPE = 0x7F10
 
     def __init__(self, sender: int = 0, session: int = 0, ident: int = 0, pad: bytes = b"") -> None:
         super().__init__()

@@ -85,7 +85,7 @@ def seq_message_class() -> type:
         return bytes((ident + i) & 0xFF for i in range(n))
 
     class _MSeq(Message):
-        TYPE = 0x7F01
+        TYPE = 0x7F30
 
         def __init__(self, ident: int = 0) -> None:
             super().__init__()

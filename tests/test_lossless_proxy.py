@@ -38,7 +38,7 @@ def pad_for(ident: int) -> bytes:
 
 class MProxySeq(Message):
     """front = id (u64) + a pad derived from the id (so corruption is caught on decode)."""
-    TYPE = 0x7F02
+    TYPE = 0x7F20
 
     def __init__(self, ident: int = 0) -> None:
         super().__init__()
