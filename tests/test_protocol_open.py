@@ -450,3 +450,33 @@ def test_partial_frame_over_the_length_limit_faults_at_once():
     host, s = _open_server(config=Config(ms_max_message_front_len=100))
     acts = s.receive_data(_msg_frame(1, bytes(101))[:60], 0)
     assert any(isinstance(a, Fault) and "front_len" in a.reason for a in acts)
+
+
+def test_fast_framer_matches_the_generic_framer_bytes():
+    for feats in (CEPH_FEATURES_ALL_PACIFIC, CEPH_FEATURES_ALL_PACIFIC & ~MSG_AUTH):
+        for crc_data in (True, False):
+            m = make_msg(3, data_len=77, middle_len=5)
+            m.header.seq, m.header.tid = 9, 2**63
+            fast: list = []
+            n = Framer(feats, True, crc_data, 4, -1).frame(m, fast)
+            h = m.header
+            hdr = _cwire.pack_header(9, 2**63, h.type, h.priority, h.version, len(m.front), 5, 77, 0, 4, -1,
+                                     h.compat_version, h.reserved)
+            ftr = _cwire.pack_footer(crc32c(0, m.front), crc32c(0, m.middle), crc32c(0, m.data) if crc_data else 0,
+                                     0, 1 if crc_data else 3, feats & MSG_AUTH == MSG_AUTH)
+            assert b"".join(bytes(x) for x in fast) == b"\x07" + hdr + m.front + m.middle + m.data + ftr
+            assert n == len(b"".join(bytes(x) for x in fast))
+
+
+def test_unframeable_message_stays_queued_without_a_seq_gap():
+    net, a, b, p, s = _pair()
+    p.send_message(make_msg(1), 0)
+    bad = make_msg(2)
+    bad.header.tid = 1 << 64       # does not fit the header's u64
+    p.send_message(bad, 0)
+    p.send_message(make_msg(3), 0)
+    seq0 = p.out_seq
+    with pytest.raises(OverflowError):
+        p.take_output()
+    assert p.out_seq == seq0 + 1 and len(p._outq) == 2 and bad.header.seq == 0
+    assert [msg_id(m) for m in p._outq.queued()] == [2, 3]

@@ -352,20 +352,29 @@ class OpenMixin:
             self.stats["keepalives"] += 1
         q = self._outq
         if len(q):
-            framer = self._framer
-            lossless = not self.policy.lossy
-            pop, n = q.pop, 0
-            while True:
-                msg = pop()
-                if msg is None:
-                    break
-                q.out_seq += 1
-                msg.header.seq = q.out_seq
-                framer.frame(msg, out)
-                if lossless:
-                    q.sent.append(msg)
-                n += 1
-            self.stats["msgs_out"] += n
+            msgs = q.take_all()
+            frame = self._framer.frame
+            seq = q.out_seq
+            i = 0
+            try:
+                for msg in msgs:
+                    h = msg.header
+                    prev, h.seq = h.seq, seq + 1
+                    try:
+                        frame(msg, out)
+                    except BaseException:
+                        h.seq = prev
+                        raise
+                    seq += 1
+                    i += 1
+            finally:
+                # a message that cannot be framed (bad field) stays queued with the ones after it
+                q.out_seq = seq
+                if i < len(msgs):
+                    q.put_back(msgs[i:])
+                if not self.policy.lossy:
+                    q.sent.extend(msgs[:i] if i < len(msgs) else msgs)
+                self.stats["msgs_out"] += i
         if self._ack_due():
             self._acked_seq = self.in_seq
             out.append(pack_ack(self.in_seq))

@@ -13,17 +13,39 @@ front/middle/data buffers as they are (no copy), and the footer.
 """
 from __future__ import annotations
 
+import struct
 from bisect import insort
 from collections import deque
 from typing import Iterable
 
 from msgr import _cwire
-from msgr.crc import crc32c
+from msgr.crc import BACKEND as crc_backend, crc32c
 from msgr.features import MSG_AUTH, NOSRCADDR
 from msgr.message import Message
 from msgr.wire import FOOTER_COMPLETE, FOOTER_NOCRC, Priority
 
 _TAG_MSG = b"\x07"
+_pack_tag_hdr = struct.Struct("<BQQHHHIIIHBQHH").pack     # tag + the 49 header bytes the crc covers
+_pack_u32 = struct.Struct("<I").pack
+_FTR_TAIL = struct.Struct("<IIIQB").pack
+_FTR_OLD = struct.Struct("<IIIB").pack
+
+
+def _pack_ftr(fc: int, mc: int, dc: int, flags: int) -> bytes:
+    return _FTR_TAIL(fc, mc, dc, 0, flags)
+
+
+_pack_ftr_old = _FTR_OLD
+if crc_backend.startswith("c-"):
+    from msgr._fastpath import lib as _lib
+
+    _crc_at = _lib.msgr_crc32c_at
+
+    def _crc_tag_hdr(head: bytes) -> int:
+        return _crc_at(0, head, 50, 1, 49)
+else:
+    def _crc_tag_hdr(head: bytes) -> int:
+        return crc32c(0, head[1:])
 _ZERO_CRC = b"\0\0\0\0"
 
 
@@ -63,6 +85,28 @@ class OutQueue:
                 self._count -= 1
                 return q.popleft()
         return None  # pragma: no cover - _count says otherwise
+
+    def take_all(self) -> list[Message]:
+        """Remove and return everything queued, in write order (highest priority first)."""
+        if not self._count:
+            return []
+        prios = self._prios
+        if len(prios) == 1:
+            q = self._queues[prios[0]]
+            msgs = list(q)
+            q.clear()
+        else:
+            msgs = [m for p in reversed(prios) for m in self._queues[p]]
+            for q in self._queues.values():
+                q.clear()
+        self._count = 0
+        return msgs
+
+    def put_back(self, msgs: list[Message]) -> None:
+        """Undo ``take_all`` for ``msgs`` (never written): back to the front of their queues."""
+        for m in reversed(msgs):
+            self._queue(m.header.priority).appendleft(m)
+        self._count += len(msgs)
 
     def queued(self) -> list[Message]:
         """Everything queued, in the order it would be written."""
@@ -121,7 +165,7 @@ class Framer:
     """Builds the wire buffers of messages for one session's negotiated features."""
 
     __slots__ = ("new_header", "new_footer", "crc_header", "crc_data", "src_type", "src_num",
-                 "features", "old_src_addr")
+                 "features", "old_src_addr", "_src_num_u")
 
     def __init__(self, features: int, crc_header: bool, crc_data: bool, src_type: int, src_num: int,
                  old_src_addr: bytes = b"") -> None:
@@ -133,6 +177,7 @@ class Framer:
         self.src_type = src_type
         self.src_num = src_num
         self.old_src_addr = old_src_addr  # legacy 136 bytes; Ceph's old header carried the peer's address
+        self._src_num_u = src_num + (1 << 64) if src_num < 0 else src_num   # the header's u64 bit pattern
 
     def frame(self, msg: Message, out: list) -> int:
         """Append tag+header, front, middle, data, footer of ``msg`` (seq already set); returns bytes."""
@@ -140,6 +185,29 @@ class Framer:
         h = msg.header
         h.src_type, h.src_num = self.src_type, self.src_num
         front, middle, data = msg.front, msg.middle, msg.data
+        if self.new_header and self.crc_header:
+            # the common case in one struct call + one in-place CRC (no wrapper, no extra concat)
+            try:
+                head = _pack_tag_hdr(7, h.seq, h.tid, h.type, h.priority, h.version, h.front_len,
+                                     h.middle_len, h.data_len, h.data_off, self.src_type, self._src_num_u,
+                                     h.compat_version, h.reserved)
+            except struct.error as exc:
+                raise OverflowError(f"header field out of range: {exc}") from None
+            if self.crc_data:
+                dc, flags = (crc32c(0, data) if data else 0), FOOTER_COMPLETE
+            else:
+                dc, flags = 0, FOOTER_COMPLETE | FOOTER_NOCRC
+            ftr = (_pack_ftr if self.new_footer else _pack_ftr_old)(
+                crc32c(0, front) if front else 0, crc32c(0, middle) if middle else 0, dc, flags)
+            out.append(head + _pack_u32(_crc_tag_hdr(head)))   # nothing appended before this point
+            if front:
+                out.append(front)
+            if middle:
+                out.append(middle)
+            if data:
+                out.append(data)
+            out.append(ftr)
+            return 54 + len(front) + len(middle) + len(data) + (21 if self.new_footer else 13)
         if self.new_header:
             hdr = _cwire.pack_header(h.seq, h.tid, h.type, h.priority, h.version, h.front_len,
                                      h.middle_len, h.data_len, h.data_off, self.src_type, self.src_num,
