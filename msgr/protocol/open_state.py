@@ -168,12 +168,17 @@ class OpenMixin:
 
     def _segment_done(self, seg, now_us: int, acts: list) -> None:
         """A front/middle/data segment is complete (from the receive buffer or read directly)."""
-        self._segs.append(seg)
+        segs = self._segs
+        segs.append(seg)
         st = self.state
         if st is S.OPEN_MESSAGE_READ_FRONT:
             self._seg_len = self._hdr.middle_len
             self._to(S.OPEN_MESSAGE_READ_MIDDLE)
-        elif st is S.OPEN_MESSAGE_READ_MIDDLE:
+            if self._seg_len:
+                return
+            segs.append(b"")          # an empty middle: pass its state without running a reader
+            st = S.OPEN_MESSAGE_READ_MIDDLE
+        if st is S.OPEN_MESSAGE_READ_MIDDLE:
             self._to(S.OPEN_MESSAGE_READ_DATA_PREPARE)
         else:
             self._to(S.OPEN_MESSAGE_READ_FOOTER_AND_DISPATCH)
@@ -182,6 +187,8 @@ class OpenMixin:
         # data_off alignment is a C++ page concern; a bytearray needs none
         self._seg_len = self._hdr.data_len
         self._to(S.OPEN_MESSAGE_READ_DATA)
+        if not self._seg_len:
+            self._segment_done(b"", now_us, acts)   # an empty data segment: no reader run
 
     def _read_footer_and_dispatch(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
         fc, mc, dc, sig, flags = _cwire.parse_footer(buf, off, n == 21)

@@ -113,6 +113,12 @@ TRANSITIONS: dict[State, Row] = {
 #: States whose reader takes a front/middle/data segment (may be read directly into its own buffer).
 SEGMENT_STATES = frozenset({S.OPEN_MESSAGE_READ_FRONT, S.OPEN_MESSAGE_READ_MIDDLE, S.OPEN_MESSAGE_READ_DATA})
 
+# The same table keyed by id(state): Enum.__hash__ is a Python-level function, and the read path
+# looks states up several times per message (members are singletons, so their ids are stable).
+_ROW_BY_ID = {id(s): row for s, row in TRANSITIONS.items()}
+_NEXT_IDS = {id(s): frozenset(map(id, row.next | ALWAYS)) for s, row in TRANSITIONS.items()}
+_SEGMENT_IDS = frozenset(map(id, SEGMENT_STATES))
+
 
 
 class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
@@ -173,7 +179,7 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
 
     # --- the transition table in action ----------------------------------------------------------
     def _to(self, new: State) -> None:
-        if new not in TRANSITIONS[self.state].next and new not in ALWAYS:
+        if id(new) not in _NEXT_IDS[id(self.state)]:
             raise LocalProtocolError(f"no transition {self.state!r} -> {new!r}")
         self.state = new
 
@@ -183,14 +189,14 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
             while self._direct is None:
                 if self.state is S.OPEN and self._batch and self._open_batch(now_us, acts):
                     break   # OPEN -> (complete frames in buffer) -> dispatch; the rest waits for bytes
-                row = TRANSITIONS[self.state]
+                row = _ROW_BY_ID[id(self.state)]
                 if row.reader is None:
                     break
                 need = row.need if type(row.need) is int else getattr(self, row.need)
                 pos = self._rpos
                 avail = self._rend - pos
                 if avail < need:
-                    if self.state in SEGMENT_STATES and need > DIRECT_MIN:
+                    if id(self.state) in _SEGMENT_IDS and need > DIRECT_MIN:
                         self._start_direct(need, avail)
                     else:
                         self._make_room(need)
