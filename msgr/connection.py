@@ -298,7 +298,9 @@ class AsyncConnection(Connection):
         if self.sock is not None and not self._connecting:
             if self.proto.has_output() or self._wbufs:
                 self._write()
-            if self.sock is not None:
+            # a failed write may have reconnected: never poll a socket whose connect is in flight,
+            # or the peer's banner would be read (and dropped) before on_connected
+            if self.sock is not None and not self._connecting:
                 self._update_read_interest()
 
     def _do_open_socket(self, act: A.OpenSocket) -> None:
@@ -541,7 +543,7 @@ class AsyncConnection(Connection):
     # --- reading -------------------------------------------------------------------
     def _on_readable(self, fd: int, mask: int) -> None:
         sock = self.sock
-        if sock is None or fd != self.fd:
+        if sock is None or fd != self.fd or self._connecting:
             return
         proto = self.proto
         perf = self.perf

@@ -446,3 +446,38 @@ def test_socket_error_and_callback_exception_fault_only_that_connection(worker):
     assert ev3.wait(5)
     assert conn2.sock is None
     a.close()
+
+
+def test_reconnect_after_a_failed_write_does_not_poll_the_connecting_socket(worker):
+    """Regression (issue 5 stuck reconnect): a write that fails inside _after() reconnects at once;
+    READABLE must not be registered on the new socket before its connect completes, or the peer's
+    banner is read in STATE_CONNECTING, dropped, and the handshake hangs forever."""
+    from msgr.entity import EntityAddr
+
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+    target = EntityAddr.from_sockaddr(lsock.getsockname())
+
+    class ReconnectingProto(FakeProto):
+        def on_socket_error(self, reason, now_us, refused=False):
+            self.errors.append(reason)
+            return [A.Fault(reason), A.OpenSocket(target)]
+
+        def on_connected(self, local, now_us):
+            return []
+
+    a, b = socket.socketpair()
+    b.close()                                  # the next write fails (EPIPE)
+    proto = ReconnectingProto()
+    ms, conn = _conn(worker, proto, a)
+    proto.out = [b"x" * 100]
+
+    def after_and_look():
+        conn._after()
+        return conn._connecting, conn._reading, conn.sock is not None
+    connecting, reading, has_sock = worker.center.submit_to(after_and_look)
+    assert proto.errors and has_sock and connecting
+    assert not reading, "READABLE registered on a socket whose connect is still in flight"
+    worker.center.submit_to(lambda: conn._drop_socket())
+    lsock.close()
