@@ -14,7 +14,7 @@ LONG = PROFILE == "long"
 _common = dict(deadline=None, derandomize=not LONG, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("msgr-fuzz-ci", max_examples=40, **_common)
-settings.register_profile("msgr-fuzz-long", max_examples=20_000, **_common)
+settings.register_profile("msgr-fuzz-long", max_examples=60_000, **_common)
 FUZZ_SETTINGS = settings.get_profile("msgr-fuzz-long" if LONG else "msgr-fuzz-ci")
 
 #: what the runs did, printed at the end (issue 7 asks for the counts of a long run)
