@@ -25,7 +25,7 @@ class Config:
     ms_dispatch_throttle_bytes: int = 100 * _MiB
     ms_max_message_front_len: int = 64 * _MiB   # pymsgr: refuse larger lengths before allocating
     ms_max_message_middle_len: int = 64 * _MiB
-    ms_max_message_data_len: int = 1 << 31
+    ms_max_message_data_len: int = 256 * _MiB  # pymsgr: a bogus header can cost at most this much
     ms_learn_addr_from_peer: bool = True
     ms_inject_socket_failures: int = 0       # about one in N socket reads/writes fails; 0 = off
     ms_inject_internal_delays: float = 0.0   # seconds slept at race-prone points; 0 = off
