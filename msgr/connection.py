@@ -60,6 +60,10 @@ class Connection:
     def get_messenger(self) -> "AsyncMessenger":
         return self.msgr  # type: ignore[attr-defined]
 
+    def get_last_keepalive_ack(self) -> float:
+        """The stamp (seconds, Ceph's utime_t) echoed by the last KEEPALIVE2_ACK; 0.0 before any."""
+        return 0.0
+
     def get_peer_type(self) -> int | None:
         return self.peer_type
 
@@ -90,6 +94,8 @@ class LoopbackConnection(Connection):
         h = msg.header
         me = self.msgr.my_name
         h.src_type, h.src_num = me.type, me.num
+        if not h.priority:
+            h.priority = self.msgr.default_send_priority
         msg.set_connection(self)
         self.msgr.perf.here().msgr_local_messages += 1
         self.msgr.dispatch_queue.local_delivery(msg)
@@ -137,6 +143,7 @@ class AsyncConnection(Connection):
         self._out_lock = threading.Lock()
         self._out_pending: list = []
         self._out_posted = False
+        self._in_read = False         # inside _on_readable: its _after() writes what we queue
         self._down = False            # marked down by the user / messenger
         self.closed = False           # session over (SessionClosed)
         self.last_fault: str | None = None
@@ -144,6 +151,9 @@ class AsyncConnection(Connection):
         self._opened = 0
         self._delayed: list = []      # (due_us, msg) held back by ms_inject_delay_*
         self._delay_timer: int | None = None
+        self._idle_us = int(msgr.config.ms_connection_idle_timeout * 1_000_000)
+        self._idle_timer: int | None = None
+        self._last_active_us = 0      # last input (ms_connection_idle_timeout)
         self.perf.msgr_created_connections += 1
         self.perf.msgr_active_connections += 1
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -176,11 +186,25 @@ class AsyncConnection(Connection):
     def get_peer_addr(self) -> EntityAddr | None:
         return self.proto.peer_addr or self.target
 
+    def get_last_keepalive_ack(self) -> float:
+        sec, nsec = self.proto.last_keepalive_ack_stamp
+        return sec + nsec * 1e-9
+
     def is_connected(self) -> bool:
         return not self.closed and self.proto.is_connected()
 
     def send_message(self, msg: "Message") -> None:
-        """Queue ``msg``; any thread; never blocks on the network."""
+        """Queue ``msg``; any thread; never blocks on the network.
+
+        On our own worker (a fast-dispatch reply) the message goes to the protocol at once: the
+        read handler's write then carries it together with the pending ACK in one ``sendmsg``.
+        """
+        h = msg.header
+        if not h.priority:
+            h.priority = self.msgr.default_send_priority
+        if self.center.in_thread():
+            self._send_on_worker(msg)
+            return None
         with self._out_lock:
             if self._down or self.closed:
                 _log.debug("%r: dropping %r, connection is down", self, msg)
@@ -191,6 +215,24 @@ class AsyncConnection(Connection):
             self._out_posted = True
         self._post(self._flush_pending)
         return None
+
+    def _send_on_worker(self, msg: "Message") -> None:
+        with self._out_lock:
+            if self._down or self.closed:
+                _log.debug("%r: dropping %r, connection is down", self, msg)
+                return
+            # messages queued earlier from other threads go first (order); the posted flush finds none
+            msgs, self._out_pending = self._out_pending, []
+        msgs.append(msg)
+        now = self.now_us()
+        try:
+            for m in msgs:
+                self._handle(self.proto.send_message(m, now))
+            self.perf.msgr_send_messages += len(msgs)
+            if not self._in_read:
+                self._after()
+        except Exception as exc:
+            self._internal_error(exc, "send_message")
 
     def send_keepalive(self) -> None:
         """Queue a KEEPALIVE2 (or KEEPALIVE); any thread."""
@@ -342,7 +384,28 @@ class AsyncConnection(Connection):
         except OSError as exc:
             self._socket_error(exc, "getsockname")
             return
+        self._arm_idle()
         self._call(self.proto.on_connected, local)
+
+    # --- ms_connection_idle_timeout -------------------------------------------------
+    def _arm_idle(self) -> None:
+        """A socket is up: count idleness from now; one timer per connection, re-armed lazily."""
+        self._last_active_us = self.now_us()
+        if self._idle_us > 0 and self._idle_timer is None:
+            self._idle_timer = self.center.create_time_event(self._idle_us, self._on_idle_tick)
+
+    def _on_idle_tick(self) -> None:
+        self._idle_timer = None
+        if self.closed or self.sock is None or self._connecting:
+            return  # re-armed when the next socket is up
+        idle = self.now_us() - self._last_active_us
+        if idle >= self._idle_us:
+            self._call(self.proto.on_timer, A.TimerKind.IDLE)
+            if self.sock is None or self.closed:
+                return
+            idle = 0
+        # input came meanwhile: wait for the rest of the timeout only (no timer per read)
+        self._idle_timer = self.center.create_time_event(self._idle_us - idle, self._on_idle_tick)
 
     def _do_close_socket(self, act: A.CloseSocket) -> None:
         if self.sock is not None:
@@ -370,6 +433,12 @@ class AsyncConnection(Connection):
     def _do_deliver(self, act: A.Deliver) -> None:
         msg = act.msg
         self.perf.msgr_recv_messages += 1
+        name = self.proto.peer_name
+        if name is not None and name.num == EntityName.NEW:
+            # v1 carries no entity number in the handshake: take it from the peer's first message
+            h = msg.header
+            if h.src_type == name.type and h.src_num != EntityName.NEW:
+                self.proto.peer_name = EntityName(name.type, h.src_num, name.id)
         if self._delayed or self.inject.delay_types:
             delay = self.inject.delivery_delay_us(self.proto.peer_type)
             if delay or self._delayed:
@@ -416,7 +485,12 @@ class AsyncConnection(Connection):
         _log.info("%r: fault: %s", self, act.reason)
 
     def _do_discarded(self, act: A.Discarded) -> None:
-        _log.warning("%r: session reset discarded %d unsent message(s)", self, len(act.messages))
+        if self._down:
+            # mark_down / shutdown: the caller ended the session; Ceph drops the queue without a word,
+            # so only a debug line (the ms_handle_discarded hook still sees them, a no-op by default)
+            _log.debug("%r: marked down with %d unsent message(s)", self, len(act.messages))
+        else:
+            _log.warning("%r: session reset discarded %d unsent message(s)", self, len(act.messages))
         self.msgr.dispatch_queue.queue_discarded(self, act.messages)
 
     def _do_replace_existing(self, act: A.ReplaceExisting) -> None:
@@ -452,6 +526,9 @@ class AsyncConnection(Connection):
         self.closed = True
         if self.sock is not None:
             self._drop_socket()
+        if self._idle_timer is not None:
+            self.center.delete_time_event(self._idle_timer)
+            self._idle_timer = None
         for tid in self._timers.values():
             self.center.delete_time_event(tid)
         self._timers.clear()
@@ -484,6 +561,7 @@ class AsyncConnection(Connection):
         self.sock, self.fd = sock, sock.fileno()
         self._connecting = False
         self._reading = self._writing = False
+        self._arm_idle()
 
     def _detach_socket(self) -> None:
         """Stop polling the socket and forget it without closing it (it moves to another connection)."""
@@ -549,6 +627,8 @@ class AsyncConnection(Connection):
         perf = self.perf
         now_us = self.now_us
         t0 = now_us()
+        self._last_active_us = t0
+        self._in_read = True
         try:
             for _ in range(READ_ROUNDS):
                 if self.inject.socket_failures and self.inject.maybe_fail_socket(sock, "read"):
@@ -570,8 +650,10 @@ class AsyncConnection(Connection):
                     break
                 if self.sock is not sock or n < len(buf) or not proto.wants_read:
                     break
+            self._in_read = False
             self._after()
         except Exception as exc:
+            self._in_read = False
             self._internal_error(exc, "read")
         t1 = now_us()
         perf.msgr_running_recv_time_us += t1 - t0

@@ -26,6 +26,7 @@ from msgr.errors import MsgrError
 from msgr.perf import MessengerPerf
 from msgr.policy import Policy
 from msgr.throttle import Throttle
+from msgr.wire import Priority
 
 if TYPE_CHECKING:  # pragma: no cover
     from msgr.message import Message
@@ -84,6 +85,8 @@ class AsyncMessenger(Messenger):
         self._started = False
         self._stopping = threading.Event()
         self._learned = False
+        # Ceph: a monitor sends at HIGH by default, everyone else at DEFAULT
+        self.default_send_priority = int(Priority.HIGH if name.type == EntityName.TYPE_MON else Priority.DEFAULT)
 
     def __repr__(self) -> str:
         return f"<AsyncMessenger {self.my_name} {self._myaddr}>"
@@ -132,6 +135,13 @@ class AsyncMessenger(Messenger):
         """A per-connection RNG drawn from the messenger's seeded one (replayable injection)."""
         with self._rng_lock:
             return random.Random(self.rng.getrandbits(64))
+
+    def get_default_send_priority(self) -> int:
+        """The priority given at send time to a message whose priority is 0."""
+        return self.default_send_priority
+
+    def set_default_send_priority(self, prio: int) -> None:
+        self.default_send_priority = int(prio)
 
     # --- policies and dispatchers ----------------------------------------------
     def set_policy(self, peer_type: int, policy: Policy) -> None:

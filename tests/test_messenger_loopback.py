@@ -125,7 +125,9 @@ def test_handshake_both_ways(pair):
     assert a.connect_to(EntityName.TYPE_OSD, b.get_myaddr()) is ca   # one object per session
     # the other way round is the same session: b finds a's registered address
     assert b.connect_to(EntityName.TYPE_OSD, a.get_myaddr()) is accepted
-    assert accepted.is_connected() and accepted.get_peer_addr() == a.get_myaddr()
+    # the accept callback comes with the server's reply, before the peer's SEQ ack opens the session
+    wait_for(accepted.is_connected, what="accepted session open")
+    assert accepted.get_peer_addr() == a.get_myaddr()
     assert ca.peer_type == EntityName.TYPE_OSD and accepted.peer_type == EntityName.TYPE_OSD
     assert str(accepted.peer_name).startswith("osd.")
     assert ca.features and ca.features == accepted.features

@@ -301,9 +301,9 @@ class HandshakeMixin:
         self._has_socket = True
         self._sock_peer, self._sock_local = sock_peer, sock_local
         self._to(S.ACCEPTING)
+        # our own address as the messenger knows it (blank for a wildcard bind until learned), as Ceph
+        # does; a client accepts a blank claim when port and nonce match
         me = self.host.get_myaddr()
-        if me.is_blank_ip():
-            me = me.with_ip(sock_local.ip)
         seen = EntityAddr(EntityAddr.TYPE_LEGACY, 0, sock_peer.ip, sock_peer.port, sock_peer.family)
         self._out.append(BANNER + me.encode_legacy() + seen.encode_legacy())
         self._to(S.ACCEPTING_WAIT_BANNER_ADDR)
