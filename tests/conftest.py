@@ -166,3 +166,12 @@ class Tshark:
 def tshark(tmp_path: Path) -> Tshark:
     require_binary("tshark")
     return Tshark(tmp_path)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print what the fuzz runs did (tests/fuzz/fuzzprofile.py counts them; issue 7 asks for the figures)."""
+    profile = sys.modules.get("fuzzprofile")
+    if profile is not None and profile.COUNTS:
+        terminalreporter.write_sep("=", f"msgr fuzz ({profile.PROFILE} profile)")
+        for key in sorted(profile.COUNTS):
+            terminalreporter.write_line(f"{key:>28}: {profile.COUNTS[key]}")

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import badinput as B
-from conftest import FUZZ_SETTINGS, count
+from fuzzprofile import FUZZ_SETTINGS, count
 from msgr.protocol.states import State
 from msgr.wire import BANNER
 

@@ -8,7 +8,7 @@ import importlib.util
 import time
 from pathlib import Path
 
-from conftest import LONG, count
+from fuzzprofile import LONG, count
 from msgr.sim.chaos import run_seed
 
 N_SEEDS = 10_000 if LONG else 300

@@ -1,13 +1,13 @@
-"""Fuzz profiles: MSGR_FUZZ_PROFILE=ci (default, short, part of `make test`) or long (`make fuzz`)."""
+"""Fuzz profiles: MSGR_FUZZ_PROFILE=ci (default, short, part of `make test`) or long (`make fuzz`).
+
+Not a conftest.py: a second module named ``conftest`` would shadow tests/conftest.py for the tests
+that import helpers from it. tests/conftest.py prints ``COUNTS`` at the end of a run."""
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 
-sys.path.insert(0, str(Path(__file__).parent))   # the helpers beside the tests (badinput)
 
 PROFILE = os.environ.get("MSGR_FUZZ_PROFILE", "ci")
 LONG = PROFILE == "long"
@@ -23,10 +23,3 @@ COUNTS: dict[str, int] = {}
 
 def count(key: str, n: int = 1) -> None:
     COUNTS[key] = COUNTS.get(key, 0) + n
-
-
-def pytest_terminal_summary(terminalreporter) -> None:
-    if COUNTS:
-        terminalreporter.write_sep("=", f"msgr fuzz ({PROFILE} profile)")
-        for k in sorted(COUNTS):
-            terminalreporter.write_line(f"{k:>28}: {COUNTS[k]}")
