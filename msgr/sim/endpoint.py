@@ -26,6 +26,7 @@ from msgr.message import Message
 from msgr.policy import Policy
 from msgr.protocol import actions as A
 from msgr.throttle import Throttle
+from msgr.sim.fakehost import InMemoryHost
 
 if TYPE_CHECKING:  # pragma: no cover
     from msgr.protocol.protocol_v1 import ProtocolV1
@@ -349,7 +350,7 @@ _HANDLERS: dict[type, Callable[[SimConnection, Any], None]] = {
 }
 
 
-class SimEndpoint:
+class SimEndpoint(InMemoryHost):
     """A simulated messenger process (implements :class:`msgr.protocol.host.ProtocolHost`)."""
 
     def __init__(self, net: "SimNetwork", name: EntityName, ip: str, port: int, nonce: int, config: Config,
@@ -373,61 +374,27 @@ class SimEndpoint:
         self.sent: list[tuple[int, int, Message]] = []   # (t_us, conn uid, msg) as the user sent them
         self.anomalies: list[str] = []
         # a client that does not listen has a blank address until a peer tells it its IP
-        self._myaddr = EntityAddr(EntityAddr.TYPE_LEGACY, nonce, ip if listen else "0.0.0.0", port if listen else 0)
-        self._global_seq = 0
+        self.myaddr = EntityAddr(EntityAddr.TYPE_LEGACY, nonce, ip if listen else "0.0.0.0", port if listen else 0)
+        self.global_seq = 0
+        self.learned: list[EntityAddr] = []
         self._dispatch_q: deque[Message] = deque()
         self._dispatch_ev: "SimEvent | None" = None
         self._detached: set = set()   # sockets between ReplaceExisting and adopt
 
     def __repr__(self) -> str:
-        return f"<SimEndpoint {self.my_name} {self._myaddr}{'' if self.alive else ' dead'}>"
+        return f"<SimEndpoint {self.my_name} {self.myaddr}{'' if self.alive else ' dead'}>"
 
-    # --- ProtocolHost -----------------------------------------------------------------------------------
-    def get_myaddr(self) -> EntityAddr:
-        return self._myaddr
-
-    def learned_addr(self, seen: EntityAddr) -> None:
-        if self._myaddr.is_blank_ip() and self.config.ms_learn_addr_from_peer:
-            self._myaddr = self._myaddr.with_ip(seen.ip)
-
-    def get_global_seq(self, at_least: int = 0) -> int:
-        self._global_seq = max(self._global_seq, at_least) + 1
-        return self._global_seq
-
-    def get_policy(self, peer_type: int) -> Policy:
-        return self.policies.get(peer_type, self.default_policy)
-
-    def lookup_conn(self, peer_addr: EntityAddr) -> "ProtocolV1 | None":
-        return self.conns.get(peer_addr)
-
-    def register_conn(self, proto: "ProtocolV1") -> bool:
-        cur = self.conns.get(proto.peer_addr)
-        if cur is not None and cur is not proto:
-            return False
-        self.conns[proto.peer_addr] = proto
-        return True
-
-    def unregister_conn(self, proto: "ProtocolV1") -> None:
-        for key in (proto.peer_addr, getattr(proto.connection, "target", None)):
-            if key is not None and self.conns.get(key) is proto:
-                del self.conns[key]
-
+    # --- ProtocolHost (the rest is InMemoryHost) ------------------------------------------------
     def wall_clock(self) -> tuple[int, int]:
         us = self.net.now_us()
         return _WALL_BASE_S + us // 1_000_000, (us % 1_000_000) * 1000
 
     # --- the Messenger API ---------------------------------------------------------------------------------
-    def set_policy(self, peer_type: int, policy: Policy) -> None:
-        self.policies[peer_type] = policy
-
-    def set_default_policy(self, policy: Policy) -> None:
-        self.default_policy = policy
-
     def connect_to(self, peer_type: int, addr: EntityAddr) -> SimConnection:
         """The session to ``addr`` (created and connecting if new), as AsyncMessenger.connect_to."""
         if not self.alive:
             raise MsgrError(f"{self.my_name} is not running")
-        if addr == self._myaddr:
+        if addr == self.myaddr:
             raise MsgrError("the simulator has no loopback connection")
         proto = self.conns.get(addr)
         if proto is not None and not proto.connection.down and not proto.connection.closed:

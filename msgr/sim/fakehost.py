@@ -18,7 +18,61 @@ if TYPE_CHECKING:  # pragma: no cover
     from msgr.protocol.protocol_v1 import ProtocolV1
 
 
-class FakeHost:
+class InMemoryHost:
+    """The single-threaded ProtocolHost bookkeeping shared by FakeHost and the simulator's endpoints.
+
+    Subclasses set ``my_name``, ``config``, ``myaddr``, ``global_seq``, ``conns``, ``policies``,
+    ``default_policy`` and ``learned`` and provide ``wall_clock``.
+    """
+
+    my_name: EntityName
+    config: Config
+    myaddr: EntityAddr
+    global_seq: int
+    conns: dict
+    policies: dict
+    default_policy: Policy
+    learned: list
+
+    def get_myaddr(self) -> EntityAddr:
+        return self.myaddr
+
+    def learned_addr(self, seen: EntityAddr) -> None:
+        self.learned.append(seen)
+        if self.myaddr.is_blank_ip() and self.config.ms_learn_addr_from_peer:
+            self.myaddr = self.myaddr.with_ip(seen.ip)
+
+    def get_global_seq(self, at_least: int = 0) -> int:
+        self.global_seq = max(self.global_seq, at_least) + 1
+        return self.global_seq
+
+    def get_policy(self, peer_type: int) -> Policy:
+        return self.policies.get(peer_type, self.default_policy)
+
+    def set_policy(self, peer_type: int, policy: Policy) -> None:
+        self.policies[peer_type] = policy
+
+    def set_default_policy(self, policy: Policy) -> None:
+        self.default_policy = policy
+
+    def lookup_conn(self, peer_addr: EntityAddr) -> "ProtocolV1 | None":
+        return self.conns.get(peer_addr)
+
+    def register_conn(self, proto: "ProtocolV1") -> bool:
+        cur = self.conns.get(proto.peer_addr)
+        if cur is not None and cur is not proto:
+            return False
+        self.conns[proto.peer_addr] = proto
+        return True
+
+    def unregister_conn(self, proto: "ProtocolV1") -> None:
+        # a session may also be known by the address it was dialled at (its connection's target)
+        for key in (proto.peer_addr, getattr(proto.connection, "target", None)):
+            if key is not None and self.conns.get(key) is proto:
+                del self.conns[key]
+
+
+class FakeHost(InMemoryHost):
     """Implements :class:`msgr.protocol.host.ProtocolHost` in memory."""
 
     def __init__(self, name: EntityName, addr: EntityAddr, config: Config | None = None, seed: int = 0,
@@ -36,40 +90,7 @@ class FakeHost:
         self.learned: list[EntityAddr] = []
         self.wall = (1_700_000_000, 0)
 
-    # --- ProtocolHost -------------------------------------------------------------------------------
-    def get_myaddr(self) -> EntityAddr:
-        return self.myaddr
-
-    def learned_addr(self, seen: EntityAddr) -> None:
-        self.learned.append(seen)
-        if self.myaddr.is_blank_ip():
-            self.myaddr = self.myaddr.with_ip(seen.ip)
-
-    def get_global_seq(self, at_least: int = 0) -> int:
-        self.global_seq = max(self.global_seq, at_least) + 1
-        return self.global_seq
-
-    def get_policy(self, peer_type: int) -> Policy:
-        return self.policies.get(peer_type, self.default_policy)
-
-    def lookup_conn(self, peer_addr: EntityAddr) -> "ProtocolV1 | None":
-        return self.conns.get(peer_addr)
-
-    def register_conn(self, proto: "ProtocolV1") -> bool:
-        cur = self.conns.get(proto.peer_addr)
-        if cur is not None and cur is not proto:
-            return False
-        self.conns[proto.peer_addr] = proto
-        return True
-
-    def unregister_conn(self, proto: "ProtocolV1") -> None:
-        if proto.peer_addr is not None and self.conns.get(proto.peer_addr) is proto:
-            del self.conns[proto.peer_addr]
-
     def wall_clock(self) -> tuple[int, int]:
         sec, nsec = self.wall
         self.wall = (sec, nsec + 1000)
         return sec, nsec
-
-    def set_policy(self, peer_type: int, policy: Policy) -> None:
-        self.policies[peer_type] = policy
