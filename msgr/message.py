@@ -127,20 +127,41 @@ def message_class(type: int) -> type[Message]:
     return _registry.get(type, Message)
 
 
+_MESSAGE_INIT = Message.__init__
+_new = object.__new__
+
+
+def _blank(cls: type[Message]) -> Message:
+    """A ``cls`` instance for the receive path without its default header.
+
+    Classes that keep ``Message.__init__`` only need their slots set; a class with its own
+    ``__init__`` (defaults for its decoded fields) is built with ``cls()`` as always.
+    """
+    if cls.__init__ is not _MESSAGE_INIT:
+        return cls()
+    msg = _new(cls)
+    msg._connection = msg._throttled = msg.encoded_features = None
+    msg.recv_stamp_us = msg.dispatch_stamp_us = 0
+    return msg
+
+
 def decode_message(header: MsgHeader, front: Buffer, middle: Buffer, data: Buffer,
                    footer: MsgFooter | None = None) -> Message:
     """Build the registered class for ``header.type`` and decode its payload.
 
-    Raises :class:`DecodeError` (never anything else) when the payload is bad.
+    The message is built once (no throwaway default header for classes without an ``__init__``
+    of their own). Raises :class:`DecodeError` (never anything else) when the payload is bad.
     """
     cls = _registry.get(header.type, Message)
-    msg = cls()  # every Message subclass can be built with no arguments
+    msg = _blank(cls)
     msg.header = header
     msg.front, msg.middle, msg.data, msg.footer = front, middle, data, footer
     if cls is not Message:
         if cls.HEAD_VERSION and cls.HEAD_VERSION < header.compat_version:
             raise DecodeError(f"{cls.__name__}: compat_version {header.compat_version} is newer than "
                               f"our version {cls.HEAD_VERSION}")
+        if cls.decode_payload is _DECODE_NOTHING:
+            return msg
         try:
             msg.decode_payload()
         except DecodeError:
@@ -148,3 +169,6 @@ def decode_message(header: MsgHeader, front: Buffer, middle: Buffer, data: Buffe
         except (ValueError, IndexError, KeyError, UnicodeDecodeError, OverflowError, TypeError) as exc:
             raise DecodeError(f"{cls.__name__}: bad payload: {exc}") from exc
     return msg
+
+
+_DECODE_NOTHING = Message.decode_payload

@@ -3,6 +3,10 @@
 The receive path never blocks a worker: when a throttle is full the
 connection stops reading and retries from a timer, as Ceph's
 AsyncConnection does. ``get`` (blocking) exists for application threads.
+
+Cost: ``try_get``/``put`` run per received message, so they take a bare
+``Lock`` (a C-level context manager) and wake sleepers only when a blocking
+``get`` is actually waiting; the Condition is used by ``get`` alone.
 """
 from __future__ import annotations
 
@@ -12,12 +16,16 @@ import threading
 class Throttle:
     """A counter of units in use, bounded by ``max`` (0 = unlimited)."""
 
+    __slots__ = ("name", "_max", "_current", "_lock", "_cond", "_sleepers", "waits")
+
     def __init__(self, name: str, max: int = 0) -> None:
         self.name = name
         self._max = max
         self._current = 0
-        self._cond = threading.Condition(threading.Lock())
-        self.waits = 0  # how often try_get said no (a perf counter)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._sleepers = 0   # threads inside get(); put() notifies only when there are some
+        self.waits = 0       # how often try_get said no (a perf counter)
 
     @property
     def max(self) -> int:
@@ -28,9 +36,10 @@ class Throttle:
         return self._current
 
     def reset_max(self, max: int) -> None:
-        with self._cond:
+        with self._lock:
             self._max = max
-            self._cond.notify_all()
+            if self._sleepers:
+                self._cond.notify_all()
 
     def _fits(self, count: int) -> bool:
         # Like Ceph, a single request larger than max passes when nothing else is held,
@@ -38,26 +47,33 @@ class Throttle:
         return self._max == 0 or self._current + count <= self._max or self._current == 0
 
     def try_get(self, count: int = 1) -> bool:
-        with self._cond:
-            if self._fits(count):
-                self._current += count
+        with self._lock:
+            cur, mx = self._current, self._max
+            if mx == 0 or cur + count <= mx or cur == 0:
+                self._current = cur + count
                 return True
             self.waits += 1
             return False
 
     def get(self, count: int = 1, timeout: float | None = None) -> bool:
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._fits(count), timeout):
-                return False
+        with self._lock:
+            self._sleepers += 1
+            try:
+                if not self._cond.wait_for(lambda: self._fits(count), timeout):
+                    return False
+            finally:
+                self._sleepers -= 1
             self._current += count
             return True
 
     def put(self, count: int = 1) -> None:
         if count <= 0:
             return
-        with self._cond:
-            self._current = max(0, self._current - count)
-            self._cond.notify_all()
+        with self._lock:
+            cur = self._current - count
+            self._current = cur if cur > 0 else 0
+            if self._sleepers:
+                self._cond.notify_all()
 
     def __repr__(self) -> str:
         return f"Throttle({self.name!r}, {self._current}/{self._max})"

@@ -61,3 +61,34 @@ def test_encode_is_done_once_per_feature_set():
     assert m.front == (5).to_bytes(4, "little")
     m.encode(2)          # new session features: encoded again
     assert m.front == (6).to_bytes(4, "little")
+
+
+class MPlainProbe(Message):
+    """No __init__ of its own: the receive path builds it without a throwaway default header."""
+    TYPE = 0x7A02
+
+
+def test_decode_keeps_the_received_header_and_sets_every_slot():
+    h = MsgHeader(type=0x7A02, seq=9, tid=4, front_len=3)
+    msg = decode_message(h, b"abc", b"m", b"d")
+    assert type(msg) is MPlainProbe and msg.header is h
+    assert (msg.front, msg.middle, msg.data, msg.footer) == (b"abc", b"m", b"d", None)
+    assert msg.get_connection() is None and msg._throttled is None and msg.encoded_features is None
+    assert msg.recv_stamp_us == msg.dispatch_stamp_us == 0
+    msg.release_throttles()                     # nothing taken: a no-op
+    msg.note = "x"                              # instances still take ad-hoc attributes
+    assert msg.get_payload_len() == 5 and msg.get_seq() == 9
+
+
+def test_decode_runs_a_subclass_init_for_its_field_defaults():
+    h = MsgHeader(type=0x7A01, compat_version=1)
+    msg = decode_message(h, (123).to_bytes(4, "little"), b"", b"")
+    assert type(msg) is MRegistryProbe and msg.header is h and msg.value == 123
+
+
+def test_plain_message_decoded_equals_one_built_with_init():
+    h = MsgHeader(type=0x7A77, seq=3)
+    got, ref = decode_message(h, b"f", b"", b""), Message()
+    ref.header, ref.front = h, b"f"
+    slots = [s for s in Message.__slots__ if s != "__dict__"]
+    assert {s: getattr(got, s) for s in slots} == {s: getattr(ref, s) for s in slots}

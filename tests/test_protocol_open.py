@@ -480,3 +480,38 @@ def test_unframeable_message_stays_queued_without_a_seq_gap():
         p.take_output()
     assert p.out_seq == seq0 + 1 and len(p._outq) == 2 and bad.header.seq == 0
     assert [msg_id(m) for m in p._outq.queued()] == [2, 3]
+
+
+# --- throttle fast path -------------------------------------------------------------------------------------------
+def test_throttle_try_get_put_counts_and_refusals():
+    t = Throttle("t", 10)
+    assert t.try_get(8) and not t.try_get(3) and t.waits == 1 and t.current == 8
+    t.put(8)
+    assert t.try_get(50) and t.current == 50      # one request above max passes when nothing is held
+    assert not t.try_get(1)
+    t.put(100)                                    # over-release clamps at 0
+    assert t.current == 0
+    u = Throttle("unlimited")
+    assert all(u.try_get(1 << 40) for _ in range(3)) and u.current == 3 << 40
+
+
+def test_throttle_put_wakes_a_blocked_get_and_timeouts_leave_no_sleeper():
+    import threading
+    t = Throttle("t", 4)
+    assert t.try_get(4)
+    assert not t.get(1, timeout=0.01) and t._sleepers == 0
+    got = []
+    th = threading.Thread(target=lambda: got.append(t.get(2, timeout=10)))
+    th.start()
+    while not t._sleepers:
+        threading.Event().wait(0.001)
+    t.put(3)                                      # a sleeper: put must notify it
+    th.join(5)
+    assert got == [True] and t.current == 3 and t._sleepers == 0
+    th = threading.Thread(target=lambda: got.append(t.get(4, timeout=10)))
+    th.start()
+    while not t._sleepers:
+        threading.Event().wait(0.001)
+    t.reset_max(8)                                # raising max wakes it too
+    th.join(5)
+    assert got == [True, True] and t.current == 7

@@ -248,11 +248,77 @@ class OpenMixin:
                 return True
             status, end, recs = _scan(view, pos, crc_header=crc_h, crc_data=crc_d, new_footer=new_footer,
                                       max_inline=BATCH_MAX_INLINE, max_frames=BATCH_MAX_FRAMES)
+            if not self._batch_records(recs, rmv, now_us, acts):
+                return False                    # _rpos stays at the frame the state path takes
+            if status == SCAN_FULL:
+                continue
+            if status != SCAN_NEED_MORE or end == rend:
+                return status == SCAN_NEED_MORE
+            return self._batch_wait(end, rend)
+
+    def _batch_records(self, recs: list, rmv, now_us: int, acts: list) -> bool:
+        """Apply scanned records in order; False = stop at ``_rpos`` (the state path takes that frame).
+
+        Per message: length limits, the three throttles (taken in Ceph's order, given back on any
+        stop), decode (the Message is built once), seq rule, Deliver. Loop invariants (limits,
+        throttles, connection) are read once per scan rather than once per message.
+        """
+        cfg = self.host.config
+        max_f, max_m, max_d = cfg.ms_max_message_front_len, cfg.ms_max_message_middle_len, \
+            cfg.ms_max_message_data_len
+        pol = self.policy
+        tm, tb, td = pol.throttler_messages, pol.throttler_bytes, self.host.dispatch_throttle
+        conn = self.connection
+        in_seq = self.in_seq
+        delivered = 0
+        try:
             for r in recs:
                 tag = r[0]
                 if tag == 7:
-                    if not self._batch_message(r, rmv, now_us, acts):
-                        return False          # _rpos stays at this frame
+                    f, m, d = r[8], r[9], r[10]
+                    if f > max_f or m > max_m or d > max_d:
+                        return False
+                    n = f + m + d
+                    throttled = []
+                    if tm is not None:
+                        if not tm.try_get(1):
+                            return False        # the state path blocks in THROTTLE_* as always
+                        throttled.append((tm, 1))
+                    if n:
+                        if tb is not None:
+                            if not tb.try_get(n):
+                                _give_back(throttled)
+                                return False
+                            throttled.append((tb, n))
+                        if td is not None:
+                            if not td.try_get(n):
+                                _give_back(throttled)
+                                return False
+                            throttled.append((td, n))
+                    o = r[22]
+                    front = rmv[o:o + f].tobytes() if f else b""
+                    o += f
+                    middle = rmv[o:o + m].tobytes() if m else b""
+                    data = rmv[o + m:o + m + d].tobytes() if d else b""
+                    try:
+                        msg = decode_message(MsgHeader(*r[3:17]), front, middle, data,
+                                             MsgFooter(r[17], r[18], r[19], r[20], r[21]))
+                    except DecodeError:
+                        _give_back(throttled)
+                        raise
+                    seq = r[3]
+                    if seq <= in_seq:
+                        _give_back(throttled)   # a duplicate after a reconnect: dropped, no fault
+                    else:
+                        self.in_seq = in_seq = seq
+                        pn = self.peer_name
+                        if pn is None or pn.num != r[13] or pn.type != r[12]:
+                            self.peer_name = EntityName(r[12], r[13])
+                        msg._throttled = throttled or None
+                        msg._connection = conn
+                        msg.recv_stamp_us = now_us
+                        delivered += 1
+                        acts.append(Deliver(msg))
                 elif tag == 8:
                     self._outq.ack(r[3])
                 elif tag == 14:
@@ -265,11 +331,10 @@ class OpenMixin:
                 else:  # KEEPALIVE (the scanner passes no other tag)
                     self.last_keepalive_us = now_us
                 self._rpos = r[1] + r[2]
-            if status == SCAN_FULL:
-                continue
-            if status != SCAN_NEED_MORE or end == rend:
-                return status == SCAN_NEED_MORE
-            return self._batch_wait(end, rend)
+            return True
+        finally:
+            if delivered:
+                self.stats["msgs_in"] += delivered
 
     def _batch_wait(self, end: int, rend: int) -> bool:
         """An incomplete frame at ``end``: wait in OPEN if it is small and its header passed."""
@@ -287,53 +352,6 @@ class OpenMixin:
                 or d > cfg.ms_max_message_data_len:
             return False                        # the state path raises BadLengthError at once
         self._make_room(1 + 53 + f + m + d + self._footer_size)
-        return True
-
-    def _batch_message(self, r: tuple, rmv, now_us: int, acts: list) -> bool:
-        """Deliver one scanned MSG record; False = the state path must take this frame."""
-        f, m, d = r[8], r[9], r[10]
-        cfg = self.host.config
-        if f > cfg.ms_max_message_front_len or m > cfg.ms_max_message_middle_len \
-                or d > cfg.ms_max_message_data_len:
-            return False
-        throttled = []
-        n = f + m + d
-        pol = self.policy
-        for t, c in ((pol.throttler_messages, 1), (pol.throttler_bytes, n), (self.host.dispatch_throttle, n)):
-            if t is None or c == 0:
-                continue
-            if not t.try_get(c):
-                for t2, c2 in throttled:
-                    t2.put(c2)
-                return False                    # the state path blocks in THROTTLE_* as always
-            throttled.append((t, c))
-        o = r[22]
-        front = rmv[o:o + f].tobytes() if f else b""
-        o += f
-        middle = rmv[o:o + m].tobytes() if m else b""
-        o += m
-        data = rmv[o:o + d].tobytes() if d else b""
-        h = MsgHeader(*r[3:17])
-        try:
-            msg = decode_message(h, front, middle, data, MsgFooter(r[17], r[18], r[19], r[20], r[21]))
-        except DecodeError:
-            for t, c in throttled:
-                t.put(c)
-            raise
-        seq = r[3]
-        if seq <= self.in_seq:
-            for t, c in throttled:   # a duplicate after a reconnect: dropped, no fault
-                t.put(c)
-            return True
-        self.in_seq = seq
-        pn = self.peer_name
-        if pn is None or pn.num != h.src_num or pn.type != h.src_type:
-            self.peer_name = EntityName(h.src_type, h.src_num)
-        msg._throttled = throttled or None
-        msg.set_connection(self.connection)
-        msg.recv_stamp_us = now_us
-        self.stats["msgs_in"] += 1
-        acts.append(Deliver(msg))
         return True
 
     def _release_partial(self) -> None:
@@ -388,3 +406,8 @@ class OpenMixin:
 
 
 DEFAULT_PRIORITY = Priority.DEFAULT
+
+
+def _give_back(throttled: list) -> None:
+    for t, c in throttled:
+        t.put(c)
