@@ -17,6 +17,7 @@ class Config:
     ms_crc_data: bool = True
     ms_crc_header: bool = True
     ms_async_op_threads: int = 1
+    ms_async_shared_stack: bool = True       # pymsgr: messengers with equal ms_async_op_threads share workers
     ms_tcp_nodelay: bool = True
     ms_tcp_rcvbuf: int = 0
     ms_initial_backoff: float = 0.2          # seconds
