@@ -207,7 +207,7 @@ class AsyncConnection(Connection):
             return None
         with self._out_lock:
             if self._down or self.closed:
-                _log.debug("%r: dropping %r, connection is down", self, msg)
+                self._unsent((msg,))
                 return None
             self._out_pending.append(msg)
             if self._out_posted:
@@ -219,7 +219,7 @@ class AsyncConnection(Connection):
     def _send_on_worker(self, msg: "Message") -> None:
         with self._out_lock:
             if self._down or self.closed:
-                _log.debug("%r: dropping %r, connection is down", self, msg)
+                self._unsent((msg,))
                 return
             # messages queued earlier from other threads go first (order); the posted flush finds none
             msgs, self._out_pending = self._out_pending, []
@@ -233,6 +233,16 @@ class AsyncConnection(Connection):
                 self._after()
         except Exception as exc:
             self._internal_error(exc, "send_message")
+
+    def _unsent(self, msgs) -> None:
+        """Messages the session ended before they reached the protocol: reported like its own queue."""
+        if not msgs:
+            return
+        if self._down:  # mark_down / shutdown: the caller ended it (Ceph drops them without a word)
+            _log.debug("%r: dropping %d message(s), connection is down", self, len(msgs))
+            return
+        _log.warning("%r: session closed before %d message(s) could be queued", self, len(msgs))
+        self.msgr.dispatch_queue.queue_discarded(self, tuple(msgs))
 
     def send_keepalive(self) -> None:
         """Queue a KEEPALIVE2 (or KEEPALIVE); any thread."""
@@ -275,7 +285,10 @@ class AsyncConnection(Connection):
         with self._out_lock:
             msgs, self._out_pending = self._out_pending, []
             self._out_posted = False
-        if self.closed or not msgs:
+        if self.closed:
+            self._unsent(msgs)
+            return
+        if not msgs:
             return
         proto = self.proto
         now = self.now_us()
@@ -293,6 +306,9 @@ class AsyncConnection(Connection):
         self._call(self.proto.start_connect, self.target, self.target_type)
 
     def start_accept(self, sock: socket.socket) -> None:
+        if self.closed or self._down:  # the messenger was shut down while this accept was queued
+            sock.close()
+            return
         try:
             peer = EntityAddr.from_sockaddr(sock.getpeername())
             local = EntityAddr.from_sockaddr(sock.getsockname())
@@ -519,6 +535,12 @@ class AsyncConnection(Connection):
         self._finish()
         self.msgr.unregister_conn(self.proto)
 
+    def _abandon(self) -> None:
+        """The messenger's wait(), on our worker: end whatever is left without telling anyone."""
+        self._down = True
+        self._finish()
+        self.msgr.unregister_conn(self.proto)
+
     def _finish(self) -> None:
         """Release everything this connection holds; it is dead afterwards."""
         if self.closed:
@@ -539,7 +561,8 @@ class AsyncConnection(Connection):
             msg.release_throttles()
         self._delayed.clear()
         with self._out_lock:
-            self._out_pending.clear()
+            pending, self._out_pending = self._out_pending, []
+        self._unsent(pending)
         self.perf.msgr_active_connections -= 1
         self.worker.release()
         self.msgr._dropped(self)

@@ -47,20 +47,72 @@ def _next_global_seq(at_least: int = 0) -> int:
         return _global_seq
 
 
+class SharedStacks:
+    """The process-wide NetworkStacks, one per worker count (Ceph: one stack per CephContext).
+
+    Refcounted by the messengers using them: the first ``acquire`` builds and
+    starts a stack, the last ``release`` stops it and forgets it, so a later
+    ``acquire`` starts a fresh one (shutdown + wait + start works).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stacks: dict[int, list] = {}  # num_workers -> [stack, references]
+
+    def acquire(self, num_workers: int) -> NetworkStack:
+        with self._lock:
+            entry = self._stacks.get(num_workers)
+            if entry is None:
+                stack = NetworkStack(num_workers=num_workers)
+                stack.start()
+                entry = self._stacks[num_workers] = [stack, 0]
+            entry[1] += 1
+            return entry[0]
+
+    def release(self, stack: NetworkStack) -> None:
+        with self._lock:
+            entry = self._stacks.get(stack.num_workers)
+            if entry is None or entry[0] is not stack:
+                raise MsgrError(f"release of a NetworkStack not handed out here: {stack!r}")
+            entry[1] -= 1
+            if entry[1] > 0:
+                return
+            del self._stacks[stack.num_workers]
+        stack.stop()  # outside the lock: joining the workers must not block other messengers' start()
+
+    def references(self, num_workers: int) -> int:
+        """How many messengers use the shared stack with ``num_workers`` workers now (0: none runs)."""
+        with self._lock:
+            entry = self._stacks.get(num_workers)
+            return entry[1] if entry is not None else 0
+
+
+shared_stacks = SharedStacks()
+
+
+def _noop() -> None:
+    pass
+
+
 class Messenger:
     """The factory of the public API: ``Messenger.create(name, nonce=..., config=...)``."""
 
     @staticmethod
-    def create(name: EntityName, nonce: int | None = None, config: Config | None = None) -> "AsyncMessenger":
+    def create(name: EntityName, nonce: int | None = None, config: Config | None = None,
+               stack: NetworkStack | None = None) -> "AsyncMessenger":
+        """A messenger; its workers come from ``stack`` (the caller starts and stops it) if given,
+        else from the process-wide stack for its ``ms_async_op_threads`` (or a private one when
+        ``ms_async_shared_stack`` is off)."""
         if nonce is None:
             nonce = random.SystemRandom().randrange(1, 1 << 32)
-        return AsyncMessenger(name, nonce, config or Config())
+        return AsyncMessenger(name, nonce, config or Config(), stack)
 
 
 class AsyncMessenger(Messenger):
     """Messenger over EventCenter workers (see api-contract.md for the public surface)."""
 
-    def __init__(self, name: EntityName, nonce: int, config: Config) -> None:
+    def __init__(self, name: EntityName, nonce: int, config: Config,
+                 stack: NetworkStack | None = None) -> None:
         self.my_name = name
         self.nonce = nonce
         self.config = config
@@ -81,6 +133,7 @@ class AsyncMessenger(Messenger):
         self._listen: socket.socket | None = None
         self._listen_worker: Any = None
         self._stack: NetworkStack | None = None
+        self._own_stack = stack            # caller-owned stack: never started/stopped by a wait()
         self._loopback = LoopbackConnection(self)
         self._started = False
         self._stopping = threading.Event()
@@ -191,12 +244,31 @@ class AsyncMessenger(Messenger):
         if self._listen is None and self._bind_addr is not None:
             self.bind(self._bind_addr)  # restart after shutdown: same address again
         self._stopping.clear()
-        self._stack = NetworkStack(num_workers=max(1, self.config.ms_async_op_threads))
-        self._stack.start()
+        self._stack = self._acquire_stack()
         self.dispatch_queue.start()
         self._started = True
         if self._listen is not None:
             self._start_listening()
+
+    def _acquire_stack(self) -> NetworkStack:
+        n = max(1, self.config.ms_async_op_threads)
+        if self._own_stack is not None:
+            if not self._own_stack.running:
+                self._own_stack.start()
+            return self._own_stack
+        if self.config.ms_async_shared_stack:
+            return shared_stacks.acquire(n)
+        stack = NetworkStack(num_workers=n)
+        stack.start()
+        return stack
+
+    def _release_stack(self, stack: NetworkStack) -> None:
+        if stack is self._own_stack:
+            return
+        if self.config.ms_async_shared_stack:
+            shared_stacks.release(stack)
+        else:
+            stack.stop()
 
     def _start_listening(self) -> None:
         assert self._stack is not None and self._listen is not None
@@ -252,17 +324,41 @@ class AsyncMessenger(Messenger):
         self._stopping.wait()
         stack, self._stack = self._stack, None
         if stack is not None:
-            stack.stop()  # queued work (mark_downs, listener close) runs on the workers first
+            # the workers may serve other messengers and go on running: let the queued work
+            # (mark_downs, the listener close, accepts posted meanwhile) run, then end what is left
+            # on its own worker, so no socket, timer or worker reference of ours outlives wait()
+            for _ in range(2):
+                self._barrier(stack)
+            with self._lock:
+                leftovers = list(self._all)
+            by_worker: dict[Any, list[AsyncConnection]] = {}
+            for conn in leftovers:
+                by_worker.setdefault(conn.worker, []).append(conn)
+            for worker, conns in by_worker.items():
+                self._run_on(worker, lambda conns=conns: [c._abandon() for c in conns])
+            self._release_stack(stack)
         self.dispatch_queue.wait()
         with self._lock:
             leftovers = list(self._all)
             self._all.clear()
             self._conns.clear()
-        for conn in leftovers:  # workers are gone: safe to tear down from here
+        for conn in leftovers:  # only if a worker was already gone: nothing runs them any more
             conn._drop_socket()
             conn.closed = True
         self._started = False
         self.dispatch_throttle = Throttle(self.dispatch_throttle.name, self.config.ms_dispatch_throttle_bytes)
+
+    @staticmethod
+    def _run_on(worker: Any, fn: Any) -> None:
+        try:
+            worker.center.submit_to(fn, wait=True)
+        except Exception as exc:  # e.g. a caller-owned stack stopped under us
+            _log.warning("cannot run on %r: %s", worker, exc)
+
+    def _barrier(self, stack: NetworkStack) -> None:
+        """Return once every worker ran what was queued on it before this call."""
+        for w in list(stack.workers):
+            self._run_on(w, _noop)
 
     # --- connections ---------------------------------------------------------------
     def connect_to(self, peer_type: int, addr: EntityAddr) -> Connection:
