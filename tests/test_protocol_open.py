@@ -16,7 +16,7 @@ from msgr.message import Message
 from msgr.policy import Policy
 from msgr.protocol.actions import Deliver, Fault, SessionClosed, TimerKind
 from msgr.protocol.outq import Framer
-from msgr.protocol.protocol_v1 import ProtocolV1
+from msgr.protocol.protocol_v1 import RBUF_IDLE, ProtocolV1
 from msgr.protocol.states import State
 from msgr.sim.fakehost import FakeHost
 from msgr.sim.wire_pair import WireNet
@@ -370,9 +370,11 @@ def test_batch_delivers_many_frames_from_one_scan():
     calls = []
     orig = s._open_batch
     s._open_batch = lambda now, acts: calls.append(1) or orig(now, acts)
-    acts = s.receive_data(b"".join(_msg_frame(i, b"x" * 100) for i in range(1, 41)), 0)
-    assert [a.msg.header.seq for a in acts if isinstance(a, Deliver)] == list(range(1, 41))
-    assert len(calls) == 1 and s.state is State.OPEN and s.in_seq == 40
+    wire = b"".join(_msg_frame(i, b"x" * 100) for i in range(1, 21))
+    assert len(wire) < RBUF_IDLE               # one read of a quiet session's buffer
+    acts = s.receive_data(wire, 0)
+    assert [a.msg.header.seq for a in acts if isinstance(a, Deliver)] == list(range(1, 21))
+    assert len(calls) == 1 and s.state is State.OPEN and s.in_seq == 20
 
 
 @pytest.mark.parametrize("bad", ["header", "front", "middle", "data", "incomplete", "tag"])
@@ -515,3 +517,98 @@ def test_throttle_put_wakes_a_blocked_get_and_timeouts_leave_no_sleeper():
     t.reset_max(8)                                # raising max wakes it too
     th.join(5)
     assert got == [True, True] and t.current == 7
+
+
+# --- receive buffer sizing and large segments (protocol_v1: RBUF_*, DIRECT_*) -----------------------------------------
+def _stream(s, wire, n, now):
+    """Feed ``wire`` as a socket would: recv_into get_buffer() ``n`` bytes at most per read."""
+    acts, off = [], 0
+    while off < len(wire):
+        buf = s.get_buffer()
+        k = min(len(buf), n, len(wire) - off)
+        buf[:k] = wire[off:off + k]
+        off += k
+        acts += s.buffer_updated(k, now)
+    return [a.msg for a in acts if isinstance(a, Deliver)]
+
+
+def test_receive_buffer_small_while_idle_large_while_streaming():
+    from msgr.protocol.protocol_v1 import RBUF_QUIET_US, RBUF_SIZE
+    host, s = _open_server()
+    assert len(s._rbuf) == RBUF_IDLE and len(s.get_buffer()) <= RBUF_IDLE
+    frames = [_msg_frame(i, bytes([i & 0xFF]) * 900) for i in range(1, 201)]
+    # a read that fills the offered room means the socket has more: the buffer grows, bytes kept
+    got = _stream(s, b"".join(frames[:100]), 1 << 20, now=1000)
+    assert len(s._rbuf) == RBUF_SIZE and [m.header.seq for m in got] == list(range(1, 101))
+    assert all(m.front == bytes([m.header.seq & 0xFF]) * 900 for m in got)
+    # still streaming (a full read recently): stays large even when a read leaves it empty
+    got = _stream(s, frames[100], 1 << 20, now=1000 + RBUF_QUIET_US // 2)
+    assert len(s._rbuf) == RBUF_SIZE and got[0].header.seq == 101
+    # a read after a quiet period that leaves it empty: back to the idle size
+    got = _stream(s, frames[101], 1 << 20, now=1000 + RBUF_QUIET_US)
+    assert len(s._rbuf) == RBUF_IDLE and got[0].header.seq == 102
+    # a partial frame left over is never dropped by a resize
+    wire = b"".join(frames[102:])
+    got = _stream(s, wire[:RBUF_IDLE], 1 << 20, now=10**9)      # fills: grows with a partial frame kept
+    got += _stream(s, wire[RBUF_IDLE:], 777, now=10**9)
+    assert [m.header.seq for m in got] == list(range(103, 201)) and s.stats["faults"] == 0
+
+
+def test_trim_idle_and_a_new_socket_give_the_streaming_buffer_back():
+    from msgr.protocol.protocol_v1 import RBUF_QUIET_US, RBUF_SIZE
+    host, s = _open_server()
+    wire = b"".join(_msg_frame(i, b"y" * 3000) for i in range(1, 11))
+    _stream(s, wire[:-5], 1 << 20, now=0)
+    assert len(s._rbuf) == RBUF_SIZE
+    assert not s.trim_idle(RBUF_QUIET_US * 10)        # 5 unread bytes: kept as they are
+    _stream(s, wire[-5:], 1 << 20, now=1)
+    assert not s.trim_idle(2) and len(s._rbuf) == RBUF_SIZE     # not quiet long enough
+    assert s.trim_idle(RBUF_QUIET_US) and len(s._rbuf) == RBUF_IDLE
+    _stream(s, wire, 1 << 20, now=RBUF_QUIET_US)
+    assert len(s._rbuf) == RBUF_SIZE
+    s.on_socket_error("reset", RBUF_QUIET_US)
+    assert len(s._rbuf) == RBUF_IDLE
+
+
+def test_small_frame_larger_than_the_idle_buffer_in_one_short_read_each():
+    host, s = _open_server()
+    wire = _msg_frame(1, b"f" * 8000, b"", b"d" * 100)           # a batch-sized frame > RBUF_IDLE
+    got = _stream(s, wire, 1000, now=0)                         # reads never fill the offered room
+    assert [(m.header.seq, m.front, m.data) for m in got] == [(1, b"f" * 8000, b"d" * 100)]
+
+
+@pytest.mark.parametrize("crc", [True, False])
+def test_segment_above_the_prealloc_cap_grows_as_it_arrives_and_arrives_intact(crc):
+    import random
+    from msgr.protocol.protocol_v1 import DIRECT_CHUNK, DIRECT_PREALLOC_MAX
+    cfg = Config(ms_crc_data=crc, ms_crc_header=crc)
+    host, s = _open_server(config=cfg)
+    rng = random.Random(5)
+    data = rng.randbytes(DIRECT_PREALLOC_MAX * 2 + 12345)   # not periodic: chunk order matters
+    front = rng.randbytes(DIRECT_PREALLOC_MAX + 7)
+    wire = _msg_frame(1, front, b"mid", data) + _msg_frame(2, b"after")
+    # first read: the header and a little data; only a first chunk may be allocated
+    got = _stream(s, wire[:1 + 53 + 100], 1 << 20, now=0)
+    assert s.state is State.OPEN_MESSAGE_READ_FRONT and len(s._direct_buf) == DIRECT_CHUNK
+    off, sizes = 1 + 53 + 100, [1, 4096, 65536, 1 << 20, 3 << 20]
+    while off < len(wire):
+        n = rng.choice(sizes)
+        got += _stream(s, wire[off:off + n], n, now=0)
+        if s._direct_buf is not None:
+            assert len(s._direct_buf) <= max(DIRECT_CHUNK, s._direct_got)   # geometric, never the claim
+        off += n
+    assert [m.header.seq for m in got] == [1, 2] and s.stats["faults"] == 0
+    assert got[0].front == front and got[0].middle == b"mid" and got[0].data == data
+    assert isinstance(got[0].data, bytearray) and got[1].front == b"after"
+
+
+def test_segment_up_to_the_prealloc_cap_is_one_buffer_delivered_without_a_copy():
+    from msgr.protocol.protocol_v1 import DIRECT_PREALLOC_MAX
+    host, s = _open_server()
+    data = bytes(range(251)) * (DIRECT_PREALLOC_MAX // 251) + b"x" * (DIRECT_PREALLOC_MAX % 251)
+    wire = _msg_frame(1, b"f", b"", data)
+    _stream(s, wire[:1000], 1 << 20, now=0)
+    target = s._direct_buf
+    assert s._direct_chunks is None and len(target) == DIRECT_PREALLOC_MAX
+    got = _stream(s, wire[1000:], 1 << 20, now=0)
+    assert got[0].data is target and got[0].data == data

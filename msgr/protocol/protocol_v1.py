@@ -45,11 +45,22 @@ from msgr.protocol.states import OPEN_STATES, State
 
 S = State
 
-#: Size of the preallocated receive buffer (small frames, handshake).
+#: Receive buffer (small frames, handshake): RBUF_IDLE while a connection is quiet, RBUF_SIZE
+#: while it streams. It grows when a read fills all the room offered (the socket had more), and
+#: shrinks back when a read leaves it empty RBUF_QUIET_US after the last filling read (or on
+#: ``trim_idle``): 1,000 idle sessions hold 4 KiB each instead of 64 KiB.
 RBUF_SIZE = 64 * 1024
+RBUF_IDLE = 4 * 1024
+RBUF_QUIET_US = 200_000
 #: A front/middle/data segment larger than this that is not yet in the receive buffer is read
-#: straight into its own preallocated buffer (``get_buffer`` returns a view of it).
+#: straight into its own buffer (``get_buffer`` returns a view of it).
 DIRECT_MIN = 8 * 1024
+#: Direct segments up to this are allocated whole when their header arrives (one recv_into
+#: target, no join). A larger one grows as its bytes arrive: chunks of DIRECT_CHUNK bytes at
+#: first, then as large as what has arrived (geometric), joined once at the end; so a header
+#: claiming ms_max_message_data_len makes the receiver allocate a bounded amount, not that.
+DIRECT_PREALLOC_MAX = 4 << 20
+DIRECT_CHUNK = 1 << 20
 _MIN_FREE = 4096
 
 
@@ -156,12 +167,21 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         self._backoff_us = 0
         self._reconnect_armed = False
         # receive buffer: [_rpos, _rend) holds unread bytes; _direct is a segment's own buffer
-        self._rbuf = bytearray(RBUF_SIZE)
+        self._rbuf = bytearray(RBUF_IDLE)
         self._rmv = memoryview(self._rbuf)
+        self._rsize = RBUF_IDLE
         self._rpos = self._rend = 0
+        self._offered = 0             # length of the last get_buffer() view of _rbuf
+        self._grow = False            # the last read filled _rbuf's room: stream into RBUF_SIZE
+        self._last_fill_us = 0
+        # a direct segment: _direct views _direct_buf, filled up to _direct_pos; a segment above
+        # DIRECT_PREALLOC_MAX arrives in _direct_chunks (full chunks, _direct_got bytes) + _direct_buf
         self._direct: memoryview | None = None
         self._direct_buf: bytearray | None = None
         self._direct_pos = 0
+        self._direct_need = 0
+        self._direct_got = 0
+        self._direct_chunks: list | None = None
         self._init_handshake()
         self._init_open()
 
@@ -206,41 +226,98 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
                     break
         except MsgrError as exc:
             acts.extend(self._fault(f"{type(exc).__name__}: {exc}", now_us, exc))
+        if self._grow:
+            self._grow = False
+            if self._rsize < RBUF_SIZE:
+                self._resize(RBUF_SIZE)
         if self._rpos == self._rend:
             self._rpos = self._rend = 0
-        elif RBUF_SIZE - self._rend < _MIN_FREE:
+            if self._rsize > RBUF_IDLE and now_us - self._last_fill_us >= RBUF_QUIET_US:
+                self._resize(RBUF_IDLE)
+        elif self._rsize - self._rend < _MIN_FREE:
             self._make_room(_MIN_FREE)
         return acts
 
     def _start_direct(self, need: int, avail: int) -> None:
-        buf = bytearray(need)  # need was checked against ms_max_message_*_len with the header
+        # need was checked against ms_max_message_*_len with the header; above
+        # DIRECT_PREALLOC_MAX only a first chunk is allocated (the rest as bytes arrive)
+        if need <= DIRECT_PREALLOC_MAX:
+            buf, self._direct_chunks = bytearray(need), None
+        else:
+            buf, self._direct_chunks = bytearray(DIRECT_CHUNK), []
         if avail:
             buf[:avail] = self._rmv[self._rpos:self._rend]
         self._rpos = self._rend = 0
         self._direct_buf, self._direct, self._direct_pos = buf, memoryview(buf), avail
+        self._direct_need, self._direct_got = need, 0
+
+    def _direct_filled(self) -> bytearray | None:
+        """The current direct buffer is full: the whole segment, or None after adding a chunk."""
+        buf = self._direct_buf
+        chunks = self._direct_chunks
+        if chunks is None:
+            self._direct = self._direct_buf = None
+            return buf
+        chunks.append(buf)
+        got = self._direct_got = self._direct_got + len(buf)
+        left = self._direct_need - got
+        if left:
+            nxt = bytearray(min(left, max(DIRECT_CHUNK, got)))   # geometric: as much as has arrived
+            self._direct_buf, self._direct, self._direct_pos = nxt, memoryview(nxt), 0
+            return None
+        self._direct = self._direct_buf = self._direct_chunks = None
+        return bytearray().join(chunks)   # the one copy of a segment above DIRECT_PREALLOC_MAX
+
+    def _resize(self, size: int) -> None:
+        """A new receive buffer of ``size`` bytes holding the unread bytes at its start."""
+        pos, end = self._rpos, self._rend
+        n = end - pos
+        buf = bytearray(size)
+        if n:
+            buf[:n] = self._rmv[pos:end]
+        self._rbuf, self._rmv, self._rsize = buf, memoryview(buf), size
+        self._rpos, self._rend = 0, n
 
     def _make_room(self, need: int) -> None:
         pos, end = self._rpos, self._rend
-        if pos == end:
+        size = self._rsize
+        if need > size:
+            self._resize(max(need, RBUF_SIZE))   # a small frame larger than the idle buffer
+        elif pos == end:
             self._rpos = self._rend = 0
-        elif RBUF_SIZE - pos < need or RBUF_SIZE - end < _MIN_FREE:
+        elif size - pos < need or size - end < min(_MIN_FREE, size >> 2):
             n = end - pos
             self._rbuf[:n] = bytes(self._rmv[pos:end])
             self._rpos, self._rend = 0, n
 
     def _reset_recv(self) -> None:
         self._rpos = self._rend = 0
-        self._direct = self._direct_buf = None
-        self._direct_pos = 0
+        if self._rsize > RBUF_IDLE:
+            self._resize(RBUF_IDLE)      # a new socket starts quiet
+        self._direct = self._direct_buf = self._direct_chunks = None
+        self._direct_pos = self._direct_got = self._direct_need = 0
+
+    def trim_idle(self, now_us: int) -> bool:
+        """Give back the streaming receive buffer of a quiet session (an owner's idle tick may
+        call it); True if it shrank. Never drops unread bytes."""
+        if self._rsize > RBUF_IDLE and self._rpos == self._rend and now_us - self._last_fill_us >= RBUF_QUIET_US:
+            self._resize(RBUF_IDLE)
+            return True
+        return False
 
     # --- input ------------------------------------------------------------------------------------
     def get_buffer(self) -> memoryview:
         """Where the next ``recv_into`` should land (never empty)."""
         if self._direct is not None:
             return self._direct[self._direct_pos:]
-        if self._rend == RBUF_SIZE:
+        end = self._rend
+        if end == self._rsize:
             self._make_room(_MIN_FREE)
-        return self._rmv[self._rend:]
+            end = self._rend
+            if end == self._rsize:             # all unread (a throttled session): more room
+                self._resize(self._rsize * 2)
+        self._offered = self._rsize - end
+        return self._rmv[end:]
 
     def buffer_updated(self, nbytes: int, now_us: int) -> list[Action]:
         """``nbytes`` landed in the last ``get_buffer()``; 0 means EOF."""
@@ -254,13 +331,18 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
             self._direct_pos += nbytes
             if self._direct_pos < len(self._direct_buf):
                 return acts
-            buf, self._direct, self._direct_buf = self._direct_buf, None, None
+            buf = self._direct_filled()
+            if buf is None:
+                return acts                    # a large segment: the next chunk is ready
             try:
                 self._segment_done(buf, now_us, acts)
             except MsgrError as exc:
                 return acts + self._fault(f"{type(exc).__name__}: {exc}", now_us, exc)
         else:
             self._rend += nbytes
+            if nbytes >= self._offered:        # the socket may hold more: stream into a big buffer
+                self._grow = True
+                self._last_fill_us = now_us
         return self._run(now_us, acts)
 
     def receive_data(self, data: bytes, now_us: int) -> list[Action]:
