@@ -23,6 +23,7 @@ class Config:
     ms_initial_backoff: float = 0.2          # seconds
     ms_max_backoff: float = 15.0             # seconds
     ms_connection_idle_timeout: float = 900.0  # seconds; 0 disables
+    ms_connection_ready_timeout: float = 10.0  # seconds to reach OPEN after a connect/accept starts; 0 disables
     ms_dispatch_throttle_bytes: int = 100 * _MiB
     ms_max_message_front_len: int = 64 * _MiB   # pymsgr: refuse larger lengths before allocating
     ms_max_message_middle_len: int = 64 * _MiB
