@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from msgr.entity import EntityAddr, EntityName
 from msgr.features import CEPH_FEATURES_ALL_PACIFIC, RECONNECT_SEQ
 from msgr.policy import Policy
-from msgr.protocol.actions import ArmTimer, Discarded, Fault, Notify, ConnEvent, SessionClosed, TimerKind
+from msgr.protocol.actions import ArmTimer, Discarded, Fault, Notify, ConnEvent, OpenSocket, SessionClosed, TimerKind
 from msgr.protocol.protocol_v1 import TRANSITIONS, ProtocolV1
 from msgr.protocol.states import State
 from msgr.sim.fakehost import FakeHost
@@ -85,7 +85,7 @@ def test_refusals_fault_and_back_off(tag):
     assert any(isinstance(a, Fault) for a in acts)
     assert ArmTimer(TimerKind.RECONNECT, 200_000) in acts and p.state is State.CONNECTING
     acts = p.on_timer(TimerKind.RECONNECT, 200_000)
-    assert [type(a).__name__ for a in acts] == ["OpenSocket"] and p.global_seq == 2
+    assert acts == [ArmTimer(TimerKind.CONNECTION_READY, 10_000_000), OpenSocket(p.peer_addr)] and p.global_seq == 2
 
 
 def test_refusal_on_lossy_client_closes_with_reset():

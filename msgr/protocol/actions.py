@@ -25,6 +25,7 @@ class TimerKind(enum.Enum):
     THROTTLE_RETRY = "throttle_retry"  # a receive throttle was full: try again
     IDLE = "idle"                      # ms_connection_idle_timeout
     INJECT_DELAY = "inject_delay"      # ms_inject_delay_*: a delayed delivery is due
+    CONNECTION_READY = "connection_ready"  # ms_connection_ready_timeout: the attempt is not OPEN yet
 
 
 class ConnEvent(enum.Enum):

@@ -170,6 +170,8 @@ class HandshakeMixin:
         self._reset_from_peer = False
         self._sock_peer: EntityAddr | None = None
         self._sock_local: EntityAddr | None = None
+        self._ready_armed = False     # CONNECTION_READY timer (ms_connection_ready_timeout) pending
+        self._ready_since_us = 0
 
     # ===== connect side ==================================================================================
     def start_connect(self, peer_addr: EntityAddr, peer_type: int, now_us: int) -> list[Action]:
@@ -191,12 +193,15 @@ class HandshakeMixin:
         self.global_seq = self.host.get_global_seq()
         self._reconnect_armed = False
         self._to(S.CONNECTING)
-        return [OpenSocket(self.peer_addr)]
+        acts: list[Action] = []
+        self._arm_ready_timer(now_us, acts)
+        acts.append(OpenSocket(self.peer_addr))
+        return acts
 
     def on_connected(self, sock_local: EntityAddr, now_us: int) -> list[Action]:
         """The TCP connect completed: our banner is queued."""
-        if self.state is not S.CONNECTING:
-            return []  # a stale completion (we moved on)
+        if self.state is not S.CONNECTING or self._reconnect_armed:
+            return []  # a stale completion (we moved on, or abandoned that connect and back off)
         self._has_socket = True
         self.wants_read = True
         self._sock_local = sock_local
@@ -290,6 +295,7 @@ class HandshakeMixin:
         self.policy.lossy = bool(r.flags & CONNECT_LOSSY)   # the server's word wins
         self.connect_seq = r.connect_seq
         self.features = r.features & self.policy.features_supported
+        self._cancel_ready_timer(acts)
         self._to(S.CONNECTING_READY)
         self._ready(now_us, acts, ConnEvent.CONNECT)
 
@@ -307,7 +313,9 @@ class HandshakeMixin:
         seen = EntityAddr(EntityAddr.TYPE_LEGACY, 0, sock_peer.ip, sock_peer.port, sock_peer.family)
         self._out.append(BANNER + me.encode_legacy() + seen.encode_legacy())
         self._to(S.ACCEPTING_WAIT_BANNER_ADDR)
-        return []
+        acts: list[Action] = []
+        self._arm_ready_timer(now_us, acts)
+        return acts
 
     def _read_client_banner_addr(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
         check_banner(buf, off)
@@ -406,10 +414,12 @@ class HandshakeMixin:
             self._out.append(pack_u64(self.in_seq))
             self._to(S.ACCEPTING_WAIT_SEQ)
         else:
+            self._cancel_ready_timer(acts)
             self._to(S.ACCEPTING_READY)
             self._ready(now_us, acts, None)
 
     def _read_wait_seq(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
         self._outq.discard_requeued_up_to(unpack_u64(buf, off))
+        self._cancel_ready_timer(acts)
         self._to(S.ACCEPTING_READY)
         self._ready(now_us, acts, None)

@@ -7,6 +7,11 @@ nothing to send just closes, an idle standby-policy session goes to
 STANDBY, a fault during the handshake (or after WAIT) reconnects after a
 backoff, and a fault of an open session reconnects at once with
 connect_seq + 1 (a server policy waits in STANDBY for the peer instead).
+
+ms_connection_ready_timeout (as Ceph's connection tick): every connect
+attempt, accepted socket and adopted socket arms a CONNECTION_READY timer;
+reaching OPEN cancels it; if it fires first, the attempt faults (a client
+backs off and retries, a half-accepted connection closes).
 """
 from __future__ import annotations
 
@@ -63,6 +68,36 @@ class SessionMixin:
         acts: list[Action] = [Notify(ConnEvent.CONN_REFUSED)] if refused else []
         return acts + self._fault(reason, now_us)
 
+    # --- ms_connection_ready_timeout ---------------------------------------------------------------------
+    def _arm_ready_timer(self, now_us: int, acts: list) -> None:
+        """A connect/accept/adopt attempt starts: it must reach OPEN within ms_connection_ready_timeout."""
+        timeout_us = int(self.host.config.ms_connection_ready_timeout * 1e6)
+        if timeout_us > 0:
+            self._ready_since_us = now_us
+            self._ready_armed = True
+            acts.append(ArmTimer(TimerKind.CONNECTION_READY, timeout_us))
+
+    def _cancel_ready_timer(self, acts: list) -> None:
+        if self._ready_armed:
+            self._ready_armed = False
+            acts.append(CancelTimer(TimerKind.CONNECTION_READY))
+
+    def _on_ready_timer(self, now_us: int) -> list[Action]:
+        if not self._ready_armed or self.state is S.CLOSED or self.is_connected():
+            return []
+        if not self._has_socket and (self.state is not S.CONNECTING or self._reconnect_armed):
+            return []   # no attempt in flight (standby, backoff): nothing to time out
+        timeout_us = int(self.host.config.ms_connection_ready_timeout * 1e6)
+        left = self._ready_since_us + timeout_us - now_us
+        if left > 0:   # an early tick (coarse owner clock): wait for the rest
+            return [ArmTimer(TimerKind.CONNECTION_READY, left)]
+        self._ready_armed = False
+        acts: list[Action] = []
+        if self.state is S.CONNECTING and not self._has_socket:
+            acts.append(CloseSocket("TCP connect did not complete"))   # abandon the connect in flight
+        return acts + self._fault(f"not ready after ms_connection_ready_timeout "
+                                  f"({timeout_us / 1e6:g} s) in {self.state.name}", now_us)
+
     def _drop_socket(self, reason: str, acts: list) -> None:
         self._release_partial()
         self._reset_recv()
@@ -81,6 +116,7 @@ class SessionMixin:
         self.stats["faults"] += 1
         acts: list[Action] = [Fault(reason, error)]
         self._drop_socket(reason, acts)
+        self._cancel_ready_timer(acts)   # re-armed by the next attempt
         if self.policy.lossy and st not in _EARLY_CONNECT:
             return acts + self._close(reason, now_us, reset=True)
         self._outq.requeue_sent()
@@ -125,6 +161,7 @@ class SessionMixin:
         self._drop_socket(reason, acts)
         acts.append(CancelTimer(TimerKind.RECONNECT))
         self._reconnect_armed = False
+        self._cancel_ready_timer(acts)
         dropped = self._outq.clear()
         if dropped:
             acts.append(Discarded(tuple(dropped)))
@@ -183,6 +220,7 @@ class SessionMixin:
         self._sock_peer, self._sock_local = sock_peer, sock_local
         self._authorizer_in = b""
         self._replacing = True
+        self._arm_ready_timer(now_us, acts)   # as Ceph: the replace restarts the connection tick
         self.stats["reconnects"] += 1
         c = self._replace_connect
         host = self.host
@@ -192,3 +230,26 @@ class SessionMixin:
                                       proto_version(host.my_name.type, peer_type, False), 0, 0).pack())
         self._to(S.ACCEPTING_WAIT_CONNECT_MSG)
         return acts
+
+    def adopt_failed(self, reason: str, now_us: int, reset_session: bool = False) -> list[Action]:
+        """ReplaceExisting's socket died before ``adopt_socket`` could run on it.
+
+        Ceph moves the socket into the existing session whatever its state (shutting that session's own
+        socket down) and then faults on it. The owner calls this instead when the socket cannot be
+        adopted: the same fault follows, and the session is no longer marked as being replaced (or
+        every later connect from the peer would get RETRY_GLOBAL, row 11, until its own backoff).
+        """
+        if self.state is S.CLOSED or not self._replacing:
+            return []
+        acts: list[Action] = []
+        if self.state is S.CONNECTING and not self._has_socket and not self._reconnect_armed:
+            acts.append(CloseSocket("replaced by an incoming connection"))   # a TCP connect in flight
+        self._drop_socket("replaced by an incoming connection", acts)
+        acts.append(CancelTimer(TimerKind.RECONNECT))
+        self._reconnect_armed = False
+        if reset_session:
+            self._reset_from_peer = True
+            if self.policy.resetcheck:
+                acts.extend(self._reset_session())
+        self._to(S.ACCEPTING_WAIT_CONNECT_MSG)
+        return acts + self._fault(reason, now_us)
