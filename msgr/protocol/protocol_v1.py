@@ -369,6 +369,8 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
             return []
         if kind is TimerKind.RECONNECT:
             return self._on_reconnect_timer(now_us)
+        if kind is TimerKind.CONNECTION_READY:
+            return self._on_ready_timer(now_us)   # session.py (ms_connection_ready_timeout)
         if kind is TimerKind.IDLE:
             if self._has_socket:
                 return self._fault("idle for longer than ms_connection_idle_timeout", now_us)
