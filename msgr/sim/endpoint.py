@@ -224,8 +224,10 @@ class SimConnection:
     def _adopt(self, end: "SimSocketEnd", reset: bool) -> None:
         """Lossless replace on the existing session (runs as its own event, like the worker hop)."""
         self.ep._detached.discard(end)
-        if end.closed:
-            return   # the socket died in between: as getpeername failing in AsyncConnection.adopt
+        if end.closed:   # the socket died in between: as getpeername failing in AsyncConnection.adopt
+            if not self.closed:
+                self._run(self.proto.adopt_failed("the socket to adopt died", self.net.now_us(), reset))
+            return
         if self.closed:
             self.net.close(end)
             return
