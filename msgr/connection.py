@@ -329,6 +329,9 @@ class AsyncConnection(Connection):
         except OSError as exc:
             sock.close()
             _log.info("%r: socket to adopt died: %s", self, exc)
+            # as Ceph (the dead socket is moved in, then faults): the session stops being "replaced"
+            why = f"the socket to adopt died: {exc}"
+            self._call(lambda now: self.proto.adopt_failed(why, now, reset))
             return
         if self.closed:
             sock.close()
