@@ -279,6 +279,48 @@ void msgr_pack_header(char *dst, uint64_t seq, uint64_t tid, uint16_t type, uint
     st32(p + 49, msgr_crc32c(0, dst, 49));
 }
 
+/* ---- one outgoing message: tag + header + footer around its segments ---- */
+
+int msgr_frame_msg(char *dst, size_t off, uint64_t seq, uint64_t tid, uint16_t type,
+                   uint16_t priority, uint16_t version, uint16_t data_off, uint8_t src_type,
+                   uint64_t src_num, uint16_t compat_version, uint16_t reserved,
+                   const char *front, uint32_t front_len, const char *middle, uint32_t middle_len,
+                   const char *data, uint32_t data_len, uint32_t flags)
+{
+    uint8_t *p = (uint8_t *)dst + off;
+    const int crc_h = (flags & MSGR_SCAN_CRC_HEADER) != 0;
+    const int crc_d = (flags & MSGR_SCAN_CRC_DATA) != 0;
+    p[0] = TAG_MSG;
+    uint8_t *h = p + 1;
+    st64(h, seq);
+    st64(h + 8, tid);
+    st16(h + 16, type);
+    st16(h + 18, priority);
+    st16(h + 20, version);
+    st32(h + 22, front_len);
+    st32(h + 26, middle_len);
+    st32(h + 30, data_len);
+    st16(h + 34, data_off);
+    h[36] = src_type;
+    st64(h + 37, src_num);
+    st16(h + 45, compat_version);
+    st16(h + 47, reserved);
+    /* a sender that does not compute a crc leaves it 0 (a checking receiver refuses it) */
+    st32(h + 49, crc_h ? msgr_crc32c(0, (const char *)h, 49) : 0);
+    uint8_t *f = p + 1 + MSGR_HEADER_SIZE;
+    st32(f, crc_h && front_len ? msgr_crc32c(0, front, front_len) : 0);
+    st32(f + 4, crc_h && middle_len ? msgr_crc32c(0, middle, middle_len) : 0);
+    st32(f + 8, crc_d && data_len ? msgr_crc32c(0, data, data_len) : 0);
+    const uint8_t fflags = crc_d ? FOOTER_COMPLETE : (FOOTER_COMPLETE | FOOTER_NOCRC);
+    if (flags & MSGR_SCAN_NEW_FOOTER) {
+        st64(f + 12, 0);
+        f[20] = fflags;
+        return 1 + MSGR_HEADER_SIZE + MSGR_FOOTER_SIZE;
+    }
+    f[12] = fflags;
+    return 1 + MSGR_HEADER_SIZE + MSGR_FOOTER_OLD_SIZE;
+}
+
 /* ---- ceph_msg_header_old (334 bytes): src/orig_src are ceph_entity_inst (name 9 + addr 136) ---- */
 
 int msgr_parse_header_old(const char *buf, size_t len, size_t off, int check_crc, uint64_t *out)

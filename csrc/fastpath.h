@@ -43,6 +43,19 @@ int msgr_parse_footer(const char *buf, size_t len, size_t off, int new_format, u
 void msgr_pack_footer(char *dst, uint32_t front_crc, uint32_t middle_crc, uint32_t data_crc,
                       uint64_t sig, uint8_t flags, int new_format);
 
+/* --- one outgoing message (NOSRCADDR header) in one call ---
+ * Writes tag + header (54 bytes) at dst[off:] and the footer (21 bytes with MSGR_SCAN_NEW_FOOTER,
+ * else 13) right after it, at dst[off + 54:]; the segments stay where they are (sent as-is).
+ * flags: MSGR_SCAN_CRC_HEADER = header crc + front/middle crcs (else those are 0),
+ *        MSGR_SCAN_CRC_DATA = data crc (else 0 and the footer says NOCRC), MSGR_SCAN_NEW_FOOTER.
+ * Footer flags: COMPLETE (| NOCRC), sig 0. Returns the bytes written (54 + footer).
+ * Header lengths are the segment lengths; narrow types make cffi refuse out-of-range values. */
+int msgr_frame_msg(char *dst, size_t off, uint64_t seq, uint64_t tid, uint16_t type,
+                   uint16_t priority, uint16_t version, uint16_t data_off, uint8_t src_type,
+                   uint64_t src_num, uint16_t compat_version, uint16_t reserved,
+                   const char *front, uint32_t front_len, const char *middle, uint32_t middle_len,
+                   const char *data, uint32_t data_len, uint32_t flags);
+
 /* --- batch frame scanner (OPEN state); see fastpath.c for the full contract --- */
 #define MSGR_SCAN_SLOTS 24
 #define MSGR_SCAN_CRC_HEADER 1

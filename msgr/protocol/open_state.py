@@ -378,7 +378,9 @@ class OpenMixin:
         q = self._outq
         if len(q):
             msgs = q.take_all()
-            frame = self._framer.frame
+            framer = self._framer
+            framer.reserve(len(msgs))
+            frame = framer.frame
             seq = q.out_seq
             i = 0
             try:
@@ -393,6 +395,7 @@ class OpenMixin:
                     seq += 1
                     i += 1
             finally:
+                framer.release()
                 # a message that cannot be framed (bad field) stays queued with the ones after it
                 q.out_seq = seq
                 if i < len(msgs):

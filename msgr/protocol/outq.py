@@ -9,7 +9,11 @@ then drops what the peer already had (its in_seq from the SEQ exchange).
 
 Framing turns a message into a list of buffers for one ``sendmsg``: tag +
 header (packed after the seq is assigned, so its CRC covers the seq), the
-front/middle/data buffers as they are (no copy), and the footer.
+front/middle/data buffers as they are (no copy), and the footer. With the C
+fast path and the current (NOSRCADDR) header, one ``msgr_frame_msg`` call packs
+tag+header+CRC and computes the segment CRCs into the footer; tag+header and
+footer of a whole ``take_output`` batch live in one arena bytearray (``reserve``)
+and go out as memoryview slices of it. The pure path gives identical bytes.
 """
 from __future__ import annotations
 
@@ -36,10 +40,13 @@ def _pack_ftr(fc: int, mc: int, dc: int, flags: int) -> bytes:
 
 
 _pack_ftr_old = _FTR_OLD
+_c_frame = None
 if crc_backend.startswith("c-"):
-    from msgr._fastpath import lib as _lib
+    from msgr._fastpath import ffi as _ffi, lib as _lib
 
     _crc_at = _lib.msgr_crc32c_at
+    _c_frame = _lib.msgr_frame_msg
+    _from_buffer = _ffi.from_buffer
 
     def _crc_tag_hdr(head: bytes) -> int:
         return _crc_at(0, head, 50, 1, 49)
@@ -47,6 +54,18 @@ else:
     def _crc_tag_hdr(head: bytes) -> int:
         return crc32c(0, head[1:])
 _ZERO_CRC = b"\0\0\0\0"
+_SLOT = 1 + 53 + 21          # arena bytes per message: tag + header + (largest) footer
+_F_CRC_HEADER, _F_CRC_DATA, _F_NEW_FOOTER = 1, 2, 4   # msgr_frame_msg flags (fastpath.h)
+
+
+def _cbuf(seg):
+    """A segment as a ``const char *`` argument: bytes as-is, other buffers through from_buffer."""
+    if type(seg) is bytes:
+        return seg
+    try:
+        return _from_buffer(seg)
+    except BufferError:           # a non-contiguous view: one copy
+        return memoryview(seg).tobytes()
 
 
 class OutQueue:
@@ -165,7 +184,7 @@ class Framer:
     """Builds the wire buffers of messages for one session's negotiated features."""
 
     __slots__ = ("new_header", "new_footer", "crc_header", "crc_data", "src_type", "src_num",
-                 "features", "old_src_addr", "_src_num_u")
+                 "features", "old_src_addr", "_src_num_u", "_cflags", "_arena", "_apos", "_aend", "_amv")
 
     def __init__(self, features: int, crc_header: bool, crc_data: bool, src_type: int, src_num: int,
                  old_src_addr: bytes = b"") -> None:
@@ -178,6 +197,24 @@ class Framer:
         self.src_num = src_num
         self.old_src_addr = old_src_addr  # legacy 136 bytes; Ceph's old header carried the peer's address
         self._src_num_u = src_num + (1 << 64) if src_num < 0 else src_num   # the header's u64 bit pattern
+        # the C framer handles the current header in every CRC mode; None = the Python paths
+        self._cflags = None if _c_frame is None or not self.new_header else (
+            (_F_CRC_HEADER if crc_header else 0) | (_F_CRC_DATA if crc_data else 0)
+            | (_F_NEW_FOOTER if self.new_footer else 0))
+        self._arena = None            # cffi pointer into the arena bytearray (kept alive by _amv)
+        self._amv: memoryview | None = None
+        self._apos = self._aend = 0
+
+    def reserve(self, n: int) -> None:
+        """Room for the tag+header and footer of ``n`` messages framed next (one allocation)."""
+        if self._cflags is not None and self._aend - self._apos < n * _SLOT:
+            buf = bytearray(n * _SLOT)
+            self._arena, self._amv, self._apos, self._aend = _from_buffer(buf), memoryview(buf), 0, len(buf)
+
+    def release(self) -> None:
+        """Drop the arena: the buffers already handed out keep their part alive until written."""
+        self._arena = self._amv = None
+        self._apos = self._aend = 0
 
     def frame(self, msg: Message, out: list) -> int:
         """Append tag+header, front, middle, data, footer of ``msg`` (seq already set); returns bytes."""
@@ -185,6 +222,32 @@ class Framer:
         h = msg.header
         h.src_type, h.src_num = self.src_type, self.src_num
         front, middle, data = msg.front, msg.middle, msg.data
+        cflags = self._cflags
+        if cflags is not None:
+            pos = self._apos
+            if self._aend - pos < _SLOT:
+                self.reserve(1)
+                pos = 0
+            try:
+                n = _c_frame(self._arena, pos, h.seq, h.tid, h.type, h.priority, h.version, h.data_off,
+                             self.src_type, self._src_num_u, h.compat_version, h.reserved,
+                             front if type(front) is bytes else _cbuf(front), len(front),
+                             middle if type(middle) is bytes else _cbuf(middle), len(middle),
+                             data if type(data) is bytes else _cbuf(data), len(data), cflags)
+            except OverflowError as exc:
+                raise OverflowError(f"header field out of range: {exc}") from None
+            mv = self._amv
+            end = pos + n
+            self._apos = end
+            out.append(mv[pos:pos + 54])
+            if front:
+                out.append(front)
+            if middle:
+                out.append(middle)
+            if data:
+                out.append(data)
+            out.append(mv[pos + 54:end])
+            return n + len(front) + len(middle) + len(data)
         if self.new_header and self.crc_header:
             # the common case in one struct call + one in-place CRC (no wrapper, no extra concat)
             try:
