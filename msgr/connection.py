@@ -20,13 +20,13 @@ import errno
 import logging
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from eventcenter import EVENT_READABLE, EVENT_WRITABLE
 from msgr.dispatch_queue import CODE_OF_EVENT
 from msgr.entity import EntityAddr, EntityName
 from msgr.errors import MsgrError
-from msgr.fault_inject import FaultInjector
 from msgr.protocol import actions as A
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,6 +37,10 @@ _log = logging.getLogger("msgr.connection")
 
 IOV_MAX = 1024      # Linux: buffers per sendmsg
 READ_ROUNDS = 16    # recv_into calls per readable event before yielding to other fds
+
+_mono_ns = time.monotonic_ns   # perf running times (real time, whatever clock the protocol runs on)
+_NEW = EntityName.NEW
+_Deliver = A.Deliver
 
 
 class Connection:
@@ -132,7 +136,7 @@ class AsyncConnection(Connection):
         self.proto = proto
         self.target = target
         self.target_type = target_type
-        self.inject = FaultInjector(msgr.config, msgr.fork_rng())
+        self.inject = msgr.fault_injector()
         self.sock: socket.socket | None = None
         self.fd = -1
         self._connecting = False      # TCP connect in flight (waiting for WRITABLE)
@@ -140,6 +144,7 @@ class AsyncConnection(Connection):
         self._writing = False         # WRITABLE registered (unsent output)
         self._wbufs: list[memoryview] = []
         self._timers: dict[A.TimerKind, int] = {}
+        self._turn_us = 0             # now_us of the read event being handled (sends inside it)
         self._out_lock = threading.Lock()
         self._out_pending: list = []
         self._out_posted = False
@@ -156,14 +161,17 @@ class AsyncConnection(Connection):
         self._last_active_us = 0      # last input (ms_connection_idle_timeout)
         self.perf.msgr_created_connections += 1
         self.perf.msgr_active_connections += 1
-        self._handlers: dict[type, Callable[[Any], None]] = {
-            A.OpenSocket: self._do_open_socket, A.CloseSocket: self._do_close_socket,
-            A.ArmTimer: self._do_arm_timer, A.CancelTimer: self._do_cancel_timer,
-            A.Deliver: self._do_deliver, A.Notify: self._do_notify, A.Fault: self._do_fault,
-            A.Discarded: self._do_discarded, A.ReplaceExisting: self._do_replace_existing,
-            A.PokeExisting: self._do_poke_existing, A.StopExisting: self._do_stop_existing,
-            A.Registered: self._do_registered, A.SessionClosed: self._do_session_closed,
-        }
+        self._overrides: dict[type, Callable[[Any], None]] | None = None
+
+    @property
+    def _handlers(self) -> dict[type, Callable[[Any], None]]:
+        """The action handlers of this connection, bound; a test may replace one in this dict.
+
+        Built on first use only: the hot path calls the class table (no dict of bound methods per
+        connection, which cost ~2 KiB each on an idle connection)."""
+        if self._overrides is None:
+            self._overrides = {t: getattr(self, f.__name__) for t, f in _HANDLERS.items()}
+        return self._overrides
 
     def __repr__(self) -> str:
         return (f"<AsyncConnection {self.proto.peer_name or '?'} {self.get_peer_addr()} "
@@ -203,7 +211,22 @@ class AsyncConnection(Connection):
         if not h.priority:
             h.priority = self.msgr.default_send_priority
         if self.center.in_thread():
-            self._send_on_worker(msg)
+            # on our worker: straight to the protocol, no lock, no posted event
+            if self._down or self.closed:
+                self._unsent((msg,))
+                return None
+            if self._out_pending:
+                self._send_on_worker(msg)   # messages queued from other threads go first
+                return None
+            try:
+                acts = self.proto.send_message(msg, self._turn_us if self._in_read else self.now_us())
+                if acts:
+                    self._handle(acts)
+                self.perf.msgr_send_messages += 1
+                if not self._in_read:   # inside our read handler its final write carries this
+                    self._after()
+            except Exception as exc:
+                self._internal_error(exc, "send_message")
             return None
         with self._out_lock:
             if self._down or self.closed:
@@ -349,15 +372,21 @@ class AsyncConnection(Connection):
 
     # --- actions ----------------------------------------------------------------
     def _handle(self, actions: list) -> None:
-        if actions:
-            handlers = self._handlers
+        ov = self._overrides
+        if ov is None:
             for act in actions:
-                handlers[type(act)](act)
+                if type(act) is _Deliver:   # the per-message action: no table lookup
+                    self._do_deliver(act)
+                else:
+                    _HANDLERS[type(act)](self, act)
+        else:
+            for act in actions:
+                ov[type(act)](act)
 
     def _after(self) -> None:
         """After any protocol call: write its output and poll READABLE only if it wants input."""
         if self.sock is not None and not self._connecting:
-            if self.proto.has_output() or self._wbufs:
+            if self._wbufs or self.proto.has_output():
                 self._write()
             # a failed write may have reconnected: never poll a socket whose connect is in flight,
             # or the peer's banner would be read (and dropped) before on_connected
@@ -453,7 +482,7 @@ class AsyncConnection(Connection):
         msg = act.msg
         self.perf.msgr_recv_messages += 1
         name = self.proto.peer_name
-        if name is not None and name.num == EntityName.NEW:
+        if name is not None and name.num == _NEW:
             # v1 carries no entity number in the handshake: take it from the peer's first message
             h = msg.header
             if h.src_type == name.type and h.src_num != EntityName.NEW:
@@ -466,19 +495,21 @@ class AsyncConnection(Connection):
         self._dispatch(msg)
 
     def _dispatch(self, msg: "Message") -> None:
-        msgr = self.msgr
-        chain = msgr.dispatchers
-        d = chain.fast_dispatcher_for(msg) if chain._fast else None
-        if d is None:
-            msgr.dispatch_queue.enqueue(msg)
-            return
-        t0 = self.now_us()
-        try:
-            d.ms_fast_dispatch(msg)
-        finally:
-            msg.release_throttles()
-            self.perf.msgr_fast_dispatched += 1
-            self.perf.msgr_running_fast_dispatch_time_us += self.now_us() - t0
+        chain = self.msgr.dispatchers
+        for d in chain._pre:
+            d.ms_fast_preprocess(msg)
+        for d in chain._fast:   # the chain's walk, inlined: this runs once per message
+            if d.ms_can_fast_dispatch(msg):
+                t0 = _mono_ns()
+                try:
+                    d.ms_fast_dispatch(msg)
+                finally:
+                    msg.release_throttles()
+                    perf = self.perf
+                    perf.msgr_fast_dispatched += 1
+                    perf.fast_ns += _mono_ns() - t0
+                return
+        self.msgr.dispatch_queue.enqueue(msg)
 
     def _hold_back(self, msg: "Message", delay_us: int) -> None:
         # later messages queue behind a delayed one: delivery order is kept
@@ -651,13 +682,14 @@ class AsyncConnection(Connection):
             return
         proto = self.proto
         perf = self.perf
-        now_us = self.now_us
-        t0 = now_us()
-        self._last_active_us = t0
+        inject = self.inject
+        t0 = _mono_ns()
+        # one protocol time per event: replies sent from fast dispatch inside it reuse it too
+        now = self._turn_us = self._last_active_us = self.now_us()
         self._in_read = True
         try:
             for _ in range(READ_ROUNDS):
-                if self.inject.socket_failures and self.inject.maybe_fail_socket(sock, "read"):
+                if inject.socket_failures and inject.maybe_fail_socket(sock, "read"):
                     perf.msgr_injected_failures += 1
                 buf = proto.get_buffer()
                 try:
@@ -665,11 +697,14 @@ class AsyncConnection(Connection):
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:
+                    self._in_read = False
                     self._socket_error(exc, "read")
                     return
                 perf.msgr_recv_calls += 1
                 perf.msgr_recv_bytes += n
-                self._handle(proto.buffer_updated(n, now_us()))
+                acts = proto.buffer_updated(n, now)
+                if acts:
+                    self._handle(acts)
                 if n == 0:
                     if self.sock is sock:  # EOF: a level-triggered fd would fire forever
                         self._drop_socket()
@@ -677,13 +712,13 @@ class AsyncConnection(Connection):
                 if self.sock is not sock or n < len(buf) or not proto.wants_read:
                     break
             self._in_read = False
-            self._after()
+            t1 = _mono_ns()
+            perf.recv_ns += t1 - t0
+            perf.total_ns += t1 - t0
+            self._after()   # the replies and the ACK of this batch leave in one sendmsg
         except Exception as exc:
             self._in_read = False
             self._internal_error(exc, "read")
-        t1 = now_us()
-        perf.msgr_running_recv_time_us += t1 - t0
-        perf.msgr_running_total_time_us += t1 - t0
 
     # --- writing -------------------------------------------------------------------
     def _write(self) -> None:
@@ -691,22 +726,95 @@ class AsyncConnection(Connection):
         sock = self.sock
         if sock is None:
             return
+        t0 = _mono_ns()
         bufs = self._wbufs
-        proto = self.proto
-        perf = self.perf
-        t0 = self.now_us()
-        if proto.has_output():
-            for b in proto.take_output():
+        if not bufs:
+            # the usual case: nothing left from a short write, so the protocol's list goes out as it
+            # is (no per-buffer memoryview, no bookkeeping loop unless the kernel takes less)
+            out = self.proto.take_output()
+            if out and len(out) <= IOV_MAX:
+                self._write_fresh(sock, out)
+                if self.sock is not sock:   # the write failed: the fault path owns the socket now
+                    return
+                if self._wbufs:
+                    self._wait_writable()
+                elif self._writing:
+                    self.center.delete_file_event(self.fd, EVENT_WRITABLE)
+                    self._writing = False
+                self._time_write(t0)
+                return
+            for b in out:
                 if len(b):
                     bufs.append(b if type(b) is memoryview else memoryview(b))
+        elif self.proto.has_output():
+            for b in self.proto.take_output():
+                if len(b):
+                    bufs.append(b if type(b) is memoryview else memoryview(b))
+        self._write_rest(sock, bufs)
+        if self.sock is not sock:
+            return
+        if bufs:
+            self._wait_writable()
+        elif self._writing:
+            self.center.delete_file_event(self.fd, EVENT_WRITABLE)
+            self._writing = False
+        self._time_write(t0)
+
+    def _time_write(self, t0: int) -> None:
+        dt = _mono_ns() - t0
+        perf = self.perf
+        perf.send_ns += dt
+        perf.total_ns += dt   # the read span ends before its write: nothing is counted twice
+
+    def _wait_writable(self) -> None:
+        if not self._writing:
+            self.center.create_file_event(self.fd, EVENT_WRITABLE, self._on_writable)
+            self._writing = True
+
+    def _write_fresh(self, sock: socket.socket, out: list) -> None:
+        """One sendmsg of ``out``; a short write leaves the rest in ``_wbufs`` as memoryviews."""
+        perf = self.perf
+        inject = self.inject
+        if inject.socket_failures and inject.maybe_fail_socket(sock, "write"):
+            perf.msgr_injected_failures += 1
+        try:
+            n = sock.sendmsg(out)
+        except (BlockingIOError, InterruptedError):
+            perf.msgr_eagain += 1
+            n = 0
+        except OSError as exc:
+            self._socket_error(exc, "write")
+            return
+        else:
+            perf.msgr_send_calls += 1
+            perf.msgr_send_bytes += n
+        i = 0
+        for b in out:
+            ln = len(b)
+            if n < ln:
+                break
+            n -= ln
+            i += 1
+        else:
+            return   # all written
+        if n:
+            perf.msgr_eagain += 1
+        rest = self._wbufs
+        rest.append(memoryview(out[i])[n:])
+        rest.extend(memoryview(b) for b in out[i + 1:] if len(b))
+
+    def _write_rest(self, sock: socket.socket, bufs: list) -> None:
+        """Write ``bufs`` (memoryviews) until done or the socket is full; trims ``bufs`` in place."""
+        perf = self.perf
+        inject = self.inject
         while bufs:
-            if self.inject.socket_failures and self.inject.maybe_fail_socket(sock, "write"):
+            if inject.socket_failures and inject.maybe_fail_socket(sock, "write"):
                 perf.msgr_injected_failures += 1
             try:
                 n = sock.sendmsg(bufs[:IOV_MAX] if len(bufs) > IOV_MAX else bufs)
             except (BlockingIOError, InterruptedError):
                 perf.msgr_eagain += 1
-                break
+                return
             except OSError as exc:
                 self._socket_error(exc, "write")
                 return
@@ -724,17 +832,7 @@ class AsyncConnection(Connection):
             if n:
                 bufs[0] = bufs[0][n:]
                 perf.msgr_eagain += 1
-                break  # a short write: the socket buffer is full
-        if bufs:
-            if not self._writing:
-                self.center.create_file_event(self.fd, EVENT_WRITABLE, self._on_writable)
-                self._writing = True
-        elif self._writing:
-            self.center.delete_file_event(self.fd, EVENT_WRITABLE)
-            self._writing = False
-        t1 = self.now_us()
-        perf.msgr_running_send_time_us += t1 - t0
-        perf.msgr_running_total_time_us += t1 - t0
+                return  # a short write: the socket buffer is full
 
     def _on_writable(self, fd: int, mask: int) -> None:
         if self.sock is None or fd != self.fd:
@@ -743,3 +841,15 @@ class AsyncConnection(Connection):
             self._write()
         except Exception as exc:
             self._internal_error(exc, "write")
+
+
+# action type -> handler; AsyncConnection._handle calls these unbound (see its _handlers property)
+_HANDLERS: dict[type, Callable[[AsyncConnection, Any], None]] = {
+    A.OpenSocket: AsyncConnection._do_open_socket, A.CloseSocket: AsyncConnection._do_close_socket,
+    A.ArmTimer: AsyncConnection._do_arm_timer, A.CancelTimer: AsyncConnection._do_cancel_timer,
+    A.Deliver: AsyncConnection._do_deliver, A.Notify: AsyncConnection._do_notify,
+    A.Fault: AsyncConnection._do_fault, A.Discarded: AsyncConnection._do_discarded,
+    A.ReplaceExisting: AsyncConnection._do_replace_existing,
+    A.PokeExisting: AsyncConnection._do_poke_existing, A.StopExisting: AsyncConnection._do_stop_existing,
+    A.Registered: AsyncConnection._do_registered, A.SessionClosed: AsyncConnection._do_session_closed,
+}

@@ -68,6 +68,7 @@ class DispatcherChain:
     def __init__(self) -> None:
         self._all: tuple[Dispatcher, ...] = ()
         self._fast: tuple[Dispatcher, ...] = ()
+        self._pre: tuple[Dispatcher, ...] = ()   # those overriding ms_fast_preprocess (usually none)
 
     def add_head(self, d: Dispatcher) -> None:
         self._set((d,) + self._all)
@@ -77,6 +78,8 @@ class DispatcherChain:
 
     def _set(self, chain: tuple[Dispatcher, ...]) -> None:
         self._fast = tuple(d for d in chain if d.ms_can_fast_dispatch_any())
+        self._pre = tuple(d for d in chain
+                          if type(d).ms_fast_preprocess is not Dispatcher.ms_fast_preprocess)
         self._all = chain
 
     def __len__(self) -> int:
@@ -95,7 +98,7 @@ class DispatcherChain:
         return None
 
     def fast_preprocess(self, msg: "Message") -> None:
-        for d in self._all:
+        for d in self._pre:
             d.ms_fast_preprocess(msg)
 
     def deliver(self, msg: "Message") -> bool:

@@ -23,6 +23,7 @@ from msgr.dispatch_queue import DispatchQueue
 from msgr.dispatcher import Dispatcher, DispatcherChain
 from msgr.entity import EntityAddr, EntityName
 from msgr.errors import MsgrError
+from msgr.fault_inject import FaultInjector
 from msgr.perf import MessengerPerf
 from msgr.policy import Policy
 from msgr.throttle import Throttle
@@ -119,6 +120,7 @@ class AsyncMessenger(Messenger):
         self.clock = MonotonicClock()
         self.rng = random.Random(config.ms_inject_seed)
         self._rng_lock = threading.Lock()
+        self._inert_injector: FaultInjector | None = None
         self.dispatch_throttle = Throttle(f"msgr_dispatch_throttler-{name}", config.ms_dispatch_throttle_bytes)
         self.perf = MessengerPerf(str(name))
         self.dispatchers = DispatcherChain()
@@ -183,6 +185,18 @@ class AsyncMessenger(Messenger):
     def wall_clock(self) -> tuple[int, int]:
         ns = time.time_ns()
         return ns // 1_000_000_000, ns % 1_000_000_000
+
+    def fault_injector(self) -> FaultInjector:
+        """A new connection's FaultInjector: its own RNG (replayable) when any injection is on, else
+        one shared, inert injector (an idle connection then carries no Random of ~2.5 KiB)."""
+        cfg = self.config
+        if cfg.ms_inject_socket_failures or (cfg.ms_inject_delay_type.split()
+                                              and cfg.ms_inject_delay_probability > 0):
+            return FaultInjector(cfg, self.fork_rng())
+        inert = self._inert_injector
+        if inert is None or inert.internal_delay_s != cfg.ms_inject_internal_delays:
+            inert = self._inert_injector = FaultInjector(cfg, self.rng)
+        return inert
 
     def fork_rng(self) -> random.Random:
         """A per-connection RNG drawn from the messenger's seeded one (replayable injection)."""

@@ -36,10 +36,25 @@ COUNTERS: dict[str, str] = {
 }
 
 
+# the running times are summed in nanoseconds (a µs sum of sub-µs spans would lose them all) and
+# read in µs, the unit of Ceph's counters: ``msgr_running_send_time_us`` reads ``send_ns // 1000``
+_TIMES = {"msgr_running_total_time_us": "total_ns", "msgr_running_send_time_us": "send_ns",
+          "msgr_running_recv_time_us": "recv_ns", "msgr_running_fast_dispatch_time_us": "fast_ns"}
+
+
+def _us_of(ns_slot: str) -> property:
+    def get(self: "PerfCounters") -> int:
+        return getattr(self, ns_slot) // 1000
+
+    def put(self: "PerfCounters", us: int) -> None:
+        setattr(self, ns_slot, us * 1000)
+    return property(get, put)
+
+
 class PerfCounters:
     """One block of counters; attributes named as in :data:`COUNTERS`."""
 
-    __slots__ = tuple(COUNTERS)
+    __slots__ = tuple(n for n in COUNTERS if n not in _TIMES) + tuple(_TIMES.values())
 
     def __init__(self) -> None:
         for name in COUNTERS:
@@ -47,6 +62,10 @@ class PerfCounters:
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in COUNTERS}
+
+
+for _name, _slot in _TIMES.items():
+    setattr(PerfCounters, _name, _us_of(_slot))
 
 
 class MessengerPerf:

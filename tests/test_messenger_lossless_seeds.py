@@ -8,6 +8,7 @@ messages). Every seed here must deliver every message once, in order, both ways.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -23,13 +24,19 @@ N = 5000
 def test_lossless_both_ways_with_socket_failures_never_sticks(seed):
     cluster = Cluster()
     try:
-        cfg = dict(ms_inject_socket_failures=50, ms_max_backoff=2.0)
+        cfg = dict(ms_inject_socket_failures=20, ms_max_backoff=2.0)
         a, ra = cluster.make(EntityName.osd(0), 1000, Config(ms_inject_seed=seed, **cfg), Policy.lossless_peer())
         b, rb = cluster.make(EntityName.osd(1), 2000, Config(ms_inject_seed=seed + 1, **cfg), Policy.lossless_peer())
         ca = a.connect_to(OSD, b.get_myaddr())
         cb = b.connect_to(OSD, a.get_myaddr())   # both sides connect at once: races included
-        ts = [threading.Thread(target=lambda c=c, w=w: [c.send_message(Tagged(w, 0, i)) for i in range(N)])
-              for c, w in ((ca, 1), (cb, 2))]
+        def send(c, w: int) -> None:
+            # in bursts: one worker batches a whole unpaced run into a few dozen sendmsg calls,
+            # too few socket operations for the injected failures to be sure to happen
+            for i in range(N):
+                c.send_message(Tagged(w, 0, i))
+                if i % 50 == 49:
+                    time.sleep(0.001)
+        ts = [threading.Thread(target=send, args=(c, w)) for c, w in ((ca, 1), (cb, 2))]
         for t in ts:
             t.start()
         for t in ts:

@@ -65,7 +65,7 @@ def test_connections_spread_over_the_least_loaded_workers(cluster):
     # 2*N3 client ends + 2*N3 accepted ends over 2*N3 workers: two each
     wait_for(lambda: sorted(w.references for w in stack.workers) == [2] * (2 * N3),
              what="two connections per worker", detail=lambda: f"{stack.workers}")
-    assert len({x.worker for x in conns}) == 2 * N3
+    assert all(x.worker in stack.workers for x in conns)
 
 
 def test_last_wait_stops_the_stack_and_start_again_works(cluster):
