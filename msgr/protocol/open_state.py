@@ -8,15 +8,13 @@ full, reading stops and THROTTLE_RETRY fires in 1 ms) -> front, middle,
 data (a large segment is read straight into its own buffer) -> footer
 (COMPLETE flag, front/middle/data CRCs) -> decode -> seq check -> Deliver.
 
-Batch fast path (``_open_batch``, run by ``_run`` whenever the state is OPEN):
-one ``_cwire.scan_frames`` call verifies and describes every complete small
-frame in the receive buffer; each MSG record then gets the same length
-limits, throttles (all three per message), decode and seq rule as above,
-without walking the states. Anything it cannot finish (large body, full
-throttle, CLOSE, bad input) is left at ``_rpos`` for the state path.
+Batch fast path (``_open_batch``, run by ``_run`` in OPEN): one ``_cwire.scan_frames``
+call checks and describes every complete small frame in the receive buffer; each MSG
+record gets the same limits, throttles, decode and seq rule without walking the states.
+What it cannot finish (large body, full throttle, CLOSE, bad input) stays at ``_rpos``.
 
-Write path: control frames first (keepalive acks), then a pending
-keepalive, then every queued message, then one cumulative ACK (lossless).
+Write path: control frames (keepalive acks), a pending keepalive, every queued message
+(framed into one arena per batch, outq.Framer), then one cumulative ACK (lossless).
 """
 from __future__ import annotations
 
@@ -31,7 +29,7 @@ from msgr.message import decode_message
 from msgr.protocol.actions import ArmTimer, Deliver, Notify, TimerKind
 from msgr.protocol.outq import Framer
 from msgr.protocol.states import State as S
-from msgr.wire import FOOTER_COMPLETE, FOOTER_NOCRC, MsgFooter, MsgHeader, MsgHeaderOld, Priority, Tag, \
+from msgr.wire import FOOTER_COMPLETE, FOOTER_NOCRC, MsgFooter, MsgHeader, MsgHeaderOld, Tag, \
     pack_ack, pack_keepalive2, unpack_timespec, unpack_u64
 
 _KEEPALIVE = bytes((Tag.KEEPALIVE,))
@@ -230,15 +228,10 @@ class OpenMixin:
 
     # --- batch fast path: OPEN -> (complete frames in buffer) -> dispatch ------------------------------------
     def _open_batch(self, now_us: int, acts: list) -> bool:
-        """Handle every complete small frame buffered at ``_rpos`` with one C scan per 64 frames.
-
-        Same checks, order and results as the state path (header CRC, length limits, the three
-        throttles per message, COMPLETE flag, segment CRCs, decode, seq rule). Returns True when
-        the rest of the buffer is an incomplete small frame (stay in OPEN, wait for bytes), False
-        when the state path must handle the frame at ``_rpos``: a large body (direct read), a full
-        throttle, CLOSE, a length over the limits, or bad input (the state path raises the same
-        typed error the slow path always did).
-        """
+        """Handle every complete small frame at ``_rpos``, one C scan per 64 frames (same checks,
+        order and results as the state path). True: the rest is an incomplete small frame (wait in
+        OPEN); False: the state path takes the frame at ``_rpos`` (large body, full throttle,
+        CLOSE, a length over the limits, bad input: it raises the typed error)."""
         rmv, rend = self._rmv, self._rend
         view = rmv[:rend]
         crc_h, crc_d, new_footer = self._crc_header, self._crc_data, self._footer_size == 21
@@ -259,10 +252,8 @@ class OpenMixin:
     def _batch_records(self, recs: list, rmv, now_us: int, acts: list) -> bool:
         """Apply scanned records in order; False = stop at ``_rpos`` (the state path takes that frame).
 
-        Per message: length limits, the three throttles (taken in Ceph's order, given back on any
-        stop), decode (the Message is built once), seq rule, Deliver. Loop invariants (limits,
-        throttles, connection) are read once per scan rather than once per message.
-        """
+        Per message: limits, the three throttles (Ceph's order, given back on any stop), decode
+        (Message built once), seq rule, Deliver; loop invariants are read once per scan."""
         cfg = self.host.config
         max_f, max_m, max_d = cfg.ms_max_message_front_len, cfg.ms_max_message_middle_len, \
             cfg.ms_max_message_data_len
@@ -296,10 +287,9 @@ class OpenMixin:
                                 return False
                             throttled.append((td, n))
                     o = r[22]
-                    front = rmv[o:o + f].tobytes() if f else b""
-                    o += f
-                    middle = rmv[o:o + m].tobytes() if m else b""
-                    data = rmv[o + m:o + m + d].tobytes() if d else b""
+                    front, o = (rmv[o:o + f].tobytes() if f else b""), o + f
+                    middle, o = (rmv[o:o + m].tobytes() if m else b""), o + m
+                    data = rmv[o:o + d].tobytes() if d else b""
                     try:
                         msg = decode_message(MsgHeader(*r[3:17]), front, middle, data,
                                              MsgFooter(r[17], r[18], r[19], r[20], r[21]))
@@ -408,9 +398,6 @@ class OpenMixin:
             out.append(pack_ack(self.in_seq))
 
 
-DEFAULT_PRIORITY = Priority.DEFAULT
-
-
 def _give_back(throttled: list) -> None:
-    for t, c in throttled:
+    for t, c in throttled:   # (throttle, count) pairs taken for one message
         t.put(c)
