@@ -788,6 +788,8 @@ class AsyncConnection(Connection):
         else:
             perf.msgr_send_calls += 1
             perf.msgr_send_bytes += n
+            if n == sum(map(len, out)):
+                return   # all written (one C-level sum instead of a Python loop per buffer)
         i = 0
         for b in out:
             ln = len(b)

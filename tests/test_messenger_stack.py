@@ -137,3 +137,26 @@ def test_caller_owned_stack_is_used_and_left_running():
         cl.close()
         stack.stop()
     assert not stack.running
+
+
+def test_fast_preprocess_runs_on_the_worker_for_network_messages(cluster):
+    """Ceph calls ms_fast_preprocess for every received message, fast-dispatched or queued."""
+    from msgr import Dispatcher
+
+    class Pre(Dispatcher):
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, str]] = []
+
+        def ms_fast_preprocess(self, msg) -> None:
+            self.seen.append((msg.ident if hasattr(msg, "ident") else -1, threading.current_thread().name))
+
+    s, rs = cluster.make(EntityName.osd(0), 5600, Config(), Policy.lossless_peer())
+    pre = Pre()
+    s.add_dispatcher_head(pre)
+    c, _ = cluster.make(EntityName.osd(1), 5601, Config(), Policy.lossless_peer())
+    conn = c.connect_to(OSD, s.get_myaddr())
+    for i in range(5):
+        conn.send_message(Tagged(1, 0, i))
+    wait_for(lambda: rs.n(1) == 5, what="5 messages")
+    assert len(pre.seen) == 5
+    assert all(name.startswith("msgr-worker") for _i, name in pre.seen)
