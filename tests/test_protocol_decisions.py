@@ -205,6 +205,34 @@ def _ping_frame(seq: int) -> bytes:
     return hdr + _cwire.pack_footer(0, 0, 0, 0, 1, True)
 
 
+def test_reset_from_peer_ends_with_the_replace_that_set_it():
+    """Sim seeds 147/187 (10% resets) and 92/134 (30%): a row-14 replace ("peer reset") was adopted, its
+    socket died before the retry connect, and the flag survived the fault. The session reconnected, and a
+    later ordinary replace (row 20) was answered READY: in_seq went to 0 and the peer's requeued messages
+    were taken again. Ceph's fault() clears is_reset_from_peer; the later open must answer SEQ with in_seq."""
+    host = mon_host()
+    host.policies[MON] = Policy.lossless_peer()          # no resetcheck: row 14 keeps E's seqs
+    a = RawPeer(host)
+    _open(a, gseq=10)
+    E = a.proto
+    assert [type(x) for x in E.receive_data(b"\x07" + _ping_frame(seq=5), 0)] == [Deliver]
+    assert E.in_seq == 5 and E.connect_seq == 1
+    b = RawPeer(host)
+    r, _ = b.connect(cseq=0, gseq=11)                     # connect_seq 0 against E.cseq 1: row 14
+    assert reply_fields(r) == ("RETRY_GLOBAL", 10, 0) and b.proto is E and E._reset_from_peer
+    b.close()                                             # dies before the retry: E faults (idle: standby)
+    assert E.state is State.STANDBY and E.connect_seq == 1 and not E._reset_from_peer
+    c = RawPeer(host)
+    first = c.proto
+    r, _ = c.connect(cseq=2, gseq=12)                     # an ordinary reconnect from the peer: row 20
+    assert first.last_decision.row == 20 and reply_fields(r) == ("RETRY_GLOBAL", 10, 0) and c.proto is E
+    r, tail = c.connect(cseq=2, gseq=13)
+    assert reply_fields(r)[::2] == ("SEQ", 3) and unpack_u64(tail) == 5 and E.in_seq == 5
+    c.send_seq(0)
+    assert E.state is State.OPEN
+    assert E.receive_data(b"\x07" + _ping_frame(seq=5), 0) == []          # a resent duplicate is dropped
+
+
 # --- E7: races (our own attempt is in flight) ----------------------------------------------------------------
 def _connecting_existing(host, peer_addr):
     e = ProtocolV1(host)

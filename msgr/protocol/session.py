@@ -119,6 +119,11 @@ class SessionMixin:
         self._cancel_ready_timer(acts)   # re-armed by the next attempt
         if self.policy.lossy and st not in _EARLY_CONNECT:
             return acts + self._close(reason, now_us, reset=True)
+        # "reset from peer" (row 14) belongs to the one replace that set it: if that attempt dies before
+        # open() answers READY, the flag must not survive into a later, ordinary open() of this session,
+        # which would answer READY, zero in_seq and take the peer's requeued messages a second time
+        # (Ceph's fault() clears is_reset_from_peer here too)
+        self._reset_from_peer = False
         self._outq.requeue_sent()
         queued = len(self._outq) > 0
         if not self._once_ready and not queued and st in ACCEPTING_STATES and not self._replacing:
@@ -247,9 +252,8 @@ class SessionMixin:
         self._drop_socket("replaced by an incoming connection", acts)
         acts.append(CancelTimer(TimerKind.RECONNECT))
         self._reconnect_armed = False
-        if reset_session:
-            self._reset_from_peer = True
-            if self.policy.resetcheck:
-                acts.extend(self._reset_session())
+        if reset_session and self.policy.resetcheck:
+            acts.extend(self._reset_session())   # row 14 resets E when it decides; no reset-from-peer
+            # mark: the fault below would clear it (it belongs to this replace's open() only)
         self._to(S.ACCEPTING_WAIT_CONNECT_MSG)
         return acts + self._fault(reason, now_us)
