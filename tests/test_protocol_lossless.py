@@ -271,3 +271,24 @@ def test_adopt_failed_clears_replacing_and_reconnects_like_a_fault_on_the_adopte
     p2, _ = _lone(Policy.lossless_peer())
     assert OpenSocket(B_ADDR) in acts and p.connect_seq == cseq + 1 and p.state is State.CONNECTING
     assert p.adopt_failed("again", 2000) == [] and p2.adopt_failed("not replacing", 0) == []
+
+
+def test_every_lossless_fault_ends_reset_from_peer():
+    """Row 14's "reset from peer" answers READY (in_seq 0) on the open() of that one replace. Any fault
+    before it ends the mark, as Ceph's fault() does, so a later ordinary open() still answers SEQ."""
+    for how in ("socket error", "ready timeout", "adopt failed"):
+        p, _ = _lone(Policy.lossless_peer())
+        p.start_connect(B_ADDR, 4, 0)
+        p.send_message(make_msg(0), 0)
+        p._replacing = True                              # the accept side chose REPLACE with reset_from_peer
+        if how == "adopt failed":
+            p.adopt_failed("the socket to adopt died", 100, reset_session=True)
+        else:
+            p.adopt_socket(SOCK, A_ADDR, 100, reset_session=True)
+            assert p._reset_from_peer and p.state is State.ACCEPTING_WAIT_CONNECT_MSG
+            if how == "socket error":
+                p.on_socket_error("connection reset by peer", 200)
+            else:
+                p.on_timer(READY, 10_000_100)
+        assert not p._reset_from_peer and not p._replacing, how
+        assert p.state is State.CONNECTING and p.connect_seq == 1, how
