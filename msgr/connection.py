@@ -370,7 +370,10 @@ class AsyncConnection(Connection):
         self._idle_timer = None
         if self.closed or self.sock is None or self._connecting:
             return  # re-armed when the next socket is up
-        idle = self.now_us() - self._last_active_us
+        now = self.now_us()
+        # a session that streamed and went quiet gives its 64 KiB receive buffer back
+        self.proto.trim_idle(now)
+        idle = now - self._last_active_us
         if idle >= self._idle_us:
             self._call(self.proto.on_timer, A.TimerKind.IDLE)
             if self.sock is None or self.closed:

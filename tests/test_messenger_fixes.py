@@ -184,3 +184,33 @@ def test_mark_down_drops_unsent_messages_quietly(msgrs, caplog):
     assert reported == [5]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "discarded" in r.getMessage()]
     assert [r for r in caplog.records if r.levelno == logging.DEBUG and "marked down with 5 unsent" in r.getMessage()]
+
+
+def test_idle_tick_gives_a_quiet_session_its_small_receive_buffer_back(msgrs):
+    """A session that streamed (64 KiB receive buffer) and went quiet shrinks it on the idle tick."""
+    from msgr.protocol.protocol_v1 import RBUF_IDLE, RBUF_QUIET_US, RBUF_SIZE
+    a, da = msgrs(EntityName.osd(0), 1000)
+    b, db = msgrs(EntityName.osd(1), 2000)
+    ca = a.connect_to(OSD, b.get_myaddr())
+    ca.send_message(MTest(0))
+    wait_for(lambda: len(db.msgs) == 1, what="first message")
+    (srv,) = [c for c in b.connections() if not c.closed]
+    sent = 1
+    # bursts of small frames: a read fills the idle buffer and the protocol streams into 64 KiB
+    while srv.proto._rsize < RBUF_SIZE:
+        assert sent < 200_000, "the receive buffer never grew"
+        for _ in range(2000):
+            ca.send_message(MTest(sent, b"x" * 100))
+            sent += 1
+        wait_for(lambda: len(db.msgs) == sent, what="a burst")
+    threading.Event().wait(2 * RBUF_QUIET_US / 1e6)   # quiet for longer than the protocol asks
+
+    def tick() -> int:
+        assert srv._idle_timer is not None   # armed while the socket is up
+        srv.center.delete_time_event(srv._idle_timer)
+        srv._on_idle_tick()
+        return srv.proto._rsize
+    assert srv.center.submit_to(tick) == RBUF_IDLE
+    assert srv.is_connected() and srv._idle_timer is not None   # still up, the tick re-armed itself
+    ca.send_message(MTest(sent))
+    wait_for(lambda: len(db.msgs) == sent + 1, what="a message after the trim")
