@@ -26,6 +26,10 @@ from msgr.wire import ConnectReply, Priority, Tag, proto_version
 BLOCKED = object()  # a reader's return value: stop running readers for now
 _SEQ_MASK = 0x7FFFFFFF
 _EARLY_CONNECT = frozenset({S.CONNECTING, S.CONNECTING_RE})
+# where §9.3 step 4 (half-accepted, nothing queued: just close) applies: as Ceph, up to the connect
+# message only; once the success reply is out the peer holds the session (connect_seq + 1) and a
+# fault must keep it, or the peer's reconnect meets RESETSESSION and both queues are discarded
+_HALF_ACCEPTED = ACCEPTING_STATES - {S.ACCEPTING_WAIT_SEQ, S.ACCEPTING_READY}
 
 
 class SessionMixin:
@@ -126,7 +130,7 @@ class SessionMixin:
         self._reset_from_peer = False
         self._outq.requeue_sent()
         queued = len(self._outq) > 0
-        if not self._once_ready and not queued and st in ACCEPTING_STATES and not self._replacing:
+        if not self._once_ready and not queued and st in _HALF_ACCEPTED and not self._replacing:
             return acts + self._close(reason, now_us, reset=False)   # half-accepted: just close
         self._replacing = False
         if self.policy.standby and not queued and not self._keepalive_pending and st is not S.WAIT:
