@@ -78,6 +78,6 @@ class SimulatedCluster(RuleBasedStateMachine):
 
 
 SimulatedCluster.TestCase.settings = settings(
-    max_examples=30_000 if LONG else 100, stateful_step_count=60 if LONG else 30, deadline=None,
+    max_examples=80_000 if LONG else 100, stateful_step_count=60 if LONG else 30, deadline=None,
     derandomize=not LONG, suppress_health_check=[HealthCheck.too_slow])
 TestSimulatedCluster = SimulatedCluster.TestCase
