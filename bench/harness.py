@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import cProfile
 import importlib
+import os
+import platform
 import pstats
+import subprocess
 import sys
 import threading
 import time
@@ -249,6 +252,23 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def environment(args: argparse.Namespace) -> dict:
+    """What a figure depends on besides the code: stored with every JSON row."""
+    try:
+        from msgr.crc import BACKEND as crc_backend
+    except Exception as exc:  # noqa: BLE001 - the row still says why
+        crc_backend = f"unavailable: {exc}"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                                timeout=5, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"crc_backend": crc_backend, "python": platform.python_version(),
+            "implementation": platform.python_implementation(), "commit": commit or None,
+            "cpu_count": os.cpu_count(), "machine": platform.machine(), "workers": args.workers,
+            "suite": args.suite, "quick": bool(args.quick)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the suite; print progress (stderr) and the table (stdout). 0 unless a step crashed."""
     args = _parser().parse_args(argv)
@@ -286,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.perf_counter() - t_start:.0f} s; MB = 10^6 bytes of payload")
     report.print_table(rows)
     if args.json:
-        report.write_json(rows, args.json)
+        env = environment(args)
+        report.write_json([{**r, "env": env} for r in rows], args.json)
     if args.plot:
         err = report.plot(rows, args.plot)
         if err:

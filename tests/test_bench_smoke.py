@@ -84,6 +84,19 @@ def test_pymsgr_rows_or_not_available_note(quick_run):
     assert 0 < rtt["p50_us"] <= rtt["p99_us"] and _positive(rtt["ratio_vs_asyncio"])
     idle = next(r for r in pym if r["case"] == "pymsgr.idle_connections")
     assert idle["connections"] == 20 and idle["rss_kib_per_conn"] is not None
+    # measured in a server process of its own: a live server holds more than a bare interpreter
+    assert idle["server_rss_kib"] > 10_000
+
+
+def test_every_row_carries_the_environment(quick_run):
+    from msgr.crc import BACKEND
+    _rc, rows, _png = quick_run
+    for r in rows:
+        env = r["env"]
+        assert env["crc_backend"] == BACKEND
+        assert env["python"] == ".".join(map(str, sys.version_info[:3]))
+        assert env["cpu_count"] >= 1 and env["workers"] == 1
+        assert env["commit"] is None or len(env["commit"]) == 12
 
 
 def test_plot_written(quick_run):
