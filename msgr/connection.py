@@ -27,7 +27,7 @@ from eventcenter import EVENT_READABLE, EVENT_WRITABLE
 from msgr.dispatch_queue import CODE_OF_EVENT
 from msgr.entity import EntityAddr, EntityName
 from msgr.connection_base import Connection, LoopbackConnection  # noqa: F401 (re-exported)
-from msgr.errors import MsgrError
+from msgr.errors import DecodeError, MsgrError
 from msgr.protocol import actions as A
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -459,7 +459,9 @@ class AsyncConnection(Connection):
         self.last_fault = act.reason
         self.fault_count += 1
         self.perf.msgr_faults += 1
-        _log.info("%r: fault: %s", self, act.reason)
+        # bytes from the peer that cannot be decoded are worth a warning; other faults are routine
+        _log.log(logging.WARNING if isinstance(act.error, DecodeError) else logging.INFO,
+                 "%r: fault: %s", self, act.reason)
 
     def _do_discarded(self, act: A.Discarded) -> None:
         if self._down:

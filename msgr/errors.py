@@ -38,6 +38,16 @@ class BadCrcError(DecodeError):
         self.actual = actual
 
 
+class PayloadDecodeError(DecodeError):
+    """A message's ``decode_payload`` failed; any exception it raised is chained as ``__cause__``."""
+
+    def __init__(self, msg_type: int, class_name: str, cause: BaseException) -> None:
+        detail = str(cause) if isinstance(cause, DecodeError) else f"{type(cause).__name__}: {cause}"
+        super().__init__(f"{class_name} (type {msg_type:#x}): bad payload: {detail}")
+        self.msg_type = msg_type
+        self.class_name = class_name
+
+
 class BadBannerError(DecodeError):
     """The peer's banner is not ``ceph v027``."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from msgr.entity import EntityName
-from msgr.errors import DecodeError
+from msgr.errors import DecodeError, PayloadDecodeError
 from msgr.wire import MsgFooter, MsgHeader
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -150,7 +150,8 @@ def decode_message(header: MsgHeader, front: Buffer, middle: Buffer, data: Buffe
     """Build the registered class for ``header.type`` and decode its payload.
 
     The message is built once (no throwaway default header for classes without an ``__init__``
-    of their own). Raises :class:`DecodeError` (never anything else) when the payload is bad.
+    of their own). Raises :class:`DecodeError` (never anything else) when the payload is bad: any
+    exception of ``decode_payload`` becomes one, named after the class.
     """
     cls = _registry.get(header.type, Message)
     msg = _blank(cls)
@@ -164,10 +165,11 @@ def decode_message(header: MsgHeader, front: Buffer, middle: Buffer, data: Buffe
             return msg
         try:
             msg.decode_payload()
-        except DecodeError:
-            raise
-        except (ValueError, IndexError, KeyError, UnicodeDecodeError, OverflowError, TypeError) as exc:
-            raise DecodeError(f"{cls.__name__}: bad payload: {exc}") from exc
+        except Exception as exc:
+            # a hand-written decoder fails with whatever its parser raises (struct.error, even a
+            # bug): it is still the peer's bytes that cannot become this message, so a fault of
+            # that connection only, never an escape past the read path's throttle clean-up
+            raise PayloadDecodeError(header.type, cls.__name__, exc) from exc
     return msg
 
 

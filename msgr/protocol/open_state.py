@@ -207,9 +207,8 @@ class OpenMixin:
         throttled, self._throttled = self._throttled, []
         try:
             msg = decode_message(h, front, middle, data, MsgFooter(fc, mc, dc, sig, flags))
-        except DecodeError:
-            for t, c in throttled:
-                t.put(c)
+        except BaseException:
+            _give_back(throttled)   # every exit gives back what this message took
             raise
         self._to(S.OPEN)
         if h.seq <= self.in_seq:
@@ -293,8 +292,8 @@ class OpenMixin:
                     try:
                         msg = decode_message(MsgHeader(*r[3:17]), front, middle, data,
                                              MsgFooter(r[17], r[18], r[19], r[20], r[21]))
-                    except DecodeError:
-                        _give_back(throttled)
+                    except BaseException:
+                        _give_back(throttled)   # every exit gives back what this message took
                         raise
                     seq = r[3]
                     if seq <= in_seq:
