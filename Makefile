@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test bench fuzz deps ceph-deps clean
+.PHONY: test bench fuzz lint deps ceph-deps clean
 
 # A venv with pymsgr (editable, C fast path built) and everything tests and bench need.
 $(STAMP): setup.py pyproject.toml msgr/_build_fastpath.py $(wildcard csrc/*.c csrc/*.h)
@@ -27,6 +27,11 @@ ceph-deps:
 
 test: deps ceph-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Static checks (.ci/run runs them before the tests; `make test` does not need them).
+lint: deps
+	$(PY) -m ruff check msgr eventcenter tests bench
+	$(PY) -m mypy -p msgr -p eventcenter
 
 bench: deps
 	$(PY) -m msgr bench $(BENCH_ARGS)

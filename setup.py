@@ -36,12 +36,14 @@ setup(
     description="Ceph AsyncMessenger (msgr v1) reimplemented in Python",
     python_requires=">=3.11",
     packages=find_packages(include=["msgr", "msgr.*", "eventcenter", "eventcenter.*"]),
+    # PEP 561: the packages are typed; _fastpath.pyi types the compiled C module
+    package_data={"msgr": ["py.typed", "_fastpath.pyi"], "eventcenter": ["py.typed"]},
     setup_requires=["cffi>=1.15"],
     install_requires=["cffi>=1.15", "crcmod>=1.7"],
     cffi_modules=cffi_modules,
     cmdclass={"build_ext": OptionalBuildExt},
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
+        "test": ["pytest>=7", "hypothesis>=6", "mypy>=1.8", "ruff>=0.4"],
         # baselines only: uvloop and crc32c are measured against, never used by pymsgr itself
         "bench": ["uvloop", "crc32c", "matplotlib"],
     },
