@@ -27,7 +27,8 @@ import heapq
 import logging
 import os
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._call import WaitedCall
 from .clock import Clock, MonotonicClock
@@ -51,7 +52,7 @@ _COMPACT_MIN = 64
 _DRAIN_ROUNDS = 8
 
 
-def _closed_poll(*_args: Any) -> list:
+def _closed_poll(timeout: float | None = None, maxevents: int = -1) -> list[tuple[int, int]]:
     raise CenterClosedError("process_events() on a closed EventCenter")
 
 
@@ -63,10 +64,10 @@ class EventCenter:
         self._clock = clock if clock is not None else MonotonicClock()
         self._now_us = self._clock.now_us
         self._poller = Poller()
-        self._poll = self._poller.poll
+        self._poll: Callable[[float | None, int], list[tuple[int, int]]] = self._poller.poll
         # fd -> [mask, read_cb, write_cb]: a list, not an object, because the
         # loop reads it per fired fd and indexing is the cheapest access.
-        self._files: dict[int, list] = {}
+        self._files: dict[int, list[Any]] = {}
         # (deadline_us, id, callback); ids grow, so equal deadlines pop in
         # creation order.  Cancelled entries stay until popped or compacted.
         self._heap: list[tuple[int, int, Callback]] = []
@@ -250,20 +251,20 @@ class EventCenter:
         if self._owner == _get_ident():
             result = callback()
             return result if wait else None
-        call = WaitedCall(callback) if wait else callback
+        call = WaitedCall(callback) if wait else None
         with self._lock:
             if self._closed:
                 raise CenterClosedError(f"EventCenter {self.name!r} is closed")
             queued = self._owner is not None
             if queued:
-                self._external.append(call)
+                self._external.append(call if call is not None else callback)
                 if self._sleeping:
                     self._sleeping = False
                     os.eventfd_write(self._wake_fd, 1)
         if not queued:
             result = callback()
             return result if wait else None
-        return call.wait() if wait else None
+        return call.wait() if call is not None else None
 
     # --- the loop ---------------------------------------------------------------
 
@@ -372,7 +373,7 @@ class EventCenter:
             n += 1
         return n
 
-    def _run_batch(self, batch: list) -> int:
+    def _run_batch(self, batch: list[Callback]) -> int:
         for cb in batch:
             try:
                 cb()

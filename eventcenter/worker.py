@@ -14,7 +14,7 @@ are never stranded.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from .center import EventCenter
 from .clock import Clock
@@ -75,7 +75,7 @@ class Worker:
             self._thread.join()
             raise errors[0]
 
-    def _run(self, started: threading.Event, errors: list) -> None:
+    def _run(self, started: threading.Event, errors: list[BaseException]) -> None:
         center = self.center
         try:
             center._set_owner()
