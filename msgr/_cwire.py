@@ -20,9 +20,13 @@ reserved, crc.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 from msgr import crc as _crc
 from msgr.errors import BadCrcError, BadTagError, DecodeError, ShortBufferError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 __all__ = [
     "BACKEND", "HEADER_SIZE", "HEADER_OLD_SIZE", "FOOTER_SIZE", "FOOTER_OLD_SIZE",
@@ -64,7 +68,7 @@ _REC = struct.Struct("<13Qq10Q")                   # slot 13 = src_num, read bac
 _REC_SIZE = _REC.size
 
 
-def _short(what: str, need: int, buf, offset: int) -> ShortBufferError:
+def _short(what: str, need: int, buf: Buffer, offset: int) -> ShortBufferError:
     return ShortBufferError(what, need, max(0, memoryview(buf).nbytes - offset))
 
 
@@ -73,7 +77,7 @@ def _check_offset(offset: int) -> None:
         raise ValueError("offset must be >= 0")
 
 
-def header_crc(buf, offset: int = 0) -> int:
+def header_crc(buf: Buffer, offset: int = 0) -> int:
     """CRC-32C (seed 0) of the 49 header bytes before the crc field."""
     _check_offset(offset)
     mv = memoryview(buf)[offset:offset + 49]
@@ -82,7 +86,7 @@ def header_crc(buf, offset: int = 0) -> int:
     return _crc32c(0, mv)
 
 
-def parse_footer(buf, offset: int = 0, new_format: bool = True) -> tuple[int, int, int, int, int]:
+def parse_footer(buf: Buffer, offset: int = 0, new_format: bool = True) -> tuple[int, int, int, int, int]:
     """(front_crc, middle_crc, data_crc, sig, flags); an old 13-byte footer reads as sig 0."""
     _check_offset(offset)
     try:
@@ -106,7 +110,7 @@ def pack_footer(front_crc: int, middle_crc: int, data_crc: int, sig: int, flags:
         raise OverflowError(f"footer field out of range: {exc}") from None
 
 
-def parse_header_old(buf, offset: int = 0, check_crc: bool = True) -> tuple:
+def parse_header_old(buf: Buffer, offset: int = 0, check_crc: bool = True) -> tuple[int | bytes, ...]:
     """334-byte pre-NOSRCADDR header: (seq, tid, type, priority, version, front_len, middle_len,
     data_len, data_off, src_type, src_num, src_addr136, orig_src_type, orig_src_num,
     orig_src_addr136, reserved, crc)."""
@@ -142,7 +146,7 @@ def pack_header_old(seq: int, tid: int, type: int, priority: int, version: int, 
     return head + _U32.pack(_crc32c(0, head))
 
 
-def _parse_header_py(buf, offset: int = 0, check_crc: bool = True) -> tuple:
+def _parse_header_py(buf: Buffer, offset: int = 0, check_crc: bool = True) -> tuple[int, ...]:
     """The 14 header fields (see module doc); verifies the crc unless told not to."""
     if offset < 0:
         raise ValueError("offset must be >= 0")
@@ -179,9 +183,9 @@ _STAMP = struct.Struct("<II")
 _ZERO_TAIL = (0,) * (SCAN_SLOTS - 3)
 
 
-def _scan_frames_py(buf, offset: int = 0, *, crc_header: bool = True, crc_data: bool = True,
+def _scan_frames_py(buf: Buffer, offset: int = 0, *, crc_header: bool = True, crc_data: bool = True,
                     new_footer: bool = True, max_inline: int = 1 << 20,
-                    max_frames: int = 64) -> tuple[int, int, list[tuple]]:
+                    max_frames: int = 64) -> tuple[int, int, list[tuple[int, ...]]]:
     """Describe every complete small frame of an OPEN-state receive buffer from ``offset``.
 
     Returns ``(status, end, records)``: ``records`` holds one tuple of SCAN_SLOTS ints per
@@ -197,7 +201,8 @@ def _scan_frames_py(buf, offset: int = 0, *, crc_header: bool = True, crc_data: 
     mv = memoryview(buf).cast("B")
     size = mv.nbytes
     flen = FOOTER_SIZE if new_footer else FOOTER_OLD_SIZE
-    pos, recs, status = offset, [], SCAN_NEED_MORE
+    recs: list[tuple[int, ...]] = []
+    pos, status = offset, SCAN_NEED_MORE
     while pos < size:
         if len(recs) >= max_frames:
             status = SCAN_FULL
@@ -255,7 +260,8 @@ def _scan_frames_py(buf, offset: int = 0, *, crc_header: bool = True, crc_data: 
 scan_frames = _scan_frames_py
 
 if BACKEND.startswith("c-"):
-    from msgr._fastpath import ffi as _ffi, lib as _lib
+    from msgr._fastpath import ffi as _ffi
+    from msgr._fastpath import lib as _lib
 
     _from_buffer = _ffi.from_buffer
     _new = _ffi.new
@@ -268,7 +274,7 @@ if BACKEND.startswith("c-"):
     _c_scan = _lib.msgr_scan_frames
     _U64ARR = _ffi.typeof("uint64_t[]")
 
-    def parse_header(buf, offset: int = 0, check_crc: bool = True) -> tuple:  # noqa: F811
+    def parse_header(buf: Buffer, offset: int = 0, check_crc: bool = True) -> tuple[int, ...]:  # noqa: F811
         """The 14 header fields (see module doc); verifies the crc unless told not to."""
         if offset < 0:
             raise ValueError("offset must be >= 0")
@@ -302,9 +308,9 @@ if BACKEND.startswith("c-"):
             raise OverflowError(f"header field out of range: {exc}") from None
         return head + _pack_u32(_c_crc(0, head, 49))
 
-    def scan_frames(buf, offset: int = 0, *, crc_header: bool = True,  # noqa: F811
+    def scan_frames(buf: Buffer, offset: int = 0, *, crc_header: bool = True,  # noqa: F811
                     crc_data: bool = True, new_footer: bool = True, max_inline: int = 1 << 20,
-                    max_frames: int = 64) -> tuple[int, int, list[tuple]]:
+                    max_frames: int = 64) -> tuple[int, int, list[tuple[int, ...]]]:
         """Describe every complete small frame from ``offset``; see ``_scan_frames_py``."""
         if offset < 0 or max_frames < 1:
             raise ValueError("offset must be >= 0 and max_frames >= 1")
@@ -318,7 +324,7 @@ if BACKEND.startswith("c-"):
         return status, out[0], recs
 
 
-def scan_error(buf, offset: int, status: int, new_footer: bool = True) -> DecodeError:
+def scan_error(buf: Buffer, offset: int, status: int, new_footer: bool = True) -> DecodeError:
     """The typed error for a negative ``scan_frames`` status at ``offset`` (recomputes CRCs)."""
     mv = memoryview(buf)
     if status == SCAN_BAD_TAG:

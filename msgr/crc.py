@@ -14,7 +14,7 @@ Backends, chosen once at import:
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["crc32c", "crc32c_zeros", "BACKEND"]
 
@@ -57,7 +57,7 @@ def _load_crcmod() -> tuple[Callable[[int, Buffer], int], Callable[[int, int], i
     import crcmod
 
     # rev=True with initCrc/xorOut 0: the raw reflected register update, seed passed per call
-    fun = crcmod.mkCrcFun(0x11EDC6F41, initCrc=0, rev=True, xorOut=0)
+    fun: Callable[[Buffer, int], int] = crcmod.mkCrcFun(0x11EDC6F41, initCrc=0, rev=True, xorOut=0)
     zeros = bytes(_ZERO_CHUNK)
 
     def crc32c(crc: int, data: Buffer) -> int:

@@ -14,20 +14,28 @@ gigabytes.
 """
 from __future__ import annotations
 
+import builtins
 import contextlib
 import struct
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from msgr.entity import EntityAddr, EntityName, decode_addrvec, encode_addrvec
 from msgr.errors import BadLengthError, DecodeError, ShortBufferError
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsRichComparison
 
 __all__ = ["Decoder", "Encoder", "AuthEntityName", "Utime", "VersionTooNewError"]
 
 T = TypeVar("T")
 K = TypeVar("K")
 V = TypeVar("V")
+# sortable elements: std::set and std::map keys are encoded in order
+S = TypeVar("S", bound="SupportsRichComparison")
+SK = TypeVar("SK", bound="SupportsRichComparison")
 
 _U8 = struct.Struct("<B")
 _U16 = struct.Struct("<H")
@@ -98,9 +106,10 @@ class Decoder:
         self.need(n)
         self.pos += n
 
-    def _unpack(self, st: struct.Struct, what: str) -> Any:
+    def _unpack(self, st: struct.Struct, what: str) -> int:
         if st.size > self.end - self.pos:
             raise ShortBufferError(f"{self.what}: {what}", st.size, self.end - self.pos)
+        v: int
         (v,) = st.unpack_from(self.buf, self.pos)
         self.pos += st.size
         return v
@@ -156,15 +165,15 @@ class Decoder:
         """``std::string`` as text; bytes that are not UTF-8 survive as surrogates."""
         return self.raw(self.length(1, "string length")).decode("utf-8", "surrogateescape")
 
-    def list(self, elem: Callable[["Decoder"], T], min_item_size: int = 1) -> list[T]:
+    def list(self, elem: Callable[[Decoder], T], min_item_size: int = 1) -> list[T]:
         """``vector``/``list``: u32 count + elements (each at least ``min_item_size`` bytes)."""
         n = self.length(max(1, min_item_size), "element count")
         return [elem(self) for _ in range(n)]
 
-    def set(self, elem: Callable[["Decoder"], T], min_item_size: int = 1) -> set[T]:
+    def set(self, elem: Callable[[Decoder], T], min_item_size: int = 1) -> set[T]:
         return set(self.list(elem, min_item_size))
 
-    def map(self, key: Callable[["Decoder"], K], value: Callable[["Decoder"], V],
+    def map(self, key: Callable[[Decoder], K], value: Callable[[Decoder], V],
             min_item_size: int = 1) -> dict[K, V]:
         """``std::map``: u32 count + (key, value) pairs."""
         n = self.length(max(1, min_item_size), "map size")
@@ -202,7 +211,7 @@ class Decoder:
         addr, self.pos = EntityAddr.decode(self.buf[:self.end], self.pos)
         return addr
 
-    def entity_addrvec(self) -> list[EntityAddr]:
+    def entity_addrvec(self) -> builtins.list[EntityAddr]:
         addrs, self.pos = decode_addrvec(self.buf[:self.end], self.pos, max_count=self.remaining())
         return addrs
 
@@ -244,93 +253,93 @@ class Encoder:
     def __len__(self) -> int:
         return len(self.buf)
 
-    def u8(self, v: int) -> "Encoder":
+    def u8(self, v: int) -> Encoder:
         self.buf += _U8.pack(v)
         return self
 
-    def u16(self, v: int) -> "Encoder":
+    def u16(self, v: int) -> Encoder:
         self.buf += _U16.pack(v)
         return self
 
-    def u32(self, v: int) -> "Encoder":
+    def u32(self, v: int) -> Encoder:
         self.buf += _U32.pack(v)
         return self
 
-    def u64(self, v: int) -> "Encoder":
+    def u64(self, v: int) -> Encoder:
         self.buf += _U64.pack(v)
         return self
 
-    def s16(self, v: int) -> "Encoder":
+    def s16(self, v: int) -> Encoder:
         self.buf += _S16.pack(v)
         return self
 
-    def s32(self, v: int) -> "Encoder":
+    def s32(self, v: int) -> Encoder:
         self.buf += _S32.pack(v)
         return self
 
-    def s64(self, v: int) -> "Encoder":
+    def s64(self, v: int) -> Encoder:
         self.buf += _S64.pack(v)
         return self
 
-    def bool(self, v: bool) -> "Encoder":
+    def bool(self, v: bool) -> Encoder:
         self.buf.append(1 if v else 0)
         return self
 
-    def raw(self, b: bytes | bytearray | memoryview) -> "Encoder":
+    def raw(self, b: bytes | bytearray | memoryview) -> Encoder:
         self.buf += b
         return self
 
-    def bytes(self, b: bytes | bytearray | memoryview) -> "Encoder":
+    def bytes(self, b: bytes | bytearray | memoryview) -> Encoder:
         self.buf += _U32.pack(len(b))
         self.buf += b
         return self
 
-    def string(self, s: str | bytes) -> "Encoder":
+    def string(self, s: str | builtins.bytes) -> Encoder:
         return self.bytes(s.encode("utf-8", "surrogateescape") if isinstance(s, str) else s)
 
-    def list(self, items: Iterable[T], elem: Callable[["Encoder", T], Any]) -> "Encoder":
+    def list(self, items: Iterable[T], elem: Callable[[Encoder, T], Any]) -> Encoder:
         items = list(items)
         self.u32(len(items))
         for it in items:
             elem(self, it)
         return self
 
-    def set(self, items: Iterable[T], elem: Callable[["Encoder", T], Any]) -> "Encoder":
+    def set(self, items: Iterable[S], elem: Callable[[Encoder, S], Any]) -> Encoder:
         return self.list(sorted(items), elem)  # std::set iterates in order
 
-    def map(self, m: Mapping[K, V], key: Callable[["Encoder", K], Any],
-            value: Callable[["Encoder", V], Any]) -> "Encoder":
+    def map(self, m: Mapping[SK, V], key: Callable[[Encoder, SK], Any],
+            value: Callable[[Encoder, V], Any]) -> Encoder:
         self.u32(len(m))
         for k in sorted(m):  # std::map iterates in key order
             key(self, k)
             value(self, m[k])
         return self
 
-    def uuid(self, u: uuid.UUID | str) -> "Encoder":
+    def uuid(self, u: uuid.UUID | str) -> Encoder:
         self.buf += (u if isinstance(u, uuid.UUID) else uuid.UUID(u)).bytes
         return self
 
-    def utime(self, t: Utime) -> "Encoder":
+    def utime(self, t: Utime) -> Encoder:
         self.buf += _UTIME.pack(t.sec, t.nsec)
         return self
 
-    def entity_name(self, n: EntityName) -> "Encoder":
+    def entity_name(self, n: EntityName) -> Encoder:
         self.buf += _NAME.pack(n.type, n.num)
         return self
 
-    def auth_entity_name(self, n: AuthEntityName) -> "Encoder":
+    def auth_entity_name(self, n: AuthEntityName) -> Encoder:
         return self.u32(n.type).string(n.id)
 
-    def entity_addr(self, a: EntityAddr, features: int) -> "Encoder":
+    def entity_addr(self, a: EntityAddr, features: int) -> Encoder:
         self.buf += a.encode(features)
         return self
 
-    def entity_addrvec(self, addrs: list[EntityAddr], features: int) -> "Encoder":
+    def entity_addrvec(self, addrs: builtins.list[EntityAddr], features: int) -> Encoder:
         self.buf += encode_addrvec(addrs, features)
         return self
 
     @contextlib.contextmanager
-    def versioned(self, v: int, compat: int) -> Iterator["Encoder"]:
+    def versioned(self, v: int, compat: int) -> Iterator[Encoder]:
         """``ENCODE_START(v, compat)``; struct_len is patched in when the block ends."""
         start = len(self.buf)
         self.buf += _VHEAD.pack(v, compat, 0)

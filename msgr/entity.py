@@ -11,7 +11,9 @@ import ipaddress
 import socket
 import struct
 from dataclasses import dataclass, replace
+from typing import Any
 
+from msgr._typing import BytesLike
 from msgr.errors import BadAddressError, DecodeError, ShortBufferError
 
 AF_INET = 2
@@ -43,25 +45,25 @@ class EntityName:
         self.id = id
 
     @classmethod
-    def mon(cls, name: str | int = 0, rank: int = 0) -> "EntityName":
+    def mon(cls, name: str | int = 0, rank: int = 0) -> EntityName:
         if isinstance(name, int):
             return cls(cls.TYPE_MON, name)
         return cls(cls.TYPE_MON, rank, name)
 
     @classmethod
-    def mds(cls, num: int) -> "EntityName":
+    def mds(cls, num: int) -> EntityName:
         return cls(cls.TYPE_MDS, num)
 
     @classmethod
-    def osd(cls, num: int) -> "EntityName":
+    def osd(cls, num: int) -> EntityName:
         return cls(cls.TYPE_OSD, num)
 
     @classmethod
-    def client(cls, num: int = NEW) -> "EntityName":
+    def client(cls, num: int = NEW) -> EntityName:
         return cls(cls.TYPE_CLIENT, num)
 
     @classmethod
-    def mgr(cls, num: int) -> "EntityName":
+    def mgr(cls, num: int) -> EntityName:
         return cls(cls.TYPE_MGR, num)
 
     @staticmethod
@@ -103,7 +105,7 @@ class EntityAddr:
 
     # --- construction ----------------------------------------------------
     @classmethod
-    def parse(cls, text: str) -> "EntityAddr":
+    def parse(cls, text: str) -> EntityAddr:
         """Parse ``v1:127.0.0.1:6789/123``, ``127.0.0.1:0``, ``v1:[::1]:6789``."""
         s = text.strip()
         typ = cls.TYPE_LEGACY
@@ -137,29 +139,29 @@ class EntityAddr:
         return cls(typ, nonce, str(ip), port, family)
 
     @classmethod
-    def from_sockaddr(cls, sockaddr: tuple, nonce: int = 0, type: int = TYPE_LEGACY) -> "EntityAddr":
+    def from_sockaddr(cls, sockaddr: tuple[Any, ...], nonce: int = 0, type: int = TYPE_LEGACY) -> EntityAddr:
         ip = sockaddr[0]
         family = AF_INET6 if ":" in ip else AF_INET
         return cls(type, nonce, ip, sockaddr[1], family)
 
-    def with_nonce(self, nonce: int) -> "EntityAddr":
+    def with_nonce(self, nonce: int) -> EntityAddr:
         return replace(self, nonce=nonce)
 
-    def with_port(self, port: int) -> "EntityAddr":
+    def with_port(self, port: int) -> EntityAddr:
         return replace(self, port=port)
 
-    def with_ip(self, ip: str) -> "EntityAddr":
+    def with_ip(self, ip: str) -> EntityAddr:
         family = AF_INET6 if ":" in ip else AF_INET
         return replace(self, ip=ip, family=family)
 
-    def with_type(self, type: int) -> "EntityAddr":
+    def with_type(self, type: int) -> EntityAddr:
         return replace(self, type=type)
 
     # --- queries ---------------------------------------------------------
     def is_blank_ip(self) -> bool:
         return ipaddress.ip_address(self.ip).packed == bytes(len(ipaddress.ip_address(self.ip).packed))
 
-    def sockaddr(self) -> tuple:
+    def sockaddr(self) -> tuple[str, int]:
         return (self.ip, self.port)
 
     @property
@@ -194,7 +196,7 @@ class EntityAddr:
         return struct.pack("<II", 0, self.nonce) + self._sockaddr_bytes(True).ljust(_SOCKADDR_STORAGE_SIZE, b"\0")
 
     @classmethod
-    def decode_legacy(cls, buf, offset: int = 0) -> "EntityAddr":
+    def decode_legacy(cls, buf: BytesLike, offset: int = 0) -> EntityAddr:
         if len(buf) - offset < LEGACY_ADDR_SIZE:
             raise ShortBufferError("entity_addr_t (legacy)", LEGACY_ADDR_SIZE, max(0, len(buf) - offset))
         _type, nonce = struct.unpack_from("<II", buf, offset)
@@ -217,16 +219,18 @@ class EntityAddr:
         if not has_feature(features, MSG_ADDR2):
             return self.encode_legacy()
         if self.family == AF_INET6:
-            sa = struct.pack("<H", AF_INET6) + struct.pack(">HI", self.port, 0) + ipaddress.ip_address(self.ip).packed + b"\0\0\0\0"
+            sa = (struct.pack("<H", AF_INET6) + struct.pack(">HI", self.port, 0)
+                  + ipaddress.ip_address(self.ip).packed + b"\0\0\0\0")
         elif self.is_blank_ip() and self.port == 0 and self.type == self.TYPE_NONE:
             sa = b""
         else:
-            sa = struct.pack("<H", AF_INET) + struct.pack(">H", self.port) + ipaddress.ip_address(self.ip).packed + bytes(8)
+            sa = (struct.pack("<H", AF_INET) + struct.pack(">H", self.port)
+                  + ipaddress.ip_address(self.ip).packed + bytes(8))
         body = struct.pack("<III", self.type, self.nonce, len(sa)) + sa
         return struct.pack("<BBBI", 1, 1, 1, len(body)) + body
 
     @classmethod
-    def decode(cls, buf, offset: int = 0) -> tuple["EntityAddr", int]:
+    def decode(cls, buf: BytesLike, offset: int = 0) -> tuple[EntityAddr, int]:
         """Decode either encoding; returns (addr, offset after it)."""
         if len(buf) - offset < 1:
             raise ShortBufferError("entity_addr_t", 1, 0)
@@ -253,10 +257,11 @@ class EntityAddr:
         if elen < 2:
             raise BadAddressError("entity_addr_t: truncated sockaddr")
         family = struct.unpack_from("<H", sa)[0]
+        port = struct.unpack_from(">H", sa, 2)[0] if elen >= 4 else 0
         if family == AF_INET and elen >= 8:
-            return cls(typ, nonce, str(ipaddress.IPv4Address(sa[4:8])), struct.unpack_from(">H", sa, 2)[0], AF_INET), end
+            return cls(typ, nonce, str(ipaddress.IPv4Address(sa[4:8])), port, AF_INET), end
         if family == AF_INET6 and elen >= 24:
-            return cls(typ, nonce, str(ipaddress.IPv6Address(sa[8:24])), struct.unpack_from(">H", sa, 2)[0], AF_INET6), end
+            return cls(typ, nonce, str(ipaddress.IPv6Address(sa[8:24])), port, AF_INET6), end
         raise BadAddressError(f"entity_addr_t: unknown family {family} / length {elen}")
 
 
@@ -269,7 +274,7 @@ def encode_addrvec(addrs: list[EntityAddr], features: int = 0) -> bytes:
     return b"\x02" + struct.pack("<I", len(addrs)) + b"".join(a.encode(features) for a in addrs)
 
 
-def decode_addrvec(buf, offset: int = 0, max_count: int = 1024) -> tuple[list[EntityAddr], int]:
+def decode_addrvec(buf: BytesLike, offset: int = 0, max_count: int = 1024) -> tuple[list[EntityAddr], int]:
     if len(buf) - offset < 1:
         raise ShortBufferError("entity_addrvec_t", 1, 0)
     marker = buf[offset]

@@ -11,8 +11,10 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from msgr import _cwire
+from msgr._typing import BytesLike
 from msgr.entity import LEGACY_ADDR_SIZE, EntityAddr
 from msgr.errors import BadBannerError, BadLengthError, ShortBufferError
 
@@ -80,7 +82,7 @@ def proto_version(my_type: int, peer_type: int, connecting: bool) -> int:
     return {1: MONC_PROTOCOL, 4: OSDC_PROTOCOL, 2: MDSC_PROTOCOL}.get(t, 0)
 
 
-def check_banner(buf, offset: int = 0) -> None:
+def check_banner(buf: BytesLike, offset: int = 0) -> None:
     if len(buf) - offset < BANNER_SIZE:
         raise ShortBufferError("banner", BANNER_SIZE, max(0, len(buf) - offset))
     got = bytes(buf[offset:offset + BANNER_SIZE])
@@ -88,7 +90,7 @@ def check_banner(buf, offset: int = 0) -> None:
         raise BadBannerError(f"bad banner {got!r}, expected {BANNER!r}")
 
 
-def _need(what: str, buf, offset: int, size: int) -> None:
+def _need(what: str, buf: BytesLike, offset: int, size: int) -> None:
     if len(buf) - offset < size:
         raise ShortBufferError(what, size, max(0, len(buf) - offset))
 
@@ -119,7 +121,7 @@ class ConnectMsg:
                              self.protocol_version, self.authorizer_protocol, self.authorizer_len, self.flags)
 
     @classmethod
-    def unpack(cls, buf, offset: int = 0) -> "ConnectMsg":
+    def unpack(cls, buf: BytesLike, offset: int = 0) -> ConnectMsg:
         _need("ceph_msg_connect", buf, offset, cls.SIZE)
         msg = cls(*_CONNECT.unpack_from(buf, offset))
         if msg.authorizer_len >= MAX_AUTHORIZER_LEN:
@@ -146,7 +148,7 @@ class ConnectReply:
                            self.protocol_version, self.authorizer_len, self.flags)
 
     @classmethod
-    def unpack(cls, buf, offset: int = 0) -> "ConnectReply":
+    def unpack(cls, buf: BytesLike, offset: int = 0) -> ConnectReply:
         _need("ceph_msg_connect_reply", buf, offset, cls.SIZE)
         reply = cls(*_REPLY.unpack_from(buf, offset))
         if reply.authorizer_len >= MAX_AUTHORIZER_LEN:
@@ -184,7 +186,7 @@ class MsgHeader:
                                   self.src_type, self.src_num, self.compat_version, self.reserved)
 
     @classmethod
-    def unpack(cls, buf, offset: int = 0, check_crc: bool = True) -> "MsgHeader":
+    def unpack(cls, buf: BytesLike, offset: int = 0, check_crc: bool = True) -> MsgHeader:
         return cls(*_cwire.parse_header(buf, offset, check_crc))
 
 
@@ -220,8 +222,8 @@ class MsgHeaderOld:
                                       self.reserved)
 
     @classmethod
-    def unpack(cls, buf, offset: int = 0, check_crc: bool = True) -> "MsgHeaderOld":
-        f = list(_cwire.parse_header_old(buf, offset, check_crc))
+    def unpack(cls, buf: BytesLike, offset: int = 0, check_crc: bool = True) -> MsgHeaderOld:
+        f: list[Any] = list(_cwire.parse_header_old(buf, offset, check_crc))
         f[11] = EntityAddr.decode_legacy(f[11])
         f[14] = EntityAddr.decode_legacy(f[14])
         return cls(*f)
@@ -249,7 +251,7 @@ class MsgFooter:
         return _cwire.pack_footer(self.front_crc, self.middle_crc, self.data_crc, self.sig, self.flags, True)
 
     @classmethod
-    def unpack(cls, buf, offset: int = 0) -> "MsgFooter":
+    def unpack(cls, buf: BytesLike, offset: int = 0) -> MsgFooter:
         return cls(*_cwire.parse_footer(buf, offset, True))
 
 
@@ -268,7 +270,7 @@ class MsgFooterOld:
         return _cwire.pack_footer(self.front_crc, self.middle_crc, self.data_crc, 0, self.flags, False)
 
     @classmethod
-    def unpack(cls, buf, offset: int = 0) -> "MsgFooterOld":
+    def unpack(cls, buf: BytesLike, offset: int = 0) -> MsgFooterOld:
         fc, mc, dc, _sig, flags = _cwire.parse_footer(buf, offset, False)
         return cls(fc, mc, dc, flags)
 
@@ -283,7 +285,7 @@ def pack_timespec(sec: int, nsec: int) -> bytes:
     return _TIMESPEC.pack(sec & 0xFFFFFFFF, nsec & 0xFFFFFFFF)
 
 
-def unpack_timespec(buf, offset: int = 0) -> tuple[int, int]:
+def unpack_timespec(buf: BytesLike, offset: int = 0) -> tuple[int, int]:
     _need("ceph_timespec", buf, offset, 8)
     return _TIMESPEC.unpack_from(buf, offset)
 
@@ -292,9 +294,10 @@ def pack_u64(value: int) -> bytes:
     return _U64.pack(value)
 
 
-def unpack_u64(buf, offset: int = 0) -> int:
+def unpack_u64(buf: BytesLike, offset: int = 0) -> int:
     _need("u64", buf, offset, 8)
-    return _U64.unpack_from(buf, offset)[0]
+    value: int = _U64.unpack_from(buf, offset)[0]
+    return value
 
 
 def pack_ack(seq: int) -> bytes:
@@ -313,7 +316,7 @@ def pack_server_identify(my_addr: EntityAddr, peer_addr_seen: EntityAddr) -> byt
     return BANNER + my_addr.encode_legacy() + peer_addr_seen.encode_legacy()
 
 
-def unpack_server_identify(buf, offset: int = 0) -> tuple[EntityAddr, EntityAddr]:
+def unpack_server_identify(buf: BytesLike, offset: int = 0) -> tuple[EntityAddr, EntityAddr]:
     """Validate the server's 281 bytes; returns (server addr, our addr as the server sees it)."""
     _need("server identify", buf, offset, SERVER_IDENTIFY_SIZE)
     check_banner(buf, offset)
