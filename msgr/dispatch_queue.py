@@ -43,16 +43,19 @@ CODE_OF_EVENT = {
 
 PRIO_HIGHEST = 255  # CEPH_MSG_PRIO_HIGHEST: connection events
 
+# (code, message or discarded messages or None, connection)
+_Item = tuple[int, Any, Any]
+
 
 class DispatchQueue:
     """A priority queue drained by its own thread into a :class:`DispatcherChain`."""
 
-    def __init__(self, chain: DispatcherChain, name: str = "", perf: "MessengerPerf | None" = None) -> None:
+    def __init__(self, chain: DispatcherChain, name: str = "", perf: MessengerPerf | None = None) -> None:
         self.chain = chain
         self.name = name
         self._perf = perf
         self._cond = threading.Condition(threading.Lock())
-        self._queues: dict[int, collections.deque] = {}
+        self._queues: dict[int, collections.deque[_Item]] = {}
         self._length = 0
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -90,11 +93,11 @@ class DispatchQueue:
         return self._thread is threading.current_thread()
 
     # --- producers (any thread) ---------------------------------------------
-    def enqueue(self, msg: "Message", priority: int | None = None) -> None:
+    def enqueue(self, msg: Message, priority: int | None = None) -> None:
         """Queue a received message for ``ms_dispatch``."""
         self._put(msg.header.priority if priority is None else priority, (_D_MESSAGE, msg, None))
 
-    def local_delivery(self, msg: "Message", priority: int | None = None) -> None:
+    def local_delivery(self, msg: Message, priority: int | None = None) -> None:
         """Queue a message we sent to ourselves (fast dispatch is honoured on this thread)."""
         self._put(msg.header.priority if priority is None else priority, (_D_LOCAL, msg, None))
 
@@ -102,10 +105,10 @@ class DispatchQueue:
         """Queue a connection event (``D_CONNECT`` ... ``D_CONN_REFUSED``)."""
         self._put(PRIO_HIGHEST, (code, None, conn))
 
-    def queue_discarded(self, conn: Any, messages: tuple) -> None:
+    def queue_discarded(self, conn: Any, messages: tuple[Message, ...]) -> None:
         self._put(PRIO_HIGHEST, (_D_DISCARDED, messages, conn))
 
-    def _put(self, prio: int, item: tuple) -> None:
+    def _put(self, prio: int, item: _Item) -> None:
         with self._cond:
             if self._stop:
                 # after shutdown nothing is dispatched; give the throttles back at once
@@ -124,7 +127,7 @@ class DispatchQueue:
         return self._length
 
     # --- the thread -------------------------------------------------------------
-    def _take(self) -> tuple | None:
+    def _take(self) -> _Item | None:
         with self._cond:
             while not self._length:
                 if self._stop:
@@ -152,7 +155,7 @@ class DispatchQueue:
                     item[1].release_throttles()
             self.dispatched += 1
 
-    def _dispatch(self, item: tuple) -> None:
+    def _dispatch(self, item: _Item) -> None:
         code, msg, conn = item
         chain = self.chain
         if code == _D_MESSAGE:

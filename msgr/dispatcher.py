@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from msgr.connection import Connection
+    from msgr.connection_base import Connection
     from msgr.message import Message
 
 
@@ -22,39 +22,39 @@ class Dispatcher:
         """True if this dispatcher may ever fast-dispatch (Ceph's shortcut check)."""
         return type(self).ms_can_fast_dispatch is not Dispatcher.ms_can_fast_dispatch
 
-    def ms_can_fast_dispatch(self, msg: "Message") -> bool:
+    def ms_can_fast_dispatch(self, msg: Message) -> bool:
         """True to take ``msg`` on the worker thread via :meth:`ms_fast_dispatch`."""
         return False
 
-    def ms_fast_dispatch(self, msg: "Message") -> None:
+    def ms_fast_dispatch(self, msg: Message) -> None:
         """Handle ``msg`` on the connection's worker thread (keep it short, never block)."""
 
-    def ms_fast_preprocess(self, msg: "Message") -> None:
+    def ms_fast_preprocess(self, msg: Message) -> None:
         """Called on the worker for every message before it is queued or fast-dispatched."""
 
-    def ms_dispatch(self, msg: "Message") -> bool:
+    def ms_dispatch(self, msg: Message) -> bool:
         """Handle ``msg`` on the dispatch thread; True = handled."""
         return False
 
     # --- connection events ---------------------------------------------------
-    def ms_handle_connect(self, conn: "Connection") -> None:
+    def ms_handle_connect(self, conn: Connection) -> None:
         """An outgoing connection (re)connected."""
 
-    def ms_handle_accept(self, conn: "Connection") -> None:
+    def ms_handle_accept(self, conn: Connection) -> None:
         """An incoming connection was accepted (also after a lossless reconnect)."""
 
-    def ms_handle_reset(self, conn: "Connection") -> bool:
+    def ms_handle_reset(self, conn: Connection) -> bool:
         """A lossy connection failed or was closed by a fault; True = handled."""
         return False
 
-    def ms_handle_remote_reset(self, conn: "Connection") -> None:
+    def ms_handle_remote_reset(self, conn: Connection) -> None:
         """The peer reset the session (it restarted or forgot us)."""
 
-    def ms_handle_refused(self, conn: "Connection") -> bool:
+    def ms_handle_refused(self, conn: Connection) -> bool:
         """Connecting was refused (ECONNREFUSED); True = handled."""
         return False
 
-    def ms_handle_discarded(self, conn: "Connection", messages: tuple) -> None:
+    def ms_handle_discarded(self, conn: Connection, messages: tuple[Message, ...]) -> None:
         """pymsgr: queued messages a session reset dropped unsent (reported, never silent)."""
 
 
@@ -90,18 +90,18 @@ class DispatcherChain:
         return self._all
 
     # --- messages ----------------------------------------------------------
-    def fast_dispatcher_for(self, msg: "Message") -> Dispatcher | None:
+    def fast_dispatcher_for(self, msg: Message) -> Dispatcher | None:
         """The first dispatcher that wants ``msg`` fast, or None (the usual, cheap case)."""
         for d in self._fast:
             if d.ms_can_fast_dispatch(msg):
                 return d
         return None
 
-    def fast_preprocess(self, msg: "Message") -> None:
+    def fast_preprocess(self, msg: Message) -> None:
         for d in self._pre:
             d.ms_fast_preprocess(msg)
 
-    def deliver(self, msg: "Message") -> bool:
+    def deliver(self, msg: Message) -> bool:
         """ms_dispatch down the chain until one handles it; False if none did."""
         for d in self._all:
             if d.ms_dispatch(msg):
@@ -109,28 +109,28 @@ class DispatcherChain:
         return False
 
     # --- connection events -------------------------------------------------
-    def handle_connect(self, conn: "Connection") -> None:
+    def handle_connect(self, conn: Connection) -> None:
         for d in self._all:
             d.ms_handle_connect(conn)
 
-    def handle_accept(self, conn: "Connection") -> None:
+    def handle_accept(self, conn: Connection) -> None:
         for d in self._all:
             d.ms_handle_accept(conn)
 
-    def handle_reset(self, conn: "Connection") -> None:
+    def handle_reset(self, conn: Connection) -> None:
         for d in self._all:
             if d.ms_handle_reset(conn):
                 return
 
-    def handle_remote_reset(self, conn: "Connection") -> None:
+    def handle_remote_reset(self, conn: Connection) -> None:
         for d in self._all:
             d.ms_handle_remote_reset(conn)
 
-    def handle_refused(self, conn: "Connection") -> None:
+    def handle_refused(self, conn: Connection) -> None:
         for d in self._all:
             if d.ms_handle_refused(conn):
                 return
 
-    def handle_discarded(self, conn: "Connection", messages: tuple) -> None:
+    def handle_discarded(self, conn: Connection, messages: tuple[Message, ...]) -> None:
         for d in self._all:
             d.ms_handle_discarded(conn, messages)

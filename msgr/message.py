@@ -15,7 +15,8 @@ from msgr.errors import DecodeError, PayloadDecodeError
 from msgr.wire import MsgFooter, MsgHeader
 
 if TYPE_CHECKING:  # pragma: no cover
-    from msgr.connection import Connection
+    from msgr.connection_base import Connection
+    from msgr.throttle import Throttle
 
 Buffer = bytes | bytearray | memoryview
 
@@ -51,7 +52,7 @@ class Message:
         self.data: Buffer = b""
         self._connection: "Connection | None" = None
         # (throttle, count) pairs taken on receive, given back by release_throttles()
-        self._throttled: list | None = None
+        self._throttled: list[tuple[Throttle, int]] | None = None
         # features the front was encoded for; None = not encoded yet (re-encoded on requeue)
         self.encoded_features: int | None = None
         self.recv_stamp_us = 0

@@ -24,36 +24,36 @@ class Policy:
     throttler_bytes: Throttle | None = None
     throttler_messages: Throttle | None = None
 
-    def copy(self) -> "Policy":
+    def copy(self) -> Policy:
         return replace(self)
 
     @classmethod
-    def stateful_server(cls, req: int = FEATURES_REQUIRED_DEFAULT) -> "Policy":
+    def stateful_server(cls, req: int = FEATURES_REQUIRED_DEFAULT) -> Policy:
         return cls(lossy=False, server=True, standby=True, resetcheck=True, features_required=req)
 
     @classmethod
-    def stateless_server(cls, req: int = FEATURES_REQUIRED_DEFAULT) -> "Policy":
+    def stateless_server(cls, req: int = FEATURES_REQUIRED_DEFAULT) -> Policy:
         # not registered in the connection map: two sockets from one identity are two sessions (Ceph: rlc false)
         return cls(lossy=True, server=True, standby=False, resetcheck=False, register_lossy_clients=False,
                    features_required=req)
 
     @classmethod
-    def stateless_registered_server(cls, req: int = FEATURES_REQUIRED_DEFAULT) -> "Policy":
+    def stateless_registered_server(cls, req: int = FEATURES_REQUIRED_DEFAULT) -> Policy:
         return cls(lossy=True, server=True, standby=False, resetcheck=False, register_lossy_clients=True,
                    features_required=req)
 
     @classmethod
-    def lossless_peer(cls, req: int = FEATURES_REQUIRED_DEFAULT) -> "Policy":
+    def lossless_peer(cls, req: int = FEATURES_REQUIRED_DEFAULT) -> Policy:
         return cls(lossy=False, server=False, standby=True, resetcheck=False, features_required=req)
 
     @classmethod
-    def lossless_peer_reuse(cls, req: int = FEATURES_REQUIRED_DEFAULT) -> "Policy":
+    def lossless_peer_reuse(cls, req: int = FEATURES_REQUIRED_DEFAULT) -> Policy:
         return cls(lossy=False, server=False, standby=True, resetcheck=True, features_required=req)
 
     @classmethod
-    def lossy_client(cls, req: int = FEATURES_REQUIRED_DEFAULT) -> "Policy":
+    def lossy_client(cls, req: int = FEATURES_REQUIRED_DEFAULT) -> Policy:
         return cls(lossy=True, server=False, standby=False, resetcheck=False, features_required=req)
 
     @classmethod
-    def lossless_client(cls, req: int = FEATURES_REQUIRED_DEFAULT) -> "Policy":
+    def lossless_client(cls, req: int = FEATURES_REQUIRED_DEFAULT) -> Policy:
         return cls(lossy=False, server=False, standby=False, resetcheck=True, features_required=req)

@@ -1,8 +1,15 @@
 """Message types. Importing this package registers every type it defines."""
 from msgr.messages.auth import MAuth, MAuthReply
 from msgr.messages.mon import (
-    MConfig, MMonCommand, MMonCommandAck, MMonGetVersion, MMonGetVersionReply, MMonMap,
-    MMonSubscribe, MMonSubscribeAck, SubscribeItem,
+    MConfig,
+    MMonCommand,
+    MMonCommandAck,
+    MMonGetVersion,
+    MMonGetVersionReply,
+    MMonMap,
+    MMonSubscribe,
+    MMonSubscribeAck,
+    SubscribeItem,
 )
 from msgr.messages.monmap import MonInfo, MonMap
 from msgr.messages.ping import MPing

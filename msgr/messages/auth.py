@@ -35,7 +35,7 @@ class AuthNegotiation:
         return e.auth_entity_name(self.name).u64(self.global_id).getvalue()
 
     @classmethod
-    def decode(cls, buf: bytes | bytearray | memoryview) -> "AuthNegotiation":
+    def decode(cls, buf: bytes | bytearray | memoryview) -> AuthNegotiation:
         d = Decoder(buf, what="auth negotiation")
         v = d.u8()
         if v < 1:
@@ -61,7 +61,7 @@ class MAuth(PaxosServiceMessage):
 
     @classmethod
     def none_request(cls, name: AuthEntityName | None = None, global_id: int = 0,
-                     monmap_epoch: int = 0, methods: list[int] | None = None) -> "MAuth":
+                     monmap_epoch: int = 0, methods: list[int] | None = None) -> MAuth:
         """The first MAuth exactly as a real client sends it (auth none only by default)."""
         neg = AuthNegotiation(methods if methods is not None else [CEPH_AUTH_NONE],
                               name or AuthEntityName(), global_id)

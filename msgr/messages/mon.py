@@ -88,7 +88,7 @@ class MMonSubscribe(Message):
         self.what: dict[str, SubscribeItem] = dict(what or {})
         self.hostname = hostname
 
-    def add(self, name: str, start: int = 0, flags: int = 0) -> "MMonSubscribe":
+    def add(self, name: str, start: int = 0, flags: int = 0) -> MMonSubscribe:
         self.what[name] = SubscribeItem(start, flags)
         return self
 

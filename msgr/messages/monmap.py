@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from msgr.encoding import Decoder, Encoder, Utime, dec_s32, dec_string, enc_s32, enc_string
 from msgr.entity import EntityAddr, EntityName
@@ -50,7 +51,7 @@ class MonInfo:
             e.map(self.crush_loc, enc_string, enc_string)
 
     @classmethod
-    def decode(cls, d: Decoder) -> "MonInfo":
+    def decode(cls, d: Decoder) -> MonInfo:
         with d.versioned(MON_INFO_V, "mon_info_t") as v:
             info = cls(d.string(), d.entity_addrvec())
             if v >= 2:
@@ -102,14 +103,14 @@ class MonMap:
         return sorted(self.mons, key=lambda n: (self.mons[n].legacy_addr().ip,
                                                 self.mons[n].legacy_addr().port, n))
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         return {"fsid": str(self.fsid), "epoch": self.epoch,
                 "mons": [{"rank": r, "name": n, "addrs": [str(a) for a in self.mons[n].addrs]}
                          for r, n in enumerate(self.rank_names()) if n in self.mons]}
 
     # --- decoding ------------------------------------------------------------
     @classmethod
-    def decode(cls, buf: bytes | bytearray | memoryview) -> "MonMap":
+    def decode(cls, buf: bytes | bytearray | memoryview) -> MonMap:
         d = Decoder(buf, what="MonMap")
         d.need(2)
         if d.buf[d.pos] in (1, 2) and d.buf[d.pos + 1] == 0:
@@ -143,7 +144,7 @@ class MonMap:
         return m
 
     @classmethod
-    def _decode_legacy(cls, d: Decoder) -> "MonMap":
+    def _decode_legacy(cls, d: Decoder) -> MonMap:
         v = d.u16()
         m = cls(encoding=f"v{v}")
         m.fsid = d.uuid()
@@ -152,9 +153,9 @@ class MonMap:
             # vector<entity_inst_t>: names are the ranks
             n = d.length(9 + 7, "mon count")  # the addr is legacy (136) or marker form
             for _ in range(n):
-                name = d.entity_name()
+                inst_name = d.entity_name()
                 addr = d.entity_addr()
-                m.mons[str(name.num)] = MonInfo(str(name.num), [addr])
+                m.mons[str(inst_name.num)] = MonInfo(str(inst_name.num), [addr])
             m.ranks = list(m.mons)
         else:
             for name, addr in d.map(dec_string, Decoder.entity_addr, 5).items():

@@ -22,7 +22,8 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any, cast
 
 __all__ = ["FaultProxy", "Direction"]
 
@@ -53,11 +54,11 @@ def _hard_reset(sock: socket.socket) -> None:
 class _Pipe:
     """One direction of a proxied connection."""
 
-    def __init__(self, conn: "_Conn", direction: Direction, src: socket.socket, dst: socket.socket) -> None:
+    def __init__(self, conn: _Conn, direction: Direction, src: socket.socket, dst: socket.socket) -> None:
         self.conn = conn
         self.direction = direction
         self.src, self.dst = src, dst
-        self.queue: collections.deque[list] = collections.deque()   # [release_ms, bytes]
+        self.queue: collections.deque[list[Any]] = collections.deque()   # [release_ms, bytes]
         self.queued = 0
         self.last_release_ms = 0.0
         self.stall_until_ms = 0.0
@@ -125,7 +126,7 @@ class FaultProxy:
         self.addr: tuple[str, int] = listen
 
     # --- lifecycle -----------------------------------------------------------
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         """Bind, listen and start the proxy thread; ``addr`` is then the real address."""
         family = socket.AF_INET6 if ":" in self._listen_addr[0] else socket.AF_INET
         ls = socket.create_server(self._listen_addr, family=family, backlog=128)
@@ -151,7 +152,7 @@ class FaultProxy:
         assert self._thread is not None
         self._thread.join(10)
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         return self.start() if not self._running else self
 
     def __exit__(self, *exc: object) -> None:
@@ -181,7 +182,11 @@ class FaultProxy:
         """
         with self._lock:
             self._reset_after = nbytes
-        self._call(lambda: [setattr(c, "reset_budget", nbytes) for c in self._conns.values()])
+
+        def run() -> None:
+            for c in self._conns.values():
+                c.reset_budget = nbytes
+        self._call(run)
 
     def set_reset_probability(self, p: float) -> None:
         """Per chunk, with probability ``p``, forward a random prefix of it and reset."""
@@ -225,7 +230,10 @@ class FaultProxy:
 
     def reset_all(self) -> None:
         """RST every current connection now."""
-        self._call(lambda: [self._reset(c) for c in list(self._conns.values())])
+        def run() -> None:
+            for c in list(self._conns.values()):
+                self._reset(c)
+        self._call(run)
 
     def stats(self) -> dict[str, int]:
         """A copy of the injection and traffic counters."""
@@ -274,7 +282,7 @@ class FaultProxy:
                     elif kind == "wake":
                         self._drain_wake()
                     else:
-                        self._on_socket(obj, key.fileobj, mask)
+                        self._on_socket(obj, cast(socket.socket, key.fileobj), mask)
                 while self._commands:
                     self._commands.popleft()()
         finally:
@@ -410,7 +418,7 @@ class FaultProxy:
         c = p.conn
         while p.queue and not p.blocked:
             now = _now_ms()
-            start = max(p.queue[0][0], p.stall_until_ms)
+            start: float = max(p.queue[0][0], p.stall_until_ms)
             if start > now:
                 return start
             with self._lock:
@@ -481,7 +489,7 @@ class FaultProxy:
             key = self._sel.get_map().get(sock)
             if mask and key is None:
                 self._sel.register(sock, mask, ("sock", c))
-            elif mask and key.events != mask:
+            elif mask and key is not None and key.events != mask:
                 self._sel.modify(sock, mask, ("sock", c))
             elif not mask and key is not None:
                 self._sel.unregister(sock)

@@ -20,7 +20,8 @@ import shutil
 import signal
 import subprocess
 import sys
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from msgr.errors import MsgrError
 
@@ -74,7 +75,7 @@ def require_netns() -> None:
 
 
 def _unavailable(reason: str) -> None:
-    import pytest   # only test code calls this
+    import pytest  # only test code calls this
     if netns_required():
         pytest.fail(f"{reason} ({'/'.join(REQUIRE_ENVS)}=1, so this is a failure, not a skip)",
                     pytrace=False)
@@ -117,7 +118,7 @@ class NetnsPair:
         self.addr = {"a": f"{subnet}.1", "b": f"{subnet}.2"}
         self.prefix_len = prefix_len
         self._created: list[str] = []
-        self._children: list[subprocess.Popen] = []
+        self._children: list[subprocess.Popen[Any]] = []
 
     # convenient names for the common two-sided case
     ns_a = property(lambda self: self.ns["a"])
@@ -125,7 +126,7 @@ class NetnsPair:
     addr_a = property(lambda self: self.addr["a"])
     addr_b = property(lambda self: self.addr["b"])
 
-    def create(self) -> "NetnsPair":
+    def create(self) -> NetnsPair:
         """Make both namespaces and the link; on any failure undo what was made and raise NetnsError."""
         try:
             for side in ("a", "b"):
@@ -161,7 +162,7 @@ class NetnsPair:
         if errors:
             raise NetnsError("could not delete namespaces: " + "; ".join(errors))
 
-    def __enter__(self) -> "NetnsPair":
+    def __enter__(self) -> NetnsPair:
         return self.create() if not self._created else self
 
     def __exit__(self, *exc: object) -> None:
@@ -187,14 +188,14 @@ class NetnsPair:
                              f"{proc.stderr.strip()}")
         return proc
 
-    def popen(self, side: str, argv: Sequence[str], **kwargs: object) -> subprocess.Popen:
+    def popen(self, side: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
         """Start ``argv`` inside ``side``; it is killed by ``close()`` if still running."""
         # `ip netns exec` execs the command, so the Popen pid is the child itself
-        child = subprocess.Popen(self.command(side, argv), **kwargs)  # type: ignore[call-overload]
+        child: subprocess.Popen[Any] = subprocess.Popen(self.command(side, argv), **kwargs)
         self._children.append(child)
         return child
 
-    def python(self, side: str, *args: str, **kwargs: object) -> subprocess.Popen:
+    def python(self, side: str, *args: str, **kwargs: Any) -> subprocess.Popen[Any]:
         """Start this interpreter (``sys.executable``) with ``args`` inside ``side``.
 
         Defaults: text pipes for stdin/stdout, stderr inherited, unbuffered.
@@ -202,7 +203,7 @@ class NetnsPair:
         kwargs.setdefault("stdin", subprocess.PIPE)
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("text", True)
-        env = dict(kwargs.pop("env", None) or os.environ)  # type: ignore[call-overload]
+        env = dict(kwargs.pop("env", None) or os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         return self.popen(side, [sys.executable, *args], env=env, **kwargs)
 
