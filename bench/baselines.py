@@ -18,7 +18,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from msgr.crc import crc32c
 

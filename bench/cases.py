@@ -352,7 +352,7 @@ def _wait_acked(src: _Source, keys: list[int], sent: list[int], timeout: float) 
     end = time.perf_counter() + timeout
     while time.perf_counter() < end:
         src.progress.clear()
-        if all(src.acked.get(k, 0) >= n for k, n in zip(keys, sent)):
+        if all(src.acked.get(k, 0) >= n for k, n in zip(keys, sent, strict=True)):
             return True
         src.progress.wait(0.05)
     return False

@@ -12,11 +12,12 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import msgr
-from msgr import _cwire, crc as msgr_crc
+from msgr import _cwire
+from msgr import crc as msgr_crc
 
 try:
     from msgr._fastpath import ffi, lib

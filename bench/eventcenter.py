@@ -19,7 +19,7 @@ import statistics
 import sys
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from eventcenter import EVENT_READABLE, EventCenter, Worker
 
@@ -313,10 +313,10 @@ def run(quick: bool = False) -> list[dict]:
     rows += _rows_for("cross_thread_calls", "calls/s", _measure(n, impls, runs))
 
     for size, n in ((1, 30_000 // scale), (4096, 20_000 // scale)):
-        impls = {"pymsgr": lambda: pingpong_ours(size, n)}
+        impls = {"pymsgr": lambda size=size, n=n: pingpong_ours(size, n)}
         for name, f in loops.items():
-            impls[f"{name}-add_reader"] = lambda f=f: pingpong_asyncio_readers(f, size, n)
-            impls[f"{name}-protocol"] = lambda f=f: pingpong_asyncio_protocol(f, size, n)
+            impls[f"{name}-add_reader"] = lambda f=f, size=size, n=n: pingpong_asyncio_readers(f, size, n)
+            impls[f"{name}-protocol"] = lambda f=f, size=size, n=n: pingpong_asyncio_protocol(f, size, n)
         for r in _rows_for("pingpong_round_trips", "rt/s", _measure(n, impls, runs)):
             r["size"] = size
             rows.append(r)

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 from bench import baselines, cases, report
 
@@ -195,7 +195,7 @@ class _ThreadProfiles:
     def __init__(self) -> None:
         self.profiles: list[cProfile.Profile] = []
 
-    def __enter__(self) -> "_ThreadProfiles":
+    def __enter__(self) -> _ThreadProfiles:
         def boot(frame, event, arg) -> None:
             sys.setprofile(None)
             pr = cProfile.Profile()

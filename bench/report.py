@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import IO, Iterable
+from collections.abc import Iterable
+from typing import IO
 
 __all__ = ["add_ratios", "print_table", "write_json", "plot", "goals", "REQUIRED_KEYS"]
 

@@ -18,7 +18,8 @@ import struct
 import threading
 import time
 from collections import defaultdict
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from msgr import Config, Dispatcher, EntityAddr, EntityName, Message, Messenger, Policy
 
@@ -144,7 +145,7 @@ def diagnose(got: list[int], want: list[int]) -> str:
             dups.append(i)
     missing = [i for i in want if i not in seen]
     extra = sorted(set(seen) - set(want))
-    first_bad = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), None)
+    first_bad = next((k for k, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), None)
     around = got[max(0, first_bad - 3):first_bad + 4] if first_bad is not None else []
     return (f"got {len(got)} want {len(want)}; duplicates {dups[:10]} ({len(dups)}); missing {missing[:10]} "
             f"({len(missing)}); unexpected {extra[:10]}; first mismatch at index {first_bad} "

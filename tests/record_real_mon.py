@@ -30,8 +30,9 @@ import struct
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 FEATURES_FULL = 0x3F01CFBDFFFDFFFF
 FEATURES_NO_MSG_AUTH = FEATURES_FULL & ~(1 << 23)

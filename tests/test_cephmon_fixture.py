@@ -13,9 +13,8 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
-
 import cephmon
+import pytest
 import record_real_mon as rrm
 from cephmon import CephMon, CephMonError
 

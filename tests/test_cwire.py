@@ -8,10 +8,12 @@ import struct
 import sys
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import msgr
-from msgr import _cwire, crc as msgr_crc
+from msgr import _cwire
+from msgr import crc as msgr_crc
 from msgr.errors import BadCrcError, BadTagError, DecodeError, ShortBufferError
 
 try:
@@ -409,7 +411,7 @@ def test_scan_real_mon_stream(w, name):
     status, end, recs = w.scan_frames(stream, new_footer=new_footer)
     assert (status, end, len(recs)) == (_cwire.SCAN_NEED_MORE, len(stream), len(frames))
     c = msgr_crc.crc32c
-    for r, e in zip(recs, frames):
+    for r, e in zip(recs, frames, strict=True):
         raw = bytes.fromhex(e["hex"])
         assert r[_cwire.R_TAG] == raw[0] and r[_cwire.R_LEN] == len(raw)
         if e["kind"] == "keepalive2_ack":

@@ -5,11 +5,19 @@ import struct
 import uuid
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from msgr.encoding import (
-    AuthEntityName, Decoder, Encoder, Utime, VersionTooNewError, dec_string, dec_u32,
-    enc_string, enc_u32,
+    AuthEntityName,
+    Decoder,
+    Encoder,
+    Utime,
+    VersionTooNewError,
+    dec_string,
+    dec_u32,
+    enc_string,
+    enc_u32,
 )
 from msgr.entity import EntityAddr, EntityName
 from msgr.errors import BadLengthError, DecodeError, ShortBufferError

@@ -1,6 +1,7 @@
 """msgr.entity: names read like Ceph's, addresses encode in both forms, race order is Ceph's memcmp."""
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from msgr.entity import EntityAddr, EntityName, decode_addrvec, encode_addrvec
 from msgr.errors import BadAddressError, ShortBufferError
@@ -37,7 +38,8 @@ def test_legacy_example_from_spec():
 
 @given(st.ip_addresses(), st.integers(0, 65535), st.integers(0, 2**32 - 1))
 def test_legacy_round_trip(ip, port, nonce):
-    a = EntityAddr.parse(f"v1:{'[%s]' % ip if ip.version == 6 else ip}:{port}/{nonce}")
+    host = f"[{ip}]" if ip.version == 6 else str(ip)
+    a = EntityAddr.parse(f"v1:{host}:{port}/{nonce}")
     assert EntityAddr.decode_legacy(a.encode_legacy()) == a
     assert EntityAddr.decode(a.encode_legacy()) == (a, 136)
     new = a.encode(MSG_ADDR2)

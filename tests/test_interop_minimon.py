@@ -7,10 +7,9 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from cephmon import free_port
@@ -150,8 +149,7 @@ def test_minimon_answers_like_a_monitor() -> None:
     mod = _load_minimon()
     from msgr.encoding import Decoder
     from msgr.entity import EntityAddr
-    from msgr.messages import (MAuth, MAuthReply, MConfig, MMonCommand, MMonCommandAck, MMonMap,
-                               MMonSubscribe, MPing)
+    from msgr.messages import MAuth, MAuthReply, MConfig, MMonCommand, MMonCommandAck, MMonMap, MMonSubscribe, MPing
     fsid = uuid.uuid4()
     mon = mod.MiniMon(EntityAddr.parse("v1:127.0.0.1:6789/0"), fsid, "a", verbose=False)
     rep, mm = _deliver(mon, MAuth.none_request())

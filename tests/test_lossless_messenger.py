@@ -12,8 +12,8 @@ import threading
 import time
 
 import pytest
+from lossless_util import Cluster, Tagged, check_exact, perf, wait_for
 
-from lossless_util import Cluster, Recorder, Tagged, check_exact, perf, wait_for
 from msgr import Config, EntityName, Policy
 
 pytest.importorskip("msgr.protocol.protocol_v1", reason="ProtocolV1 has not landed yet")

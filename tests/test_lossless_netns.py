@@ -15,12 +15,12 @@ The receiver reports every id it dispatched: each must appear exactly once, in o
 from __future__ import annotations
 
 import json
+import queue
 import random
 import subprocess
 import sys
 import threading
 import time
-import queue
 from pathlib import Path
 
 import pytest

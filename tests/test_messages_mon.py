@@ -13,15 +13,27 @@ import uuid
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from msgr.entity import EntityAddr
 from msgr.errors import DecodeError
 from msgr.features import CEPH_FEATURES_ALL_PACIFIC, MON_REQUIRES_OF_CLIENT
 from msgr.message import Message, decode_message
 from msgr.messages import (
-    MAuth, MAuthReply, MConfig, MMonCommand, MMonCommandAck, MMonGetVersion, MMonGetVersionReply,
-    MMonMap, MMonSubscribe, MMonSubscribeAck, MonInfo, MonMap, MPing,
+    MAuth,
+    MAuthReply,
+    MConfig,
+    MMonCommand,
+    MMonCommandAck,
+    MMonGetVersion,
+    MMonGetVersionReply,
+    MMonMap,
+    MMonSubscribe,
+    MMonSubscribeAck,
+    MonInfo,
+    MonMap,
+    MPing,
 )
 from msgr.messages.auth import AuthNegotiation
 from msgr.wire import MsgHeader
@@ -264,7 +276,7 @@ def test_minimal_feature_recording_legacy_monmap_and_subscribe_ack() -> None:
     maps = [_decode(e) for e in msgs if e["type"] == 4]
     (ack,) = [_decode(e) for e in msgs if e["type"] == 16]
     assert maps and isinstance(ack, MMonSubscribeAck) and ack.interval > 0
-    for m, ev in zip(maps, [e for e in msgs if e["type"] == 4]):
+    for m, ev in zip(maps, [e for e in msgs if e["type"] == 4], strict=False):
         assert m.monmap.encoding == "v1" and m.monmap.fsid == ack.fsid and m.monmap.epoch == 1
         (info,) = m.monmap.mons.values()
         assert str(info.addrs[0]) == rec["mon_addr"]

@@ -15,8 +15,17 @@ import pytest
 from msgr import Config, EntityAddr, EntityName, Policy
 from msgr.crc import crc32c
 from msgr.features import FEATURES_SUPPORTED_DEFAULT, RECONNECT_SEQ
-from msgr.wire import (BANNER, FOOTER_COMPLETE, SERVER_IDENTIFY_SIZE, ConnectMsg, ConnectReply, MsgFooter,
-                       MsgHeader, Tag, proto_version)
+from msgr.wire import (
+    BANNER,
+    FOOTER_COMPLETE,
+    SERVER_IDENTIFY_SIZE,
+    ConnectMsg,
+    ConnectReply,
+    MsgFooter,
+    MsgHeader,
+    Tag,
+    proto_version,
+)
 
 pytest.importorskip("msgr.protocol.protocol_v1", reason="ProtocolV1 has not landed yet")
 

@@ -11,11 +11,10 @@ import socket
 import threading
 
 import pytest
+from test_messenger_loopback import Collector, MTest, make, wait_for
 
 from msgr import Config, EntityAddr, EntityName, Policy
 from msgr.wire import BANNER, Priority
-
-from test_messenger_loopback import Collector, MTest, make, wait_for
 
 pytest.importorskip("msgr.protocol.protocol_v1", reason="ProtocolV1 has not landed yet")
 OSD = EntityName.TYPE_OSD
@@ -45,7 +44,7 @@ def test_get_last_keepalive_ack_changes_per_round_trip(msgrs):
     for _ in range(3):
         prev = ca.get_last_keepalive_ack()
         ca.send_keepalive()
-        wait_for(lambda: ca.get_last_keepalive_ack() != prev, what="KEEPALIVE2_ACK")
+        wait_for(lambda prev=prev: ca.get_last_keepalive_ack() != prev, what="KEEPALIVE2_ACK")
         stamps.append(ca.get_last_keepalive_ack())
     assert stamps == sorted(stamps) and len(set(stamps)) == 3
     assert a.get_loopback_connection().get_last_keepalive_ack() == 0.0
@@ -127,10 +126,10 @@ def test_idle_timeout_faults_a_silent_session_only(msgrs):
     ca.send_message(MTest(1))
     wait_for(lambda: len(db.msgs) == 1, what="first message")
     # keep it busy for well over the timeout: input keeps both sides alive
-    for i in range(8):
+    for _ in range(8):
         prev = ca.get_last_keepalive_ack()
         ca.send_keepalive()
-        wait_for(lambda: ca.get_last_keepalive_ack() != prev, what="keepalive ack")
+        wait_for(lambda prev=prev: ca.get_last_keepalive_ack() != prev, what="keepalive ack")
         threading.Event().wait(0.1)
     assert da.count("reset") == 0 and ca.is_connected()
     # then silence: the idle timeout ends the (lossy) session with a reset callback
@@ -202,7 +201,7 @@ def test_idle_tick_gives_a_quiet_session_its_small_receive_buffer_back(msgrs):
         for _ in range(2000):
             ca.send_message(MTest(sent, b"x" * 100))
             sent += 1
-        wait_for(lambda: len(db.msgs) == sent, what="a burst")
+        wait_for(lambda sent=sent: len(db.msgs) == sent, what="a burst")
     threading.Event().wait(2 * RBUF_QUIET_US / 1e6)   # quiet for longer than the protocol asks
 
     def tick() -> int:

@@ -170,7 +170,8 @@ def _payload(size: int, cache: dict) -> bytes:
     return b
 
 
-@pytest.mark.parametrize("pair", [{"cfg": {"ms_crc_data": True}}, {"cfg": {"ms_crc_data": False, "ms_crc_header": False}}],
+@pytest.mark.parametrize("pair", [{"cfg": {"ms_crc_data": True}},
+                                  {"cfg": {"ms_crc_data": False, "ms_crc_header": False}}],
                          indirect=True, ids=["crc", "nocrc"])
 def test_ten_thousand_messages_each_way_in_order(pair):
     a, da, b, db = pair

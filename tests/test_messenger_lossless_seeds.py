@@ -15,15 +15,15 @@ import threading
 import time
 
 import pytest
-
 from lossless_util import Cluster, Tagged, check_exact, perf, wait_for
+from test_protocol_support import PEER_ADDR, RawPeer, make_msg
+
 from msgr import Config, EntityAddr, EntityName, Policy
 from msgr.protocol.actions import Discarded, OpenSocket, SessionClosed
 from msgr.protocol.protocol_v1 import ProtocolV1
 from msgr.protocol.states import State
 from msgr.sim.fakehost import FakeHost
 from msgr.wire import Tag
-from test_protocol_support import PEER_ADDR, RawPeer, make_msg
 
 OSD = EntityName.TYPE_OSD
 N = 5000

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
+from lossless_util import Cluster, Tagged, check_exact, live_sessions, wait_for
 
 from eventcenter import NetworkStack
-from lossless_util import Cluster, Tagged, check_exact, live_sessions, wait_for
 from msgr import Config, EntityName, Policy
 from msgr.messenger import Messenger, shared_stacks
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import socket
 
 import pytest
-
 from lossless_util import Cluster, Tagged, perf, send_range, wait_for
+
 from msgr import Config, EntityName, Policy
 from msgr.features import FEATURES_SUPPORTED_DEFAULT, RECONNECT_SEQ
 from msgr.protocol.states import State

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from test_protocol_support import CLIENT, MON, OSD, PEER_ADDR, RawPeer, make_msg, mon_host, reply_fields
 
 from msgr.entity import EntityAddr
 from msgr.features import CEPH_FEATURES_ALL_PACIFIC, MON_REQUIRES_OF_CLIENT, RECONNECT_SEQ
@@ -11,8 +12,6 @@ from msgr.protocol.handshake import SERVER_DECISIONS, ConnectCtx, Do, Existing, 
 from msgr.protocol.protocol_v1 import ProtocolV1
 from msgr.protocol.states import State
 from msgr.wire import ConnectMsg, Tag, unpack_u64
-
-from test_protocol_support import CLIENT, MON, OSD, PEER_ADDR, RawPeer, make_msg, mon_host, reply_fields
 
 
 # --- E0 / E5: gates in the order protocol -> features -> authorizer -------------------------------------

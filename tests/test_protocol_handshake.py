@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_protocol_support import CLIENT, MON, MON_ADDR, SOCK_PEER, RawPeer, make_msg, mon_host
 
 from msgr.entity import EntityAddr, EntityName
 from msgr.features import CEPH_FEATURES_ALL_PACIFIC, RECONNECT_SEQ
 from msgr.policy import Policy
-from msgr.protocol.actions import ArmTimer, Discarded, Fault, Notify, ConnEvent, OpenSocket, SessionClosed, TimerKind
+from msgr.protocol.actions import ArmTimer, ConnEvent, Discarded, Fault, Notify, OpenSocket, SessionClosed, TimerKind
 from msgr.protocol.protocol_v1 import TRANSITIONS, ProtocolV1
 from msgr.protocol.states import State
 from msgr.sim.fakehost import FakeHost
 from msgr.wire import BANNER, ConnectMsg, ConnectReply, Tag, pack_server_identify, pack_u64, unpack_u64
-
-from test_protocol_support import CLIENT, MON, MON_ADDR, SOCK_PEER, RawPeer, connect_msg, make_msg, mon_host
 
 REAL_CLIENT_CONNECT = bytes.fromhex("fffffdffbdcf013f 08000000 01000000 00000000 0f000000 00000000 00000000 00"
                                     .replace(" ", ""))

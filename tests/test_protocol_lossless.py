@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import pytest
+from test_protocol_support import make_msg, msg_id
 
 from msgr.entity import EntityAddr, EntityName
 from msgr.policy import Policy
-from msgr.protocol.actions import Discarded, Notify, ConnEvent, OpenSocket, SessionClosed, TimerKind
+from msgr.protocol.actions import ConnEvent, Discarded, Notify, OpenSocket, SessionClosed, TimerKind
 from msgr.protocol.states import State
 from msgr.sim.fakehost import FakeHost
 from msgr.sim.wire_pair import WireNet
-
-from test_protocol_support import make_msg, msg_id
 
 A_ADDR = EntityAddr.parse("v1:10.0.0.1:6800/11")
 B_ADDR = EntityAddr.parse("v1:10.0.0.2:6800/22")
@@ -234,8 +233,8 @@ def test_ready_timeout_zero_disables_the_timer():
 def test_stalled_handshake_through_a_partition_recovers_by_the_ready_timeout():
     """The server's banner never arrives (partition right after the TCP connect): before the timeout
     existed, this attempt sat until ms_connection_idle_timeout (900 s)."""
-    from msgr.sim.network import SimNetwork
     from msgr.sim.chaos import make_message, parse_message
+    from msgr.sim.network import SimNetwork
     net = SimNetwork(11)
     cfg = dict(ms_initial_backoff=0.05, ms_max_backoff=1.0, ms_connection_ready_timeout=2.0)
     pol = {EntityName.TYPE_OSD: Policy.lossless_peer()}

@@ -5,7 +5,9 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_protocol_support import TEST_TYPE, make_msg, msg_id
 
 from msgr import _cwire
 from msgr.config import Config
@@ -21,9 +23,7 @@ from msgr.protocol.states import State
 from msgr.sim.fakehost import FakeHost
 from msgr.sim.wire_pair import WireNet
 from msgr.throttle import Throttle
-from msgr.wire import ConnectReply, Tag, pack_server_identify, pack_u64
-
-from test_protocol_support import TEST_TYPE, make_msg, msg_id
+from msgr.wire import Tag
 
 A_ADDR = EntityAddr.parse("v1:10.0.0.1:6800/11")
 B_ADDR = EntityAddr.parse("v1:10.0.0.2:6800/22")
@@ -186,7 +186,7 @@ def test_throttle_blocks_then_resumes(which):
     while len(net.messages(b)) < 10:
         before = len(net.messages(b))
         net.held.pop(0).release_throttles()   # the dispatcher finished one: the next can be read
-        net.run(until=lambda: len(net.messages(b)) > before)
+        net.run(until=lambda before=before: len(net.messages(b)) > before)
     for m in net.held:
         m.release_throttles()
     net.run()
@@ -268,7 +268,7 @@ def test_random_bytes_in_open_never_raise(junk):
     s.take_output()
 
 
-# --- batch fast path (OPEN -> complete frames in buffer -> dispatch) vs the state path ----------------------------------
+# --- batch fast path (OPEN -> complete frames in buffer -> dispatch) vs the state path -----------------------------
 def _open_server(batch=True, policy=None, config=None, sent=5):
     """A server ProtocolV1 in OPEN (raw accept); ``batch`` False forces the per-state path."""
     host = FakeHost(EntityName.osd(2), B_ADDR, default_policy=policy or Policy.lossless_peer(), config=config)
@@ -580,6 +580,7 @@ def test_small_frame_larger_than_the_idle_buffer_in_one_short_read_each():
 @pytest.mark.parametrize("crc", [True, False])
 def test_segment_above_the_prealloc_cap_grows_as_it_arrives_and_arrives_intact(crc):
     import random
+
     from msgr.protocol.protocol_v1 import DIRECT_CHUNK, DIRECT_PREALLOC_MAX
     cfg = Config(ms_crc_data=crc, ms_crc_header=crc)
     host, s = _open_server(config=cfg)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, note, settings, strategies as st
+from hypothesis import HealthCheck, note, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from msgr.sim.chaos import SCENARIOS, Cluster

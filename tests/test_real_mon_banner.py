@@ -6,11 +6,11 @@ import socket
 from pathlib import Path
 
 import pytest
-
 from cephmon import CephMon
+
 from msgr import wire
-from msgr.entity import EntityAddr
 from msgr.crc import crc32c
+from msgr.entity import EntityAddr
 from msgr.errors import BadBannerError, BadCrcError
 
 IDENTIFY_SIZE = 9 + 136 + 136

@@ -11,8 +11,8 @@ from __future__ import annotations
 import socket
 
 import pytest
-
 from lossless_util import Cluster, check_exact, perf, send_range, wait_for
+
 from msgr import Config, EntityName, Policy
 from msgr.protocol.states import State
 

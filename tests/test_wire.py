@@ -2,12 +2,12 @@
 import struct
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from msgr import wire
 from msgr.entity import EntityAddr
-from msgr.errors import (BadAddressError, BadBannerError, BadCrcError, BadLengthError, DecodeError,
-                         ShortBufferError)
+from msgr.errors import BadAddressError, BadBannerError, BadCrcError, BadLengthError, DecodeError, ShortBufferError
 from msgr.wire import ConnectMsg, ConnectReply, MsgFooter, MsgFooterOld, MsgHeader, MsgHeaderOld, Tag
 
 # real-ceph-findings.md §2: the connect a real pacific `ceph` client sent
