@@ -411,6 +411,7 @@ class EventCenter:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` has run."""
         return self._closed
 
     def __del__(self) -> None:

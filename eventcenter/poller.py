@@ -108,4 +108,5 @@ class Poller:
 
     @property
     def closed(self) -> bool:
+        """True once the epoll fd is closed."""
         return self._ep.closed

@@ -54,6 +54,7 @@ class Worker:
     # --- thread life ----------------------------------------------------------
 
     def is_alive(self) -> bool:
+        """True while the worker's loop thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
@@ -140,6 +141,7 @@ class NetworkStack:
 
     @property
     def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
         return self._running
 
     def start(self) -> None:

@@ -46,32 +46,39 @@ class EntityName:
 
     @classmethod
     def mon(cls, name: str | int = 0, rank: int = 0) -> EntityName:
+        """A monitor: ``mon(3)`` is ``mon.3``; ``mon("a", rank=0)`` is ``mon.a`` (rank 0)."""
         if isinstance(name, int):
             return cls(cls.TYPE_MON, name)
         return cls(cls.TYPE_MON, rank, name)
 
     @classmethod
     def mds(cls, num: int) -> EntityName:
+        """``mds.<num>``."""
         return cls(cls.TYPE_MDS, num)
 
     @classmethod
     def osd(cls, num: int) -> EntityName:
+        """``osd.<num>``."""
         return cls(cls.TYPE_OSD, num)
 
     @classmethod
     def client(cls, num: int = NEW) -> EntityName:
+        """``client.<num>``; a client without a global id yet is ``client.-1`` (:attr:`NEW`)."""
         return cls(cls.TYPE_CLIENT, num)
 
     @classmethod
     def mgr(cls, num: int) -> EntityName:
+        """``mgr.<num>``."""
         return cls(cls.TYPE_MGR, num)
 
     @staticmethod
     def type_name(type: int) -> str:
+        """Ceph's name of an entity type number (``4`` -> ``"osd"``)."""
         return _TYPE_NAMES.get(type, f"type{type}")
 
     @property
     def type_str(self) -> str:
+        """This name's type as text (``"osd"``)."""
         return self.type_name(self.type)
 
     def __str__(self) -> str:
@@ -140,32 +147,40 @@ class EntityAddr:
 
     @classmethod
     def from_sockaddr(cls, sockaddr: tuple[Any, ...], nonce: int = 0, type: int = TYPE_LEGACY) -> EntityAddr:
+        """From a socket address tuple as ``socket.getpeername()`` returns it (``(ip, port, ...)``)."""
         ip = sockaddr[0]
         family = AF_INET6 if ":" in ip else AF_INET
         return cls(type, nonce, ip, sockaddr[1], family)
 
     def with_nonce(self, nonce: int) -> EntityAddr:
+        """A copy with another nonce."""
         return replace(self, nonce=nonce)
 
     def with_port(self, port: int) -> EntityAddr:
+        """A copy with another port."""
         return replace(self, port=port)
 
     def with_ip(self, ip: str) -> EntityAddr:
+        """A copy with another IP (the family follows it)."""
         family = AF_INET6 if ":" in ip else AF_INET
         return replace(self, ip=ip, family=family)
 
     def with_type(self, type: int) -> EntityAddr:
+        """A copy with another address type (``TYPE_LEGACY`` is ``v1:``)."""
         return replace(self, type=type)
 
     # --- queries ---------------------------------------------------------
     def is_blank_ip(self) -> bool:
+        """True for ``0.0.0.0`` and ``::`` (bound to any address; the peer fills it in)."""
         return ipaddress.ip_address(self.ip).packed == bytes(len(ipaddress.ip_address(self.ip).packed))
 
     def sockaddr(self) -> tuple[str, int]:
+        """``(ip, port)`` for ``socket.connect``/``bind``."""
         return (self.ip, self.port)
 
     @property
     def socket_family(self) -> int:
+        """``socket.AF_INET`` or ``socket.AF_INET6``."""
         return socket.AF_INET6 if self.family == AF_INET6 else socket.AF_INET
 
     def __str__(self) -> str:
@@ -197,6 +212,7 @@ class EntityAddr:
 
     @classmethod
     def decode_legacy(cls, buf: BytesLike, offset: int = 0) -> EntityAddr:
+        """Read the 136-byte legacy form at ``offset`` (the inverse of :meth:`encode_legacy`)."""
         if len(buf) - offset < LEGACY_ADDR_SIZE:
             raise ShortBufferError("entity_addr_t (legacy)", LEGACY_ADDR_SIZE, max(0, len(buf) - offset))
         _type, nonce = struct.unpack_from("<II", buf, offset)
