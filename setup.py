@@ -39,7 +39,7 @@ setup(
     # PEP 561: the packages are typed; _fastpath.pyi types the compiled C module
     package_data={"msgr": ["py.typed", "_fastpath.pyi"], "eventcenter": ["py.typed"]},
     setup_requires=["cffi>=1.15"],
-    install_requires=["cffi>=1.15", "crcmod>=1.7"],
+    install_requires=["cffi>=1.15", "crcmod>=1.7", "cryptography>=3.4"],  # cryptography: cephx AES
     cffi_modules=cffi_modules,
     cmdclass={"build_ext": OptionalBuildExt},
     extras_require={

@@ -3,6 +3,7 @@
 Stdlib only, so benchmarks and recording scripts can import it too:
 
     mon = CephMon().start()          # own temp dir, free loopback port, v1 only, auth none
+    mon = CephMon(cephx=True).start()  # the same with cephx required (mon.keyring_path)
     ...  mon.host, mon.port, mon.addr ("v1:127.0.0.1:PORT"), mon.fsid
     mon.ceph_cli("ping", "mon.a")
     mon.stop()                       # SIGTERM, SIGKILL after a grace period; dir removed
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 MON_BINARIES = ("ceph-mon", "monmaptool")
+CEPHX_BINARIES = ("ceph-authtool",)
 
 
 class CephMonError(RuntimeError):
@@ -141,6 +143,9 @@ def _stop_leftovers() -> None:
 class CephMon:
     """One throwaway ``ceph-mon`` (id ``a``) on loopback, msgr v1 only, auth none.
 
+    ``cephx=True`` requires cephx for everything instead: ``ceph-authtool`` makes
+    ``keyring`` (``mon.`` and ``client.admin``, all caps) in the mon's dir, the
+    ceph.conf names it, and the store is made with it (``--mkfs --keyring``).
     ``base_dir=None`` makes a private temp dir that :meth:`stop` removes; a given
     dir is kept unless ``remove_dir=True``. ``port=None`` picks a free port and
     retries with another one if the mon loses the bind race.
@@ -149,7 +154,8 @@ class CephMon:
     def __init__(self, base_dir: str | os.PathLike[str] | None = None, *,
                  host: str = "127.0.0.1", port: int | None = None, debug_ms: int = 0,
                  extra_conf: dict[str, str] | None = None, start_timeout: float = 20.0,
-                 remove_dir: bool | None = None, die_with_parent: bool = True) -> None:
+                 remove_dir: bool | None = None, die_with_parent: bool = True,
+                 cephx: bool = False) -> None:
         if base_dir is None:
             # Short path on purpose: the admin socket path must fit sun_path (108 bytes).
             remove_stale_dirs()
@@ -168,6 +174,7 @@ class CephMon:
         self.die_with_parent = die_with_parent
         self.fsid = str(uuid.uuid4())
         self.name = "a"
+        self.cephx = cephx
         self._proc: subprocess.Popen[bytes] | None = None
 
     # --- paths and addresses ---------------------------------------------
@@ -175,6 +182,11 @@ class CephMon:
     @property
     def conf_path(self) -> Path:
         return self.dir / "ceph.conf"
+
+    @property
+    def keyring_path(self) -> Path:
+        """The cephx keyring (``mon.``, ``client.admin``); exists only in cephx mode."""
+        return self.dir / "keyring"
 
     @property
     def log_path(self) -> Path:
@@ -216,7 +228,7 @@ class CephMon:
 
     def start(self) -> "CephMon":
         """Create the mon store and run the mon until its port accepts TCP."""
-        missing = missing_binaries(*MON_BINARIES)
+        missing = missing_binaries(*MON_BINARIES, *(CEPHX_BINARIES if self.cephx else ()))
         if missing:
             raise CephMonError(f"missing Ceph binaries: {', '.join(missing)}")
         attempts = 1 if self._fixed_port else 5
@@ -234,12 +246,13 @@ class CephMon:
 
     def _conf_text(self) -> str:
         d = self.dir
+        auth = "cephx" if self.cephx else "none"
         opts = {
             "fsid": self.fsid,
             "mon host": self.addr,
-            "auth cluster required": "none",
-            "auth service required": "none",
-            "auth client required": "none",
+            "auth cluster required": auth,
+            "auth service required": auth,
+            "auth client required": auth,
             "ms bind msgr2": "false",
             "ms bind msgr1": "true",
             # Fail fast on a lost port race (defaults: 3 tries, 5 s apart).
@@ -253,6 +266,8 @@ class CephMon:
             "admin socket": f"{d}/$name.asok",
             "pid file": f"{d}/$name.pid",
         }
+        if self.cephx:
+            opts["keyring"] = str(self.keyring_path)
         if self.debug_ms:
             opts["debug ms"] = str(self.debug_ms)
         opts.update(self.extra_conf)
@@ -274,8 +289,22 @@ class CephMon:
         monmap = str(self.dir / "monmap")
         self._run_tool("monmaptool", "--create", "--addv", self.name, f"[{self.addr}]",
                        "--fsid", self.fsid, monmap)
-        self._run_tool("ceph-mon", "-c", str(self.conf_path), "--mkfs", "-i", self.name,
-                       "--monmap", monmap)
+        mkfs = ["ceph-mon", "-c", str(self.conf_path), "--mkfs", "-i", self.name,
+                "--monmap", monmap]
+        if self.cephx:
+            self._make_keyring()
+            mkfs += ["--keyring", str(self.keyring_path)]
+        self._run_tool(*mkfs)
+
+    def _make_keyring(self) -> None:
+        """``mon.`` and ``client.admin`` with every cap, as a new cluster's bootstrap has."""
+        kr = str(self.keyring_path)
+        self.keyring_path.unlink(missing_ok=True)
+        self._run_tool("ceph-authtool", "--create-keyring", kr, "--gen-key", "-n", "mon.",
+                       "--cap", "mon", "allow *")
+        self._run_tool("ceph-authtool", kr, "--gen-key", "-n", "client.admin",
+                       "--cap", "mon", "allow *", "--cap", "osd", "allow *",
+                       "--cap", "mgr", "allow *", "--cap", "mds", "allow *")
 
     def _launch_and_wait(self) -> bool:
         """Start the mon; True once it listens, False on a lost port race."""

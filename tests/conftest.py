@@ -9,6 +9,7 @@ Fixtures:
                     indirectly with a dict of CephMon kwargs, e.g.
                     ``@pytest.mark.parametrize("ceph_mon", [{"debug_ms": 20}], indirect=True)``
   fresh_ceph_mon    the same, one per test (no shared mon state)
+  cephx_mon         session-wide CephMon(cephx=True): cephx required, ``.keyring_path``
   ceph_mon_factory  ``factory(**kwargs) -> CephMon`` started now, stopped at teardown
   ceph_mon_binaries only the skip/fail check, for tests that build CephMon themselves
   ceph_cli          skips/fails unless the ``ceph`` CLI exists; returns the CephMon.ceph_cli caller
@@ -29,14 +30,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cephmon import (  # noqa: E402  (path set just above)
-    MON_BINARIES, CephMon, CephMonError, TsharkCapture, missing_binaries, tshark_decode,
+    CEPHX_BINARIES, MON_BINARIES, CephMon, CephMonError, TsharkCapture, missing_binaries,
+    tshark_decode,
 )
 
 REQUIRE_ENV = "MSGR_REQUIRE_CEPH"
 
 # Fixtures whose users get the "ceph" marker, so `-m "not ceph"` deselects them.
 _CEPH_FIXTURES = {"ceph_mon", "fresh_ceph_mon", "ceph_mon_factory", "ceph_cli", "tshark",
-                  "ceph_mon_binaries"}
+                  "ceph_mon_binaries", "cephx_mon"}
 
 
 def ceph_required() -> bool:
@@ -91,6 +93,15 @@ def _start_mon(kwargs: dict[str, Any]) -> CephMon:
 def ceph_mon(request: pytest.FixtureRequest) -> Iterator[CephMon]:
     """A running monitor shared by the session (per distinct indirect param)."""
     mon = _start_mon(dict(getattr(request, "param", None) or {}))
+    yield mon
+    mon.stop()
+
+
+@pytest.fixture(scope="session")
+def cephx_mon() -> Iterator[CephMon]:
+    """A running monitor that requires cephx (keyring from ceph-authtool), shared by the session."""
+    require_binary(*CEPHX_BINARIES)
+    mon = _start_mon({"cephx": True})
     yield mon
     mon.stop()
 

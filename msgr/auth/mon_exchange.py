@@ -1,0 +1,49 @@
+"""Run a :class:`~msgr.auth.cephx_client.CephxClient` exchange over MAuth/MAuthReply.
+
+Blocking glue for applications (the probe, tests): ``send`` puts an MAuth on
+the monitor connection, ``recv`` returns the next MAuthReply (or raises on a
+timeout). The protocol logic stays in the sans-IO client.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from msgr.auth.cephx_client import CephxClient
+from msgr.auth.errors import AuthError
+from msgr.messages.auth import CEPH_AUTH_CEPHX, MAuth, MAuthReply
+
+__all__ = ["authenticate", "renew"]
+
+
+def _loop(client: CephxClient, protocol: int, payload: bytes, send: Callable[[MAuth], None],
+          recv: Callable[[], MAuthReply], clock: Callable[[], float], max_rounds: int) -> int:
+    rounds = 0
+    while True:
+        send(MAuth(protocol, payload))
+        r = recv()
+        rounds += 1
+        nxt = client.handle_reply(r.protocol, r.result, r.global_id, r.result_bl, clock(),
+                                  r.result_msg)
+        if nxt is None:
+            return rounds
+        if rounds >= max_rounds:
+            raise AuthError(f"cephx did not finish in {max_rounds} round trips")
+        protocol, payload = CEPH_AUTH_CEPHX, nxt
+
+
+def authenticate(client: CephxClient, send: Callable[[MAuth], None],
+                 recv: Callable[[], MAuthReply], clock: Callable[[], float] = time.time,
+                 max_rounds: int = 8) -> int:
+    """From the negotiation to the last ticket; returns the number of round trips."""
+    protocol, payload = client.initial_request(client.global_id)
+    return _loop(client, protocol, payload, send, recv, clock, max_rounds)
+
+
+def renew(client: CephxClient, send: Callable[[MAuth], None], recv: Callable[[], MAuthReply],
+          clock: Callable[[], float] = time.time, max_rounds: int = 8) -> int:
+    """Renew what is due (auth ticket and/or service tickets) on an authenticated session."""
+    if not client.needs_renewal(clock()):
+        return 0
+    return _loop(client, CEPH_AUTH_CEPHX, client.build_request(clock()), send, recv, clock,
+                 max_rounds)
