@@ -10,7 +10,8 @@ from __future__ import annotations
 import queue
 import subprocess
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,7 @@ OSD, MGR, MON, AUTH = (EntityName.TYPE_OSD, EntityName.TYPE_MGR, EntityName.TYPE
 
 class _Inbox(Dispatcher):
     def __init__(self) -> None:
-        self.q: "queue.Queue[Any]" = queue.Queue()
+        self.q: queue.Queue[Any] = queue.Queue()
 
     def ms_dispatch(self, msg: Any) -> bool:
         self.q.put(msg)

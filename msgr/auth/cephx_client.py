@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from msgr.auth.cephx_wire import (
     CEPHX_GET_AUTH_SESSION_KEY,

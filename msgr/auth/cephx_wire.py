@@ -45,7 +45,7 @@ class ServerChallenge:
         return Encoder().u8(1).u64(self.server_challenge).getvalue()
 
     @classmethod
-    def decode_from(cls, d: Decoder) -> "ServerChallenge":
+    def decode_from(cls, d: Decoder) -> ServerChallenge:
         struct_v(d, "CephXServerChallenge")
         return cls(d.u64())
 
@@ -59,7 +59,7 @@ class ResponseHeader:
         return e.u16(self.request_type).s32(self.status)
 
     @classmethod
-    def decode_from(cls, d: Decoder) -> "ResponseHeader":
+    def decode_from(cls, d: Decoder) -> ResponseHeader:
         return cls(d.u16(), d.s32())
 
 
@@ -77,7 +77,7 @@ class TicketBlob:
         return self.encode_into(Encoder()).getvalue()
 
     @classmethod
-    def decode_from(cls, d: Decoder) -> "TicketBlob":
+    def decode_from(cls, d: Decoder) -> TicketBlob:
         struct_v(d, "CephXTicketBlob")
         return cls(d.u64(), d.bytes())
 
@@ -111,7 +111,7 @@ class Authenticate:
         return e
 
     @classmethod
-    def decode_from(cls, d: Decoder) -> "Authenticate":
+    def decode_from(cls, d: Decoder) -> Authenticate:
         v = struct_v(d, "CephXAuthenticate")
         cc, key = d.u64(), d.u64()
         old = TicketBlob.decode_from(d)
@@ -132,7 +132,7 @@ class ServiceTicket:
         return e.utime(self.validity).getvalue()
 
     @classmethod
-    def decode(cls, buf: bytes) -> "ServiceTicket":
+    def decode(cls, buf: bytes) -> ServiceTicket:
         d = Decoder(buf, what="CephXServiceTicket")
         struct_v(d, "CephXServiceTicket")
         return cls(CryptoKey.decode_from(d), d.utime())
@@ -148,7 +148,7 @@ class ServiceTicketRequest:
         return e.u8(1).u32(self.keys)
 
     @classmethod
-    def decode_from(cls, d: Decoder) -> "ServiceTicketRequest":
+    def decode_from(cls, d: Decoder) -> ServiceTicketRequest:
         struct_v(d, "CephXServiceTicketRequest")
         return cls(d.u32())
 
@@ -166,7 +166,7 @@ class Authorize:
                 .u64(self.server_challenge_plus_one).getvalue())
 
     @classmethod
-    def decode(cls, buf: bytes) -> "Authorize":
+    def decode(cls, buf: bytes) -> Authorize:
         d = Decoder(buf, what="CephXAuthorize")
         v = struct_v(d, "CephXAuthorize")
         nonce = d.u64()
@@ -189,7 +189,7 @@ class AuthorizeReply:
         return e.getvalue()
 
     @classmethod
-    def decode(cls, buf: bytes) -> "AuthorizeReply":
+    def decode(cls, buf: bytes) -> AuthorizeReply:
         d = Decoder(buf, what="CephXAuthorizeReply")
         v = struct_v(d, "CephXAuthorizeReply")
         n = d.u64()
@@ -206,7 +206,7 @@ class AuthorizeChallenge:
         return Encoder().u8(1).u64(self.server_challenge).getvalue()
 
     @classmethod
-    def decode(cls, buf: bytes) -> "AuthorizeChallenge":
+    def decode(cls, buf: bytes) -> AuthorizeChallenge:
         d = Decoder(buf, what="CephXAuthorizeChallenge")
         struct_v(d, "CephXAuthorizeChallenge")
         return cls(d.u64())

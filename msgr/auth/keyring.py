@@ -59,7 +59,7 @@ class CryptoKey:
             raise KeyringError(f"crypto key type {self.type} is not AES (1) or none (0)")
 
     @classmethod
-    def generate(cls, now: float | None = None) -> "CryptoKey":
+    def generate(cls, now: float | None = None) -> CryptoKey:
         t = time.time() if now is None else now
         return cls(os.urandom(AES_KEY_LEN), CRYPTO_AES, Utime(int(t), int((t % 1) * 1e9)))
 
@@ -70,7 +70,7 @@ class CryptoKey:
         return self.encode_into(Encoder()).getvalue()
 
     @classmethod
-    def decode_from(cls, d: Decoder) -> "CryptoKey":
+    def decode_from(cls, d: Decoder) -> CryptoKey:
         typ = d.u16()
         created = d.utime()
         n = d.u16()
@@ -81,7 +81,7 @@ class CryptoKey:
             raise DecodeError(f"CryptoKey: {exc}") from None
 
     @classmethod
-    def decode(cls, buf: bytes | bytearray | memoryview) -> "CryptoKey":
+    def decode(cls, buf: bytes | bytearray | memoryview) -> CryptoKey:
         d = Decoder(buf, what="CryptoKey")
         key = cls.decode_from(d)
         if not d.at_end():
@@ -89,7 +89,7 @@ class CryptoKey:
         return key
 
     @classmethod
-    def from_base64(cls, text: str) -> "CryptoKey":
+    def from_base64(cls, text: str) -> CryptoKey:
         """The ``key = ...`` form of a keyring (also ``ceph-authtool -p``'s output)."""
         try:
             raw = base64.b64decode(text.strip(), validate=True)
@@ -133,7 +133,7 @@ class Keyring:
         self.entries: dict[str, KeyringEntry] = dict(entries or {})
 
     @classmethod
-    def parse(cls, text: str, source: str = "keyring") -> "Keyring":
+    def parse(cls, text: str, source: str = "keyring") -> Keyring:
         entries: dict[str, KeyringEntry] = {}
         cur: KeyringEntry | None = None
         for lineno, raw in enumerate(text.splitlines(), 1):
@@ -162,7 +162,7 @@ class Keyring:
         return cls(entries)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "Keyring":
+    def load(cls, path: str | os.PathLike[str]) -> Keyring:
         try:
             text = Path(path).read_text()
         except OSError as exc:

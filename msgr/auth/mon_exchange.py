@@ -7,7 +7,7 @@ timeout). The protocol logic stays in the sans-IO client.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from msgr.auth.cephx_client import CephxClient
 from msgr.auth.errors import AuthError

@@ -9,8 +9,8 @@ caller: nothing here reads a clock.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from msgr.auth.cephx_wire import (
     Authorize,
