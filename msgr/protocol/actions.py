@@ -65,7 +65,7 @@ class CancelTimer:
 @dataclass(slots=True, frozen=True)
 class Deliver:
     """A complete, checked message for the dispatchers (fast or queued: the owner decides)."""
-    msg: "Message"
+    msg: Message
 
 
 @dataclass(slots=True, frozen=True)
@@ -84,7 +84,7 @@ class Fault:
 @dataclass(slots=True, frozen=True)
 class Discarded:
     """Messages a session reset dropped unsent: reported to the application, never silent."""
-    messages: tuple
+    messages: tuple[Message, ...]
 
 
 @dataclass(slots=True, frozen=True)
