@@ -74,7 +74,7 @@ OSD_PROTOCOL = 10
 MDS_PROTOCOL = 12
 
 
-def proto_version(my_type: int, peer_type: int, connecting: bool) -> int:
+def proto_version(my_type: int, peer_type: int | None, connecting: bool) -> int:
     """The protocol_version a v1 peer expects (Ceph's get_proto_version)."""
     if my_type == peer_type:
         return {1: MON_PROTOCOL, 2: MDS_PROTOCOL, 4: OSD_PROTOCOL}.get(my_type, 0)
