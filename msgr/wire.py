@@ -79,6 +79,8 @@ def proto_version(my_type: int, peer_type: int | None, connecting: bool) -> int:
     if my_type == peer_type:
         return {1: MON_PROTOCOL, 2: MDS_PROTOCOL, 4: OSD_PROTOCOL}.get(my_type, 0)
     t = peer_type if connecting else my_type
+    if t is None:   # a session that does not know its peer's type yet
+        return 0
     return {1: MONC_PROTOCOL, 4: OSDC_PROTOCOL, 2: MDSC_PROTOCOL}.get(t, 0)
 
 
