@@ -248,9 +248,23 @@ class AsyncConnection(Connection):
             self._internal_error(exc, "send_message")
 
     # --- roles (on the worker) ------------------------------------------------
-    def start_connect(self) -> None:
+    def begin_connect(self) -> None:
+        """connect_to, before the session is published: the protocol starts here, so whoever finds the
+        session in the map sees its peer address and CONNECTING (Ceph's connect() does this under the
+        connection's lock); the actions it asks for (timer, TCP connect) are posted to the worker."""
         assert self.target is not None and self.target_type is not None
-        self._call(self.proto.start_connect, self.target, self.target_type)
+        acts = self.proto.start_connect(self.target, self.target_type, self.now_us())
+        self._post(lambda: self._perform(acts, "start_connect"))
+
+    def _perform(self, acts: list, where: str) -> None:
+        """On the worker: perform actions a protocol call made elsewhere returned."""
+        if self.closed:
+            return
+        try:
+            self._handle(acts)
+            self._after()
+        except Exception as exc:
+            self._internal_error(exc, where)
 
     def start_accept(self, sock: socket.socket) -> None:
         if self.closed or self._down:  # the messenger was shut down while this accept was queued

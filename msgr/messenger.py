@@ -388,9 +388,11 @@ class AsyncMessenger(Messenger):
                 return proto.connection
             worker = self._stack.get_worker()
             conn = AsyncConnection(self, worker, addr, peer_type)
+            # started before it is published: an accept deciding on it must see CONNECTING and its
+            # peer address, never a session that has not begun (issue 11, defect 2)
+            conn.begin_connect()
             self._conns[addr] = conn.proto
             self._all.add(conn)
-        worker.center.dispatch_event_external(conn.start_connect)
         return conn
 
     def connect_to_type(self, peer_type: int, addr: EntityAddr) -> Connection:

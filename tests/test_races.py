@@ -12,12 +12,15 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
+import time
 
 import pytest
 
 from lossless_util import Cluster, Tagged, check_exact, live_sessions, perf, send_range, wait_for
-from msgr import Config, EntityAddr, EntityName, Policy
+from msgr import Config, Dispatcher, EntityAddr, EntityName, Policy
+from msgr.messages.ping import MPing
 
 pytest.importorskip("msgr.protocol.protocol_v1", reason="ProtocolV1 has not landed yet")
 
@@ -201,3 +204,66 @@ def test_replace_whose_socket_dies_before_adopt_does_not_stall_until_max_backoff
     n, got, tail = _both_ways_with_resets(seed)
     assert got[1] == list(range(1, n[1] + 1)) and got[2] == list(range(1, n[2] + 1))
     assert tail < 5.0, f"last delivery {tail:.2f} s after the traffic stopped"
+
+
+# --- issue 11, defect 2: a session visible in the map before it has started -----------------------------
+class _Ping(Dispatcher):
+    def __init__(self) -> None:
+        self.n = 0
+
+    def ms_dispatch(self, msg) -> bool:
+        if isinstance(msg, MPing):
+            self.n += 1
+            return True
+        return False
+
+
+@pytest.mark.parametrize("late", ["higher address", "lower address"])
+def test_connect_to_racing_an_incoming_connect_before_its_worker_started_it(cluster, monkeypatch, caplog, late):
+    """The plain connection race of issue 11 (lossless_peer_reuse both ways, one MPing each way), with the
+    connecting thread descheduled between connect_to publishing its session and posting its start to the
+    worker: the peer's connect is accepted and decided in that window. The session in the map had no peer
+    address and no state yet, so the accept side raised AttributeError (peer_addr None), its fault raised
+    again (OpenSocket(None)), the session closed and the MPing was lost (about 1 in 25 plain races)."""
+    from eventcenter.center import EventCenter
+    a, _ = cluster.make(EntityName.osd(0), next(_nonces), policy=Policy.lossless_peer_reuse())
+    b, _ = cluster.make(EntityName.osd(1), next(_nonces), policy=Policy.lossless_peer_reuse())
+    pa, pb = _Ping(), _Ping()
+    a.add_dispatcher_tail(pa)
+    b.add_dispatcher_tail(pb)
+    hi, lo = sorted((a, b), key=lambda m: m.get_myaddr().legacy_cmp_key(), reverse=True)
+    slow = hi if late == "higher address" else lo   # higher: the peer's connect wins (row 17), else WAIT
+    marker = threading.local()
+    real_dispatch = EventCenter.dispatch_event_external
+
+    def preempted_dispatch(center, cb):
+        if getattr(marker, "first", False):
+            marker.first = False
+            time.sleep(0.3)   # the thread loses the CPU right here; the worker goes on
+        real_dispatch(center, cb)
+
+    monkeypatch.setattr(EventCenter, "dispatch_event_external", preempted_dispatch)
+    go = threading.Barrier(2)
+
+    def side(ms, peer) -> None:
+        go.wait()
+        if ms is slow:
+            marker.first = True
+        else:
+            time.sleep(0.05)   # the fast side connects while the slow one is still unstarted
+        ms.connect_to(OSD, peer).send_message(MPing())
+
+    ts = [threading.Thread(target=side, args=(a, b.get_myaddr())),
+          threading.Thread(target=side, args=(b, a.get_myaddr()))]
+    with caplog.at_level(logging.ERROR):
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        wait_for(lambda: pa.n == 1 and pb.n == 1, timeout=10, what="one MPing each way",
+                 detail=lambda: f"a got {pa.n}, b got {pb.n}; a {a.connections()} b {b.connections()}")
+        wait_for(lambda: len(live_sessions(a, b.get_myaddr())) == 1 and len(live_sessions(b, a.get_myaddr())) == 1,
+                 timeout=30, what="one session per side")
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith(("msgr", "eventcenter"))]
+    assert not errors, [r.getMessage() for r in errors]
+    assert pa.n == 1 and pb.n == 1
