@@ -76,6 +76,7 @@ class AsyncConnection(Connection):
         self._down = False            # marked down by the user / messenger
         self.closed = False           # session over (SessionClosed)
         self.last_fault: str | None = None
+        self.last_fault_error: Exception | None = None   # e.g. BadBannerError: a non-Ceph peer
         self.fault_count = 0
         self._opened = 0
         self._delayed: list = []      # (due_us, msg) held back by ms_inject_delay_*
@@ -470,7 +471,7 @@ class AsyncConnection(Connection):
         self.msgr.dispatch_queue.queue_event(CODE_OF_EVENT[act.event], self)
 
     def _do_fault(self, act: A.Fault) -> None:
-        self.last_fault = act.reason
+        self.last_fault, self.last_fault_error = act.reason, act.error
         self.fault_count += 1
         self.perf.msgr_faults += 1
         # bytes from the peer that cannot be decoded are worth a warning; other faults are routine

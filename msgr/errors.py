@@ -49,7 +49,15 @@ class PayloadDecodeError(DecodeError):
 
 
 class BadBannerError(DecodeError):
-    """The peer's banner is not ``ceph v027``."""
+    """The peer's banner is not ``ceph v027``: it is not a Ceph msgr v1 peer.
+
+    ``got`` holds the first bytes that arrived (up to 16), e.g. ``b'SSH-2.0-OpenSSH_'`` or
+    ``b'GET / HTTP/1.1'``, for a caller that wants to say what answered instead.
+    """
+
+    def __init__(self, message: str, got: bytes = b"") -> None:
+        super().__init__(message)
+        self.got = got
 
 
 class BadAddressError(DecodeError):

@@ -84,12 +84,29 @@ def proto_version(my_type: int, peer_type: int | None, connecting: bool) -> int:
     return {1: MONC_PROTOCOL, 4: OSDC_PROTOCOL, 2: MDSC_PROTOCOL}.get(t, 0)
 
 
-def check_banner(buf: BytesLike, offset: int = 0) -> None:
+#: How much of a wrong banner an error shows (enough to tell an SSH or HTTP peer apart).
+BANNER_SHOWN = 16
+
+
+def check_banner(buf: BytesLike, offset: int = 0, end: int | None = None) -> None:
+    """Raise BadBannerError unless ``buf[offset:]`` starts with BANNER (``end``: shown bytes stop there)."""
     if len(buf) - offset < BANNER_SIZE:
         raise ShortBufferError("banner", BANNER_SIZE, max(0, len(buf) - offset))
-    got = bytes(buf[offset:offset + BANNER_SIZE])
-    if got != BANNER:
-        raise BadBannerError(f"bad banner {got!r}, expected {BANNER!r}")
+    if bytes(buf[offset:offset + BANNER_SIZE]) != BANNER:
+        _bad_banner(buf, offset, len(buf) if end is None else end)
+
+
+def check_banner_prefix(buf: BytesLike, offset: int, avail: int) -> None:
+    """Raise BadBannerError as soon as the ``avail`` bytes that arrived cannot start BANNER
+    (a partial banner that already differs is enough: an HTTP or SSH peer is known at once)."""
+    n = min(avail, BANNER_SIZE)
+    if bytes(buf[offset:offset + n]) != BANNER[:n]:
+        _bad_banner(buf, offset, offset + avail)
+
+
+def _bad_banner(buf: BytesLike, offset: int, end: int) -> None:
+    got = bytes(buf[offset:min(end, offset + BANNER_SHOWN)])
+    raise BadBannerError(f"not a Ceph v1 peer: got {got!r}, expected {BANNER!r}", got)
 
 
 def _need(what: str, buf: BytesLike, offset: int, size: int) -> None:
@@ -321,7 +338,7 @@ def pack_server_identify(my_addr: EntityAddr, peer_addr_seen: EntityAddr) -> byt
 def unpack_server_identify(buf: BytesLike, offset: int = 0) -> tuple[EntityAddr, EntityAddr]:
     """Validate the server's 281 bytes; returns (server addr, our addr as the server sees it)."""
     _need("server identify", buf, offset, SERVER_IDENTIFY_SIZE)
-    check_banner(buf, offset)
+    check_banner(buf, offset, offset + SERVER_IDENTIFY_SIZE)
     server = EntityAddr.decode_legacy(buf, offset + BANNER_SIZE)
     seen = EntityAddr.decode_legacy(buf, offset + BANNER_SIZE + LEGACY_ADDR_SIZE)
     return server, seen

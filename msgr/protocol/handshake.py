@@ -14,17 +14,20 @@ import struct
 from dataclasses import dataclass
 from typing import Callable
 
-from msgr.entity import EntityAddr, EntityName
-from msgr.errors import BadAddressError, RemoteProtocolError
+from msgr.entity import AF_INET, AF_INET6, LEGACY_ADDR_SIZE, EntityAddr, EntityName
+from msgr.errors import BadAddressError, BadTagError, RemoteProtocolError
 from msgr.features import CEPHX_V2, RECONNECT_SEQ
 from msgr.policy import Policy
 from msgr.protocol.actions import Action, Notify, ConnEvent, OpenSocket, Registered, ReplaceExisting, \
     PokeExisting, StopExisting
 from msgr.protocol.states import State as S
-from msgr.wire import BANNER, CONNECT_LOSSY, ConnectMsg, ConnectReply, Tag, check_banner, pack_u64, \
-    proto_version, unpack_server_identify, unpack_u64
+from msgr.wire import BANNER, BANNER_SHOWN, BANNER_SIZE, CONNECT_LOSSY, ConnectMsg, ConnectReply, \
+    Tag, check_banner, check_banner_prefix, pack_u64, proto_version, unpack_server_identify, \
+    unpack_u64
 
 CEPH_AUTH_UNKNOWN, CEPH_AUTH_NONE, CEPH_AUTH_CEPHX = 0, 1, 2
+#: Families a legacy entity_addr_t may carry (0: a blank address), as EntityAddr.decode_legacy takes them.
+LEGACY_FAMILIES = frozenset({0, AF_INET, AF_INET6})
 
 
 # --- authorizers (auth none) ------------------------------------------------------------------------
@@ -173,6 +176,27 @@ class HandshakeMixin:
         self._ready_armed = False     # CONNECTION_READY timer (ms_connection_ready_timeout) pending
         self._ready_since_us = 0
 
+    # ===== early checks: bytes that can never become valid ===================================================
+    # Run by ProtocolV1._run while a handshake reader still waits for its bytes (``Row.peek``): a
+    # peer that is not speaking v1 (an HTTP client, an SSH banner) is dropped as soon as what has
+    # arrived shows it, not after ms_connection_ready_timeout (Ceph waits for the whole banner).
+    def _peek_identify(self, buf, off: int, avail: int) -> None:
+        """The banner + legacy address(es) in arrival: banner prefix, then each address family."""
+        check_banner_prefix(buf, off, avail)
+        for at in (BANNER_SIZE, BANNER_SIZE + LEGACY_ADDR_SIZE):
+            if avail < at + 10:
+                break
+            family = int.from_bytes(buf[off + at + 8:off + at + 10], "big")
+            if family not in LEGACY_FAMILIES:
+                raise BadAddressError(f"entity_addr_t: unknown address family {family}")
+
+    def _peek_connect_reply(self, buf, off: int, avail: int) -> None:
+        """A connect reply's first byte is its tag: one no v1 server sends ends the attempt now."""
+        tag = buf[off]
+        if tag not in CLIENT_REPLIES:
+            raise BadTagError(f"connect reply tag {tag} is not a v1 reply (not a Ceph peer?): "
+                              f"got {bytes(buf[off:off + min(avail, BANNER_SHOWN)])!r}")
+
     # ===== connect side ==================================================================================
     def start_connect(self, peer_addr: EntityAddr, peer_type: int, now_us: int) -> list[Action]:
         """Begin a session to ``peer_addr``; returns [OpenSocket(addr)] (+ Registered)."""
@@ -318,7 +342,7 @@ class HandshakeMixin:
         return acts
 
     def _read_client_banner_addr(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
-        check_banner(buf, off)
+        check_banner(buf, off, off + n)
         addr = EntityAddr.decode_legacy(buf, off + len(BANNER))
         if addr.is_blank_ip():
             addr = addr.with_ip(self._sock_peer.ip)   # keep the port it announced

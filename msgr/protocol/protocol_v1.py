@@ -68,10 +68,12 @@ class Row(NamedTuple):
     need: int | str          # bytes the reader consumes (an int, or the name of the attribute holding it)
     reader: str | None       # method run when ``need`` bytes are buffered; None = driven by calls/timers
     next: frozenset          # states the reader (or call) may move to
+    peek: str | None = None  # method(buf, off, avail) run on a partial arrival: raises when those
+                             # bytes can never become valid (a non-Ceph peer is dropped at once)
 
 
-def _r(need, reader, *nxt) -> Row:
-    return Row(need, reader, frozenset(nxt))
+def _r(need, reader, *nxt, peek: str | None = None) -> Row:
+    return Row(need, reader, frozenset(nxt), peek)
 
 
 #: Every state may also go to CLOSED, STANDBY or CONNECTING (fault paths, session.py) and, for a
@@ -83,9 +85,11 @@ TRANSITIONS: dict[State, Row] = {
     # --- connect side (handshake.py) -------------------------------------------------------------
     S.CONNECTING: _r(0, None, S.CONNECTING_RE),                       # on_connected
     S.CONNECTING_RE: _r(0, None, S.CONNECTING_WAIT_BANNER_AND_IDENTIFY),
-    S.CONNECTING_WAIT_BANNER_AND_IDENTIFY: _r(281, "_read_server_identify", S.CONNECTING_SEND_CONNECT_MSG),
+    S.CONNECTING_WAIT_BANNER_AND_IDENTIFY: _r(281, "_read_server_identify", S.CONNECTING_SEND_CONNECT_MSG,
+                                              peek="_peek_identify"),
     S.CONNECTING_SEND_CONNECT_MSG: _r(0, None, S.CONNECTING_WAIT_CONNECT_REPLY),
-    S.CONNECTING_WAIT_CONNECT_REPLY: _r(26, "_read_connect_reply", S.CONNECTING_WAIT_CONNECT_REPLY_AUTH),
+    S.CONNECTING_WAIT_CONNECT_REPLY: _r(26, "_read_connect_reply", S.CONNECTING_WAIT_CONNECT_REPLY_AUTH,
+                                        peek="_peek_connect_reply"),
     S.CONNECTING_WAIT_CONNECT_REPLY_AUTH: _r("_need_auth", "_read_connect_reply_auth",
                                              S.CONNECTING_SEND_CONNECT_MSG, S.CONNECTING_WAIT_ACK_SEQ,
                                              S.CONNECTING_READY, S.WAIT),
@@ -93,7 +97,8 @@ TRANSITIONS: dict[State, Row] = {
     S.CONNECTING_READY: _r(0, None, S.OPEN),
     # --- accept side (handshake.py) ---------------------------------------------------------------
     S.ACCEPTING: _r(0, None, S.ACCEPTING_WAIT_BANNER_ADDR),
-    S.ACCEPTING_WAIT_BANNER_ADDR: _r(145, "_read_client_banner_addr", S.ACCEPTING_WAIT_CONNECT_MSG),
+    S.ACCEPTING_WAIT_BANNER_ADDR: _r(145, "_read_client_banner_addr", S.ACCEPTING_WAIT_CONNECT_MSG,
+                                     peek="_peek_identify"),
     S.ACCEPTING_WAIT_CONNECT_MSG: _r(33, "_read_connect_msg", S.ACCEPTING_WAIT_CONNECT_MSG_AUTH),
     S.ACCEPTING_WAIT_CONNECT_MSG_AUTH: _r("_need_auth", "_read_connect_msg_auth",
                                           S.ACCEPTING_WAIT_CONNECT_MSG, S.ACCEPTING_WAIT_SEQ,
@@ -216,6 +221,8 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
                 pos = self._rpos
                 avail = self._rend - pos
                 if avail < need:
+                    if row.peek is not None and avail:
+                        getattr(self, row.peek)(self._rmv, pos, avail)   # raises on hopeless bytes
                     if id(self.state) in _SEGMENT_IDS and need > DIRECT_MIN:
                         self._start_direct(need, avail)
                     else:
