@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from msgr import _cwire
 from msgr._typing import BytesLike
@@ -104,7 +104,7 @@ def check_banner_prefix(buf: BytesLike, offset: int, avail: int) -> None:
         _bad_banner(buf, offset, offset + avail)
 
 
-def _bad_banner(buf: BytesLike, offset: int, end: int) -> None:
+def _bad_banner(buf: BytesLike, offset: int, end: int) -> NoReturn:
     got = bytes(buf[offset:min(end, offset + BANNER_SHOWN)])
     raise BadBannerError(f"not a Ceph v1 peer: got {got!r}, expected {BANNER!r}", got)
 

@@ -180,7 +180,7 @@ class HandshakeMixin:
     # Run by ProtocolV1._run while a handshake reader still waits for its bytes (``Row.peek``): a
     # peer that is not speaking v1 (an HTTP client, an SSH banner) is dropped as soon as what has
     # arrived shows it, not after ms_connection_ready_timeout (Ceph waits for the whole banner).
-    def _peek_identify(self, buf, off: int, avail: int) -> None:
+    def _peek_identify(self, buf: memoryview, off: int, avail: int) -> None:
         """The banner + legacy address(es) in arrival: banner prefix, then each address family."""
         check_banner_prefix(buf, off, avail)
         for at in (BANNER_SIZE, BANNER_SIZE + LEGACY_ADDR_SIZE):
@@ -190,7 +190,7 @@ class HandshakeMixin:
             if family not in LEGACY_FAMILIES:
                 raise BadAddressError(f"entity_addr_t: unknown address family {family}")
 
-    def _peek_connect_reply(self, buf, off: int, avail: int) -> None:
+    def _peek_connect_reply(self, buf: memoryview, off: int, avail: int) -> None:
         """A connect reply's first byte is its tag: one no v1 server sends ends the attempt now."""
         tag = buf[off]
         if tag not in CLIENT_REPLIES:
