@@ -28,6 +28,7 @@ from msgr.dispatch_queue import CODE_OF_EVENT
 from msgr.entity import EntityAddr, EntityName
 from msgr.connection_base import Connection, LoopbackConnection  # noqa: F401 (re-exported)
 from msgr.errors import DecodeError, MsgrError
+from msgr.flush import FlushingConnection
 from msgr.protocol import actions as A
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,7 +45,7 @@ _NEW = EntityName.NEW
 _Deliver = A.Deliver
 
 
-class AsyncConnection(Connection):
+class AsyncConnection(FlushingConnection, Connection):
     """A session with one peer: its protocol machine, its socket and its worker."""
 
     def __init__(self, msgr: "AsyncMessenger", worker: Any, target: EntityAddr | None = None,
@@ -188,6 +189,7 @@ class AsyncConnection(Connection):
             return
         if self._down:  # mark_down / shutdown: the caller ended it (Ceph drops them without a word)
             _log.debug("%r: dropping %d message(s), connection is down", self, len(msgs))
+            self.msgr._note_dropped(len(msgs))
             return
         _log.warning("%r: session closed before %d message(s) could be queued", self, len(msgs))
         self.msgr.dispatch_queue.queue_discarded(self, tuple(msgs))
@@ -208,7 +210,9 @@ class AsyncConnection(Connection):
             if self._down:
                 return
             self._down = True
-            self._out_pending.clear()
+            if self._out_pending:
+                self.msgr._note_dropped(len(self._out_pending))
+                self._out_pending.clear()
         self.msgr._forget(self)
         self._post(lambda: self._call(self.proto.mark_down))
 
@@ -331,6 +335,8 @@ class AsyncConnection(Connection):
             # or the peer's banner would be read (and dropped) before on_connected
             if self.sock is not None and not self._connecting:
                 self._update_read_interest()
+        if self._flushes:
+            self._check_flushes()
 
     def _do_open_socket(self, act: A.OpenSocket) -> None:
         if self.sock is not None:
@@ -483,8 +489,10 @@ class AsyncConnection(Connection):
             # mark_down / shutdown: the caller ended the session; Ceph drops the queue without a word,
             # so only a debug line (the ms_handle_discarded hook still sees them, a no-op by default)
             _log.debug("%r: marked down with %d unsent message(s)", self, len(act.messages))
+            self.msgr._note_dropped(len(act.messages))
         else:
             _log.warning("%r: session reset discarded %d unsent message(s)", self, len(act.messages))
+        self._fail_flushes()
         self.msgr.dispatch_queue.queue_discarded(self, act.messages)
 
     def _do_replace_existing(self, act: A.ReplaceExisting) -> None:
@@ -541,6 +549,7 @@ class AsyncConnection(Connection):
         with self._out_lock:
             pending, self._out_pending = self._out_pending, []
         self._unsent(pending)
+        self._fail_flushes()
         self.perf.msgr_active_connections -= 1
         self.worker.release()
         self.msgr._dropped(self)
@@ -785,6 +794,8 @@ class AsyncConnection(Connection):
             return
         try:
             self._write()
+            if self._flushes:
+                self._check_flushes()
         except Exception as exc:
             self._internal_error(exc, "write")
 

@@ -4,9 +4,11 @@ Split from msgr.connection (which re-exports both) to keep that module under the
 """
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from msgr.entity import EntityAddr, EntityName
+from msgr.flush import refuse_blocking_call, resolve, wait_flushed
 
 if TYPE_CHECKING:  # pragma: no cover
     from msgr.message import Message
@@ -30,6 +32,22 @@ class Connection:
 
     def mark_down(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def flush_future(self) -> "Future[bool]":  # pragma: no cover - interface
+        """The non-blocking form of :meth:`flush`: a future resolved with its answer."""
+        raise NotImplementedError
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every message queued on this connection before the call was written to the
+        socket (lossy policy) or acknowledged by the peer (lossless; a reconnect is waited through).
+
+        Returns False on timeout (``timeout`` in seconds, None = no limit) or when the session ends
+        or is reset first; those messages then reach ``Dispatcher.ms_handle_discarded``. Call it from
+        an application thread: on a worker or the dispatch thread (inside a Dispatcher callback) it
+        raises :class:`msgr.errors.WouldDeadlockError`; there use :meth:`flush_future`.
+        """
+        refuse_blocking_call("Connection.flush()")
+        return wait_flushed(self.flush_future(), timeout)
 
     def get_messenger(self) -> "AsyncMessenger":
         return self.msgr  # type: ignore[attr-defined]
@@ -85,6 +103,12 @@ class LoopbackConnection(Connection):
 
     def mark_down(self) -> None:
         pass
+
+    def flush_future(self) -> "Future[bool]":
+        """True once every message sent to ourselves before the call was dispatched."""
+        fut: Future[bool] = Future()
+        self.msgr.dispatch_queue.barrier(lambda ok: resolve(fut, ok))
+        return fut
 
     def __repr__(self) -> str:
         return f"<LoopbackConnection {self.msgr.my_name}>"

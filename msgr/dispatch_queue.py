@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from msgr.dispatcher import DispatcherChain
 from msgr.protocol.actions import ConnEvent
@@ -32,6 +32,7 @@ D_CONN_REFUSED = 5
 _D_MESSAGE = 0
 _D_LOCAL = 6       # pymsgr: a message to ourselves (may be fast-dispatched here)
 _D_DISCARDED = 7   # pymsgr: messages a session reset dropped unsent
+_D_BARRIER = 8     # pymsgr: a flush of the loopback connection (see barrier)
 
 CODE_OF_EVENT = {
     ConnEvent.CONNECT: D_CONNECT,
@@ -108,6 +109,34 @@ class DispatchQueue:
     def queue_discarded(self, conn: Any, messages: tuple[Message, ...]) -> None:
         self._put(PRIO_HIGHEST, (_D_DISCARDED, messages, conn))
 
+    def barrier(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(True)`` once every item queued now has been dispatched, or
+        ``callback(False)`` if the queue stops first (the callback runs on the dispatch thread,
+        or at once in the caller when nothing is queued or the queue is stopped).
+
+        One marker goes at the tail of each non-empty priority (FIFO within a priority), so later,
+        higher-priority items cannot hold it back indefinitely.
+        """
+        with self._cond:
+            stopped = self._stop or self._thread is None
+            prios = [] if stopped else [p for p, q in self._queues.items() if q]
+            if prios:
+                state = [len(prios), callback]
+                for p in prios:
+                    self._queues[p].append((_D_BARRIER, state, None))
+                self._length += len(prios)
+                return
+        callback(not stopped)
+
+    @staticmethod
+    def _barrier_reached(state: list, ok: bool) -> None:
+        if state[1] is None:
+            return
+        state[0] -= 1
+        if state[0] <= 0 or not ok:
+            cb, state[1] = state[1], None
+            cb(ok)
+
     def _put(self, prio: int, item: _Item) -> None:
         with self._cond:
             if self._stop:
@@ -153,7 +182,8 @@ class DispatchQueue:
             finally:
                 if item[0] in (_D_MESSAGE, _D_LOCAL):
                     item[1].release_throttles()
-            self.dispatched += 1
+            if item[0] != _D_BARRIER:
+                self.dispatched += 1
 
     def _dispatch(self, item: _Item) -> None:
         code, msg, conn = item
@@ -182,6 +212,8 @@ class DispatchQueue:
             chain.handle_refused(conn)
         elif code == _D_DISCARDED:
             chain.handle_discarded(conn, msg)
+        elif code == _D_BARRIER:
+            self._barrier_reached(msg, True)
         else:  # pragma: no cover - internal invariant
             raise AssertionError(f"unknown dispatch code {code}")
 
@@ -195,5 +227,8 @@ class DispatchQueue:
             for code, msg, _conn in q:
                 if code in (_D_MESSAGE, _D_LOCAL):
                     msg.release_throttles()
+                elif code == _D_BARRIER:
+                    self._barrier_reached(msg, False)
+                    continue
                 n += 1
         return n

@@ -95,3 +95,43 @@ class ConfigError(MsgrError, ValueError):
 # The event engine's own error (eventcenter is below msgr and cannot import it); re-exported here so
 # that msgr users find every error pymsgr raises in one module.
 from eventcenter.errors import CenterClosedError, WrongThreadError  # noqa: E402,F401
+
+
+class WouldDeadlockError(MsgrError, WrongThreadError):
+    """A blocking call (``Connection.flush``, ``shutdown(linger=...)``) made on a messenger thread
+    (a worker, or the dispatch thread that runs Dispatcher callbacks): it would wait for work that
+    only that very thread can do."""
+
+
+# --- request/reply (msgr.rpc) ------------------------------------------------
+
+class RequestFailed(MsgrError):
+    """A request sent through :class:`msgr.rpc.Requests` will get no reply.
+
+    ``request`` is the message sent, ``connection`` the connection it was sent on.
+    """
+
+    def __init__(self, message: str, request: object = None, connection: object = None) -> None:
+        super().__init__(message)
+        self.request = request
+        self.connection = connection
+
+
+class RequestTimeout(RequestFailed, TimeoutError):
+    """No reply came within the request's timeout."""
+
+
+class ConnectionReset(RequestFailed):
+    """The connection failed (``ms_handle_reset``: a lossy session ended) before the reply came."""
+
+
+class RemoteReset(RequestFailed):
+    """The peer reset the session (``ms_handle_remote_reset``: it restarted or forgot us)."""
+
+
+class RequestDiscarded(RequestFailed):
+    """The request itself was never sent: its session was closed or reset while it was queued."""
+
+
+class RequestAborted(RequestFailed):
+    """The helper was closed (or its messenger shut down) while the request was waiting."""

@@ -24,6 +24,7 @@ from msgr.dispatcher import Dispatcher, DispatcherChain
 from msgr.entity import EntityAddr, EntityName
 from msgr.errors import MsgrError
 from msgr.fault_inject import FaultInjector
+from msgr.flush import linger as _linger
 from msgr.perf import MessengerPerf
 from msgr.policy import Policy
 from msgr.throttle import Throttle
@@ -140,6 +141,7 @@ class AsyncMessenger(Messenger):
         self._started = False
         self._stopping = threading.Event()
         self._learned = False
+        self._dropped_unsent = 0           # messages mark_down/shutdown dropped (logged by wait())
         # Ceph: a monitor sends at HIGH by default, everyone else at DEFAULT
         self.default_send_priority = int(Priority.HIGH if name.type == EntityName.TYPE_MON else Priority.DEFAULT)
 
@@ -314,8 +316,16 @@ class AsyncMessenger(Messenger):
     def is_started(self) -> bool:
         return self._started
 
-    def shutdown(self) -> None:
-        """Close every connection and the listener, stop dispatching; wait() finishes the job."""
+    def shutdown(self, linger: float = 0.0) -> None:
+        """Close every connection and the listener, stop dispatching; wait() finishes the job.
+
+        ``linger`` > 0 first flushes every connection (see ``Connection.flush``) for up to that many
+        seconds in total, so what was sent before arrives; it must then be called from an application
+        thread (:class:`msgr.errors.WouldDeadlockError` on a worker or the dispatch thread). With 0,
+        as in Ceph, whatever is still unsent is dropped at once; wait() logs how many at INFO.
+        """
+        if linger > 0 and self._started:
+            _linger(self.connections() + [self._loopback], linger, self.my_name)
         if not self._started:
             self._stopping.set()
             return
@@ -359,6 +369,11 @@ class AsyncMessenger(Messenger):
         for conn in leftovers:  # only if a worker was already gone: nothing runs them any more
             conn._drop_socket()
             conn.closed = True
+        with self._lock:
+            dropped, self._dropped_unsent = self._dropped_unsent, 0
+        if dropped:
+            _log.info("%s: shutdown dropped %d unsent message(s) (shutdown(linger=SECONDS) delivers them "
+                      "first)", self.my_name, dropped)
         self._started = False
         self.dispatch_throttle = Throttle(self.dispatch_throttle.name, self.config.ms_dispatch_throttle_bytes)
 
@@ -429,6 +444,11 @@ class AsyncMessenger(Messenger):
 
     def _registered(self, conn: AsyncConnection) -> None:
         pass  # the map was updated by register_conn; kept as a hook for logging
+
+    def _note_dropped(self, count: int) -> None:
+        """A connection marked down (or shut down) dropped ``count`` unsent messages."""
+        with self._lock:
+            self._dropped_unsent += count
 
     def _dropped(self, conn: AsyncConnection) -> None:
         with self._lock:

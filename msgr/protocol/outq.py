@@ -170,6 +170,22 @@ class OutQueue:
             self.out_seq += 1
         return dropped
 
+    def settled(self, seq: int) -> bool:
+        """True once no message with a seq up to ``seq`` waits to be (re)sent or acked.
+
+        Sent messages are in seq order and requeued ones sit, in seq order, at the front of HIGHEST
+        (fresh ones have seq 0 until written), so two heads answer it.
+        """
+        sent = self.sent
+        if sent and sent[0].header.seq <= seq:
+            return False
+        q = self._queues.get(Priority.HIGHEST)
+        if q:
+            s = q[0].header.seq
+            if s and s <= seq:
+                return False
+        return True
+
     def clear(self) -> list[Message]:
         """Drop every queued and sent message (session reset); returns them, sent first."""
         dropped = list(self.sent) + self.queued()
@@ -301,6 +317,60 @@ class Framer:
             dc, flags = 0, FOOTER_COMPLETE | FOOTER_NOCRC
         out.append(_cwire.pack_footer(fc, mc, dc, 0, flags, self.new_footer))
         return 1 + len(hdr) + len(front) + len(middle) + len(data) + (21 if self.new_footer else 13)
+
+
+class FlushMarks:
+    """Sans-IO bookkeeping of the flush requests of one session (``Connection.flush``).
+
+    A flush covers the messages queued when it was registered. While some of them wait unwritten
+    in the queue, its mark is open; the first time the owner finds the queue empty (``take_output``
+    takes everything at once) the mark becomes a target: on a lossless session the highest seq
+    written so far, complete once :meth:`OutQueue.settled` (acked, or known to the peer after a
+    reconnect); on a lossy one the count of bytes taken for writing, complete once the owner has
+    written that many. Messages written in the same batch as the covered ones are waited for too
+    (they leave together). A discard (session closed or reset) fails every mark: the owner calls
+    :meth:`fail_all`. Tokens are the owner's (e.g. futures); the marks never look inside them.
+    """
+
+    __slots__ = ("_marks",)
+
+    def __init__(self) -> None:
+        self._marks: list[list] = []   # [token, target or None]
+
+    def __bool__(self) -> bool:
+        return bool(self._marks)
+
+    def __len__(self) -> int:
+        return len(self._marks)
+
+    def add(self, token: object) -> None:
+        self._marks.append([token, None])
+
+    def remove(self, token: object) -> None:
+        self._marks = [m for m in self._marks if m[0] is not token]
+
+    def progress(self, q: OutQueue, lossy: bool, taken_bytes: int, unwritten_bytes: int) -> list:
+        """The tokens whose flush is complete now (removed); ``taken_bytes`` counts every byte taken
+        for writing on this session so far, ``unwritten_bytes`` those of them not written yet."""
+        done: list = []
+        keep: list[list] = []
+        drained = not len(q)
+        for mark in self._marks:
+            if mark[1] is None and drained:
+                mark[1] = taken_bytes if lossy else q.out_seq
+            target = mark[1]
+            if target is not None and (taken_bytes - unwritten_bytes >= target if lossy else q.settled(target)):
+                done.append(mark[0])
+            else:
+                keep.append(mark)
+        self._marks = keep
+        return done
+
+    def fail_all(self) -> list:
+        """Every token (removed): the messages they wait for were discarded."""
+        tokens = [m[0] for m in self._marks]
+        self._marks = []
+        return tokens
 
 
 def iter_seqs(msgs: Iterable[Message]) -> list[int]:

@@ -195,6 +195,11 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
     def out_seq(self) -> int:
         return self._outq.out_seq
 
+    @property
+    def outq(self) -> OutQueue:
+        """The send queue (read-only use: the owner's flush bookkeeping, FlushMarks)."""
+        return self._outq
+
     def is_connected(self) -> bool:
         return self.state in OPEN_STATES
 
