@@ -88,9 +88,8 @@ class FlushingConnection:
             resolve(fut, False)
             return fut
         fut.add_done_callback(self._flush_done)
-        if me.center.in_thread():
-            self._register_flush(fut)
-            return fut
+        # posted even on the worker: a callback there may run inside a read, where writing the
+        # messages queued from other threads (which the flush covers) must wait for the read's end
         try:
             me.center.dispatch_event_external(lambda: self._register_flush(fut))
         except Exception as exc:   # the worker is gone: the session cannot make progress
@@ -160,6 +159,7 @@ def linger(conns: Iterable["Connection"], seconds: float, who: object = "") -> b
         if not wait_flushed(fut, max(0.0, deadline - time.monotonic())):
             late.append(conn)
     if late:
-        _log.info("%s: shutdown(linger=%g): %d of %d connection(s) not flushed in time: %s",
+        _log.info("%s: shutdown(linger=%g): %d of %d connection(s) not flushed (time out or session "
+                  "ended): %s",
                   who, seconds, len(late), len(futs), ", ".join(repr(c) for c in late[:5]))
     return not late

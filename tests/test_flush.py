@@ -399,3 +399,25 @@ def test_blocking_calls_refuse_messenger_threads(messengers, fast, what) -> None
     err = blocker.errors[0]
     assert isinstance(err, WouldDeadlockError) and isinstance(err, RuntimeError)
     assert "cannot be called on one of them" in str(err)
+
+
+def test_flush_future_works_inside_a_worker_callback(messengers) -> None:
+    """The non-blocking form is the one to use on a messenger thread."""
+    futs: list = []
+
+    class FastFlusher(Dispatcher):
+        def ms_can_fast_dispatch(self, msg) -> bool:
+            return True
+
+        def ms_fast_dispatch(self, msg) -> None:
+            conn = msg.get_connection()
+            conn.send_message(MTest(msg.ident + 100))
+            futs.append(conn.flush_future())
+
+    server, _ = messengers(EntityName.osd(0), 195, Policy.lossless_peer())
+    server.add_dispatcher_head(FastFlusher())
+    client, dc = messengers(EntityName.osd(1), 196, Policy.lossless_peer())
+    client.connect_to(OSD, server.get_myaddr()).send_message(MTest(1))
+    wait_for(lambda: futs, what="the callback")
+    assert futs[0].result(timeout=30) is True
+    wait_for(lambda: [m.ident for m in dc.msgs] == [101], what="the reply")
