@@ -4,7 +4,7 @@
 given typed or as strings written as in a ceph.conf (``"false"``, ``"4K"``, ``"30s"``; see
 :mod:`msgr.config_values`). An unknown option name is a :class:`msgr.errors.ConfigError`, so a
 typo never silently does nothing. :meth:`Config.from_ceph_conf` reads a ceph.conf; options Ceph
-knows but pymsgr does not use (``fsid``, ``mon_host``, ``auth_*``...) are kept aside there,
+knows but pymsgr does not use (``fsid``, ``mon_host``, ``log_file``...) are kept aside there,
 readable with :meth:`Config.get` and :attr:`Config.ceph_options`.
 
 The options live in one table, :data:`OPTIONS`; a module adds its own with
@@ -141,6 +141,17 @@ for _opt in (
     Option("ms_inject_delay_max", "secs", 1.0, "longest injected delay (seconds)"),
     Option("ms_inject_seed", "int", None, "seed of the fault-injection RNG (replayable runs)",
            ceph=False, nullable=True, min=None),
+    # authentication (msgr/auth/, docs/CEPHX.md); defaults are Ceph's
+    Option("name", "str", "client.admin", "our entity name (TYPE.ID), as ceph's --name"),
+    Option("keyring", "str", "/etc/ceph/$cluster.$name.keyring,/etc/ceph/$cluster.keyring,"
+           "/etc/ceph/keyring,/etc/ceph/keyring.bin", "keyring files to try, first found wins"),
+    Option("auth_cluster_required", "str", "cephx", "auth methods daemons require of each other"),
+    Option("auth_service_required", "str", "cephx", "auth methods a service requires of clients"),
+    Option("auth_client_required", "str", "cephx, none", "auth methods a client accepts"),
+    Option("cephx_sign_messages", "bool", True, "sign messages on sessions that have a key"),
+    Option("cephx_require_signatures", "bool", False, "refuse peers that cannot sign (no MSG_AUTH)"),
+    Option("cephx_cluster_require_signatures", "bool", False, "the same between daemons"),
+    Option("cephx_service_require_signatures", "bool", False, "the same, services of their clients"),
 ):
     register_option(_opt)
 
@@ -171,6 +182,15 @@ class Config:
     ms_inject_delay_probability: float
     ms_inject_delay_max: float
     ms_inject_seed: int | None
+    name: str
+    keyring: str
+    auth_cluster_required: str
+    auth_service_required: str
+    auth_client_required: str
+    cephx_sign_messages: bool
+    cephx_require_signatures: bool
+    cephx_cluster_require_signatures: bool
+    cephx_service_require_signatures: bool
     _explicit: set[str]
     _ceph_options: dict[str, str]
 
@@ -266,7 +286,7 @@ class Config:
         value pymsgr cannot parse is a :class:`ConfigError` naming the file.
         """
         raw = ceph_conf.merged_options(ceph_conf.read_conf(path), name)
-        cfg = cls()
+        cfg = cls(name=name)  # Ceph's `name` is the entity whose sections are read
         for key, value in raw.items():
             value = ceph_conf.expand_metavariables(value, name, raw, cluster)
             if key in OPTIONS:

@@ -234,7 +234,8 @@ def test_from_ceph_conf_keeps_ceph_only_options_aside(tmp_path: Path) -> None:
     assert cfg.get("fsid") == "8a3f6c4e-0000-4000-8000-000000000001"
     assert cfg.get("mon host") == "v1:127.0.0.1:6789"         # comment stripped
     assert cfg.get("auth_cluster_required") == "none"
-    assert cfg.ceph_options["keyring"] == "/etc/ceph/ceph.client.admin.keyring"
+    assert cfg.keyring == "/etc/ceph/ceph.client.admin.keyring"   # an option since cephx
+    assert cfg.name == "client.admin"
     assert cfg.ceph_options["log_file"] == "/var/log/ceph/ceph-client.admin.log"
     assert cfg.get("no_such_thing", "dflt") == "dflt"
     assert cfg.show()["fsid"].startswith("8a3f6c4e")
