@@ -24,9 +24,10 @@ IDX = st.integers(0, 2)
 class SimulatedCluster(RuleBasedStateMachine):
     cl: Cluster | None = None
 
-    @initialize(seed=st.integers(0, 2**32 - 1), scenario=st.sampled_from(SCENARIOS), n=st.sampled_from([2, 3]))
-    def start(self, seed, scenario, n):
-        self.cl = Cluster(seed, scenario, n)
+    @initialize(seed=st.integers(0, 2**32 - 1), scenario=st.sampled_from(SCENARIOS), n=st.sampled_from([2, 3]),
+                workers=st.sampled_from([1, 2, 3, 0]))
+    def start(self, seed, scenario, n, workers):
+        self.cl = Cluster(seed, scenario, n, workers=workers)
         note(f"{self.cl!r}")
 
     @rule(i=IDX, j=IDX, front=st.sampled_from([0, 10, 300, 5000, 70_000]),

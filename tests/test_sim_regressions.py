@@ -58,6 +58,18 @@ def test_seed_1001203_replies_only_on_connections_the_application_was_told_about
     run_seed(1001203, steps=80)
 
 
+# --- found once the simulator modelled workers (msgr/sim/worker.py) --------------------------------------
+@pytest.mark.parametrize("seed, workers", [(33, 3), (6, 3), (351, 3), (264, 1), (383, 2)])
+def test_lossy_replace_stops_the_existing_session_even_mid_connect(seed, workers):
+    """hb-peers (lossy_client both ways, both bound): a connection race made the accepting side replace
+    its own lossy session while that session's connect was in flight. StopExisting was performed as a
+    socket error, and a lossy fault during the connect does not close (it backs off and retries): the
+    session, already unregistered by the handshake, kept its socket, opened another one over it (the
+    owner-contract anomaly) and became a second session to the same peer. Ceph's replace() stops the
+    lossy existing session whatever its state, with a reset callback (fault_replaced)."""
+    run_seed(seed, workers=workers)
+
+
 # --- two lossless_peer osds connecting at once, streaming both ways under socket resets ----------------------
 LONG = os.environ.get("MSGR_LONG", "") not in ("", "0")
 

@@ -31,7 +31,10 @@ __all__ = ["Cluster", "OracleError", "SCENARIOS", "make_message", "parse_message
 MSG_TYPE = 0x7F5E
 _MAGIC = b"SIMM"
 _HEAD = struct.Struct("<4sQQ")   # magic, sender connection uid, n (per sender connection)
-SCENARIOS = ("peers", "mons", "client-osd", "client-mds")
+# "hb-peers": OSD heartbeat messengers (lossy_client both ways, both bound), the one pair where a
+# connection race replaces a *lossy* session (StopExisting)
+SCENARIOS = ("peers", "mons", "client-osd", "client-mds", "hb-peers")
+_SCENARIOS_BEFORE_WORKERS = SCENARIOS[:4]   # drawn from without workers: recorded seeds keep their scenario
 _RESETS = (ConnEvent.BAD_RESET, ConnEvent.BAD_REMOTE_RESET)
 
 
@@ -80,6 +83,8 @@ def _policies(scenario: str, rng: random.Random, mine: EntityName) -> tuple[dict
     T = EntityName
     if scenario == "peers":
         return {T.TYPE_OSD: Policy.lossless_peer()}, True
+    if scenario == "hb-peers":
+        return {T.TYPE_OSD: Policy.lossy_client()}, True
     if scenario == "mons":
         return {T.TYPE_MON: Policy.lossless_peer_reuse()}, True
     if scenario == "client-osd":
@@ -92,7 +97,7 @@ def _policies(scenario: str, rng: random.Random, mine: EntityName) -> tuple[dict
 
 
 def _names(scenario: str, k: int) -> list[EntityName]:
-    if scenario == "peers":
+    if scenario in ("peers", "hb-peers"):
         return [EntityName.osd(i) for i in range(k)]
     if scenario == "mons":
         return [EntityName.mon(chr(ord("a") + i), rank=i) for i in range(k)]
@@ -104,11 +109,12 @@ class Cluster:
     """2-3 simulated endpoints under one seed, with the operations and invariants of the tests."""
 
     def __init__(self, seed: int, scenario: str | None = None, n: int | None = None,
-                 params: NetParams | None = None, trace: bool = False) -> None:
+                 params: NetParams | None = None, trace: bool = False, workers: int = 0) -> None:
         self.seed = seed
+        self.workers = workers   # per endpoint (msgr.sim.worker); 0: the model without workers
         self.net = SimNetwork(seed, params, trace=trace)
         rng = self.rng = self.net.rng
-        self.scenario = scenario or rng.choice(SCENARIOS)
+        self.scenario = scenario or rng.choice(SCENARIOS if workers else _SCENARIOS_BEFORE_WORKERS)
         k = n or rng.choice((2, 3))
         self.names = [str(x) for x in _names(self.scenario, k)]
         self.sent: dict[tuple[int, int], _Sent] = {}
@@ -130,10 +136,10 @@ class Cluster:
                          ms_dispatch_throttle_bytes=rng.choice((0, 200, 100_000, 1 << 26)))
             delay = rng.choice(((0, 0), (0, 0), (10, 3000), (1000, 20000)))
             self.net.add_endpoint(name, cfg, listen, policies=pols, default_policy=Policy.lossless_peer(),
-                                  dispatch_delay_us=delay)
+                                  dispatch_delay_us=delay, workers=workers)
 
     def __repr__(self) -> str:
-        return f"Cluster(seed={self.seed}, {self.scenario}, {self.names})"
+        return f"Cluster(seed={self.seed}, {self.scenario}, {self.names}, workers={self.workers})"
 
     # --- operations ----------------------------------------------------------------------------------
     def ep(self, i: int) -> SimEndpoint:
@@ -223,8 +229,8 @@ class Cluster:
         return list(self.net.retired) + [self.net.endpoint(n) for n in self.names]
 
     def _fail(self, text: str) -> None:
-        raise OracleError(f"{text}\n  replay: Cluster(seed={self.seed}) scenario={self.scenario} "
-                          f"t={self.net.now_us()}us")
+        raise OracleError(f"{text}\n  replay: Cluster(seed={self.seed}, workers={self.workers}) "
+                          f"scenario={self.scenario} t={self.net.now_us()}us")
 
     def check_safety(self) -> None:
         """Never: corruption, duplicates, reordering within a priority, owner-contract breaks, throttle overrun."""
@@ -318,15 +324,19 @@ class Cluster:
 class SeedResult:
     seed: int
     scenario: str
+    workers: int
     steps: int
     sent: int
     faults: int
     stats: dict = field(default_factory=dict)
 
 
-def run_seed(seed: int, steps: int = 60, trace: bool = False) -> SeedResult:
-    """One random run: operations drawn from ``seed``, safety after each, liveness at the end."""
-    cl = Cluster(seed, trace=trace)
+def run_seed(seed: int, steps: int = 60, trace: bool = False, workers: int = 0) -> SeedResult:
+    """One random run: operations drawn from ``seed``, safety after each, liveness at the end.
+
+    ``workers``: simulated workers per endpoint (0: the model without workers, in which the seeds
+    recorded before workers were modelled replay as they did)."""
+    cl = Cluster(seed, trace=trace, workers=workers)
     rng = random.Random(seed ^ 0x5EED)
     k = len(cl.names)
     ops = ("send", "send", "send", "send", "big", "keepalive", "advance", "advance", "reset", "partition",
@@ -358,4 +368,4 @@ def run_seed(seed: int, steps: int = 60, trace: bool = False) -> SeedResult:
     cl.settle()
     cl.check_safety()
     cl.check_liveness()
-    return SeedResult(seed, cl.scenario, steps, len(cl.sent), cl.net.stats["faults"], dict(cl.net.stats))
+    return SeedResult(seed, cl.scenario, cl.workers, steps, len(cl.sent), cl.net.stats["faults"], dict(cl.net.stats))

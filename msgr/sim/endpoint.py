@@ -4,9 +4,18 @@
 global_seq, dispatch with throttles) and :class:`SimConnection` plays
 ``AsyncConnection`` (it performs every action exactly as the owner
 contract says), over a :class:`~msgr.sim.network.SimNetwork` instead of
-sockets and workers. Cross-connection actions (ReplaceExisting,
-PokeExisting, StopExisting) run as separate events, as they hop to another
-worker in the real messenger, so their races are explored too.
+sockets and workers.
+
+Workers (``workers=N``, see :mod:`msgr.sim.worker`): every connection lives on
+one of the endpoint's N simulated workers, and what the real messenger posts
+to a connection's worker is posted here too: application sends and
+keepalives, the start of a connect or an accept, and the adopt, poke or stop
+another connection asks of an existing session. Posts run in FIFO order per
+worker, in turns the seed places. ``workers=0`` is the model the simulator
+started with (kept so that recorded seeds replay): application calls run at
+once, as a dispatcher's reply on the connection's own worker does, and each
+cross-connection call is an event of its own, as if every connection had a
+worker to itself.
 
 Everything the application would see is recorded in ``SimEndpoint.records``
 (deliveries, notifications, discarded messages, faults, closes) for test
@@ -27,6 +36,7 @@ from msgr.policy import Policy
 from msgr.protocol import actions as A
 from msgr.throttle import Throttle
 from msgr.sim.fakehost import InMemoryHost
+from msgr.sim.worker import SimWorker, pick_worker
 
 if TYPE_CHECKING:  # pragma: no cover
     from msgr.protocol.protocol_v1 import ProtocolV1
@@ -76,6 +86,9 @@ class SimConnection:
         self._connect_token = 0
         self._token_seq = 0
         self._pump_ev: "SimEvent | None" = None
+        self._out_pending: list[Message] = []   # application sends posted to the worker, not run yet
+        self._out_posted = False
+        self.worker: SimWorker | None = pick_worker(ep.net, ep.workers) if ep.workers else None
         self.proto = ep.protocol_factory(ep, self)
 
     def __repr__(self) -> str:
@@ -102,27 +115,82 @@ class SimConnection:
         return not self.closed and self.proto.is_connected()
 
     def send_message(self, msg: Message) -> bool:
-        """Queue ``msg``; False (and nothing queued) if the connection is down or closed."""
+        """Queue ``msg``; False (and nothing queued) if the connection is down or closed.
+
+        With workers, as AsyncConnection from an application thread: the message waits in a list and
+        the first send of a burst posts one flush to the connection's worker."""
         if self.down or self.closed:
             return False
         self.ep.sent.append((self.net.now_us(), self.uid, msg))
-        self._run(self.proto.send_message(msg, self.net.now_us()))
+        if self.worker is None:
+            self._run(self.proto.send_message(msg, self.net.now_us()))
+            return True
+        self._out_pending.append(msg)
+        if not self._out_posted:
+            self._out_posted = True
+            self._post(self._flush_pending, f"sends #{self.uid}")
         return True
+
+    def _flush_pending(self) -> None:
+        msgs, self._out_pending = self._out_pending, []
+        self._out_posted = False
+        if self.closed:
+            self._unsent(msgs)
+            return
+        now = self.net.now_us()
+        for m in msgs:
+            self._handle(self.proto.send_message(m, now))
+        self._after()
+
+    def _unsent(self, msgs: list[Message]) -> None:
+        """Sends the session ended before they reached the protocol: reported as its queue would be
+        (silently dropped after mark_down, as AsyncConnection._unsent)."""
+        if msgs and not self.down:
+            self.ep._record("discarded", self, tuple(msgs))
 
     def send_keepalive(self) -> None:
         if not (self.down or self.closed):
-            self._run(self.proto.send_keepalive(self.net.now_us()))
+            if self.worker is None:
+                self._run(self.proto.send_keepalive(self.net.now_us()))
+            else:
+                self._post(self.send_keepalive_internal, f"keepalive #{self.uid}")
 
     def mark_down(self) -> None:
         """End the session (no reset callback); connect_to hands out a new connection afterwards."""
         if self.down:
             return
         self.down = True
+        self._out_pending.clear()
         self.ep._forget(self)
         if not self.closed:
             self._run(self.proto.mark_down(self.net.now_us()))
 
     # --- running the protocol -------------------------------------------------------------------------
+    def _post(self, fn: Callable[[], None], what: str) -> None:
+        """Run ``fn`` on this connection's worker (dispatch_event_external); without workers, as an
+        event of its own 0-50 us later."""
+        if self.worker is None:
+            self.net.call_later(self.net.rng.randint(0, 50), fn, what)
+        else:
+            self.worker.post(fn, what)
+
+    def _start_connect(self) -> None:
+        if not self.closed:
+            assert self.target is not None and self.target_type is not None
+            self._run(self.proto.start_connect(self.target, self.target_type, self.net.now_us()))
+
+    def _start_accept(self) -> None:
+        """The accepted socket reaches the worker (AsyncConnection.start_accept)."""
+        end = self.sock
+        if self.closed or end is None:
+            return
+        if end.closed:   # it died before the worker took it (getpeername fails): the session just ends
+            self.sock = None
+            self._run(self.proto.mark_down(self.net.now_us()))
+            return
+        end.owner = self
+        self._run(self.proto.start_accept(end.peer, end.local, self.net.now_us()))
+
     def _run(self, acts: list) -> None:
         self._handle(acts)
         self._after()
@@ -256,6 +324,10 @@ class SimConnection:
         if self._pump_ev is not None:
             self._pump_ev.cancel()
             self._pump_ev = None
+        pending, self._out_pending = self._out_pending, []
+        self._unsent(pending)
+        if self.worker is not None:
+            self.worker.references -= 1
         self.ep.all.discard(self)
 
     # --- actions (the owner contract) -------------------------------------------------------------------
@@ -312,21 +384,22 @@ class SimConnection:
         end.owner = None              # detached, not closed
         self.sock = None
         self.ep._detached.add(end)
-        self.net.call_later(self.net.rng.randint(0, 50), lambda: existing._adopt(end, act.reset_session),
-                            f"adopt #{existing.uid}")
+        existing._post(lambda: existing._adopt(end, act.reset_session), f"adopt #{existing.uid}")
         self._finish()
 
     def _do_poke_existing(self, act: A.PokeExisting) -> None:
         existing: SimConnection = act.existing.connection
-        self.net.call_later(self.net.rng.randint(0, 50), existing.send_keepalive_internal, f"poke #{existing.uid}")
+        existing._post(existing.send_keepalive_internal, f"poke #{existing.uid}")
 
     def _do_stop_existing(self, act: A.StopExisting) -> None:
         existing: SimConnection = act.existing.connection
 
         def stop() -> None:
+            # Ceph's replace() on a lossy session: existing->protocol->stop() + queue_reset, whatever its
+            # state (a fault would keep a session caught mid-connect alive and reconnecting, unregistered)
             if not existing.closed:
-                existing._run(existing.proto.on_socket_error("replaced by a new connection", self.net.now_us()))
-        self.net.call_later(self.net.rng.randint(0, 50), stop, f"stop #{existing.uid}")
+                existing._run(existing.proto.fault_replaced(self.net.now_us()))
+        existing._post(stop, f"stop #{existing.uid}")
 
     def send_keepalive_internal(self) -> None:
         """A keepalive asked by the messenger (PokeExisting), allowed on a marked-down connection too."""
@@ -358,8 +431,11 @@ class SimEndpoint(InMemoryHost):
     def __init__(self, net: "SimNetwork", name: EntityName, ip: str, port: int, nonce: int, config: Config,
                  listen: bool = True, policies: dict[int, Policy] | None = None,
                  default_policy: Policy | None = None, dispatch_delay_us: tuple[int, int] = (0, 0),
-                 protocol_factory: Callable[["SimEndpoint", SimConnection], Any] | None = None) -> None:
+                 protocol_factory: Callable[["SimEndpoint", SimConnection], Any] | None = None,
+                 workers: int = 0) -> None:
         self.net = net
+        # the messenger's worker threads (ms_async_op_threads); 0: the model without workers (see above)
+        self.workers = [SimWorker(net, f"{name}/w{i}") for i in range(workers)]
         self.my_name = name
         self.ip, self.port, self.nonce, self.listen = ip, port, nonce, listen
         self.config = config
@@ -404,7 +480,10 @@ class SimEndpoint(InMemoryHost):
         conn = SimConnection(self, addr, peer_type)
         self.conns[addr] = conn.proto
         self.all.add(conn)
-        conn._run(conn.proto.start_connect(addr, peer_type, self.net.now_us()))
+        if conn.worker is None:
+            conn._start_connect()
+        else:
+            conn._post(conn._start_connect, f"connect #{conn.uid}")
         return conn
 
     def send_to(self, msg: Message, peer_type: int, addr: EntityAddr) -> bool:
@@ -431,14 +510,18 @@ class SimEndpoint(InMemoryHost):
     def _net_accept(self, end: "SimSocketEnd") -> None:
         conn = SimConnection(self)
         self.all.add(conn)
-        conn.sock = end
-        end.owner = conn
-        conn._run(conn.proto.start_accept(end.peer, end.local, self.net.now_us()))
+        conn.sock = end   # read only once start_accept has run on the connection's worker (it sets owner)
+        if conn.worker is None:
+            conn._start_accept()
+        else:
+            conn._post(conn._start_accept, f"accept #{conn.uid}")
 
     def _crash(self) -> None:
         """The process dies: its sockets reset or close, nothing else happens on its behalf."""
         self.alive = False
         net = self.net
+        for w in self.workers:
+            w.stop()
         for conn in self.connections():
             end = conn.sock
             conn.sock = None
@@ -459,7 +542,8 @@ class SimEndpoint(InMemoryHost):
     def _reincarnate(self, nonce: int) -> "SimEndpoint":
         return SimEndpoint(self.net, self.my_name, self.ip, self.port, nonce, self.config.copy(), self.listen,
                            {t: _fresh_policy(p) for t, p in self.policies.items()},
-                           _fresh_policy(self.default_policy), self.dispatch_delay_us, self.protocol_factory)
+                           _fresh_policy(self.default_policy), self.dispatch_delay_us, self.protocol_factory,
+                           len(self.workers))
 
     # --- dispatch and records -------------------------------------------------------------------------------
     def _deliver(self, conn: SimConnection, msg: Message) -> None:

@@ -46,6 +46,7 @@ class NetParams:
     max_chunks: int = 8
     recv_sizes: tuple[int, ...] = (1, 7, 64, 1024, 65536)  # caps of one recv_into
     reads_per_event: tuple[int, int] = (1, 4)                 # recv_into calls before yielding
+    post_delay_us: tuple[int, int] = (0, 50)   # a posted call waits this long for its worker's turn
 
 
 class SimEvent:

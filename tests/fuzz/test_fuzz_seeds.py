@@ -1,10 +1,13 @@
 """Seed sweep: whole random chaos runs (msgr.sim.chaos.run_seed); ci: 300 seeds, long: 10,000.
 
-Every failure names its seed; ``run_seed(seed, trace=True)`` replays it exactly.
+Each seed runs with 1, 2 and 3 simulated workers per messenger (msgr/sim/worker.py) and in the model
+without workers (0), where the seeds recorded before workers existed replay. Every failure names its
+seed and worker count; ``run_seed(seed, trace=True, workers=w)`` replays it exactly.
 """
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import time
 from pathlib import Path
 
@@ -13,16 +16,17 @@ from msgr.sim.chaos import run_seed
 
 N_SEEDS = 10_000 if LONG else 300
 BASE = 1_000_000 if LONG else 0   # the long run explores seeds CI never tries
+WORKERS = (0, 1, 2, 3)
 
 
 def test_seed_sweep():
     failures: list[str] = []
     t0 = time.monotonic()
-    for seed in range(BASE, BASE + N_SEEDS):
+    for seed, workers in itertools.product(range(BASE, BASE + N_SEEDS), WORKERS):
         try:
-            r = run_seed(seed, steps=80 if LONG else 60)
+            r = run_seed(seed, steps=80 if LONG else 60, workers=workers)
         except Exception as exc:  # every failure is collected with its seed, then reported together
-            failures.append(f"seed={seed}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            failures.append(f"seed={seed} workers={workers}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
             continue
         count("chaos seeds")
         count("chaos messages sent", r.sent)
