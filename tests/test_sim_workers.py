@@ -39,8 +39,8 @@ def test_the_seed_interleaves_the_turns_of_two_workers():
         net = SimNetwork(seed)
         w1, w2 = SimWorker(net, "w1"), SimWorker(net, "w2")
         seen: list[str] = []
-        w1.post(lambda: seen.append("1"), "1")
-        w2.post(lambda: seen.append("2"), "2")
+        w1.post(lambda s=seen: s.append("1"), "1")
+        w2.post(lambda s=seen: s.append("2"), "2")
         net.run_for(1_000)
         orders.add("".join(seen))
     assert orders == {"12", "21"}

@@ -1,22 +1,24 @@
 """An in-memory harness joining ProtocolV1 machines through byte pipes.
 
-``WireNet`` plays every owner duty of the protocol contract without sockets
-or threads: OpenSocket makes a link to the host listening at that address
-(or reports ECONNREFUSED), output is pulled after every call and delivered
-to the other end in chunks of random size, timers run on a virtual clock,
-ReplaceExisting moves a link to the existing session, and so on. Everything
-is driven by one seeded RNG, so a run is reproducible from its seed.
+``WireNet`` runs every protocol machine under a :class:`WireConn`, a third
+transport of the shared connection core (``msgr/connection_core.py``: what
+each action means is written there once): OpenSocket makes a link to the host
+listening at that address (or reports ECONNREFUSED), output is pulled every
+step and delivered to the other end in chunks of random size, timers run on a
+virtual clock, a handed-over link moves to the existing session, and calls
+posted to another session run at the start of the next step (one worker).
+Everything is driven by one seeded RNG, so a run is reproducible from its seed.
 """
 from __future__ import annotations
 
 import random
 from collections import deque
-from typing import Callable
+from typing import Any, Callable
 
+from msgr.connection_core import ConnectionCore
 from msgr.entity import EntityAddr
 from msgr.message import Message
-from msgr.protocol.actions import (ArmTimer, CancelTimer, CloseSocket, Deliver, OpenSocket, PokeExisting,
-                                   ReplaceExisting, StopExisting, TimerKind)
+from msgr.protocol.actions import ConnEvent, TimerKind
 from msgr.protocol.protocol_v1 import ProtocolV1
 from msgr.sim.fakehost import FakeHost
 
@@ -38,6 +40,84 @@ class Link:
         return 0 if self.ends[0] is proto else 1
 
 
+class WireConn(ConnectionCore):
+    """The owner of one ProtocolV1 in a WireNet: the connection core's primitives on links."""
+
+    def __init__(self, net: "WireNet", host: FakeHost) -> None:
+        self._init_core()
+        self.net = net
+        self.proto = ProtocolV1(host, self)
+        net.protos.append(self.proto)
+
+    def _post(self, fn: Callable[[], None], what: str = "") -> None:
+        self.net.pending.append(fn)
+
+    def _call(self, fn: Callable[..., list], *args: Any) -> None:
+        if not self.closed:
+            self.net.apply(self.proto, fn(*args, self.net.now_us))
+
+    def _socket_open(self) -> bool:
+        return self.proto in self.net.link
+
+    def _open_socket(self, addr: EntityAddr) -> None:
+        self.net.pending.append(lambda: self.net._open(self.proto, addr))
+
+    def _close_socket(self, reason: str) -> None:
+        self.net._close_end(self.proto)
+
+    def _timer_start(self, kind: TimerKind, delay_us: int) -> tuple[ProtocolV1, TimerKind]:
+        key = (self.proto, kind)
+        self.net.timers[key] = self.net.now_us + delay_us
+        return key
+
+    def _timer_stop(self, handle: tuple[ProtocolV1, TimerKind]) -> None:
+        self.net.timers.pop(handle, None)
+
+    def _dispatch(self, msg: Message) -> None:
+        net = self.net
+        net.delivered.setdefault(id(self.proto.host), []).append(msg)
+        if net.release:
+            msg.release_throttles()
+        else:
+            net.held.append(msg)
+
+    def _notify(self, event: ConnEvent) -> None:
+        pass   # in net.log
+
+    def _faulted(self, reason: str, error: Exception | None) -> None:
+        pass   # in net.log
+
+    def _report_discarded(self, msgs: tuple) -> None:
+        pass   # in net.log
+
+    def _take_handoff(self) -> Link | None:
+        return self.net.link.pop(self.proto, None)
+
+    def _claim_handoff(self, link: Link) -> tuple[EntityAddr, EntityAddr] | None:
+        return None if link.dead else link.socks
+
+    def _drop_handoff(self, link: Link) -> None:
+        link.closed[1] = True   # the accepting end (index 1) is closed
+        link.ends[1] = None
+        link.pipes[1].clear()
+
+    def _install_handoff(self, link: Link) -> None:
+        link.ends[1] = self.proto   # the temporary connection was the accepting end
+        self.net.link[self.proto] = link
+
+    def _contract_broken(self, text: str) -> None:
+        self.net.anomalies.append(f"{self.proto!r}: {text}")
+
+    def _registered(self) -> None:
+        pass
+
+    def _released(self) -> None:
+        pass
+
+    def _unregister(self, reason: str) -> None:
+        self.proto.host.unregister_conn(self.proto)
+
+
 class WireNet:
     """Deterministic in-memory network of FakeHosts running ProtocolV1 machines."""
 
@@ -56,6 +136,7 @@ class WireNet:
         self.delivered: dict[int, list[Message]] = {}   # id(host) -> messages, in delivery order
         self.held: list[Message] = []                   # messages whose throttles are not released yet
         self.protos: list[ProtocolV1] = []
+        self.anomalies: list[str] = []                  # owner-contract breaks (WireConn._contract_broken)
         self._next_port = 40000
 
     # --- setup -------------------------------------------------------------------------------------
@@ -70,8 +151,7 @@ class WireNet:
         return self.delivered[id(host)]
 
     def connect(self, host: FakeHost, peer_addr: EntityAddr, peer_type: int) -> ProtocolV1:
-        proto = ProtocolV1(host)
-        self.protos.append(proto)
+        proto = WireConn(self, host).proto
         self.apply(proto, proto.start_connect(peer_addr, peer_type, self.now_us))
         return proto
 
@@ -81,32 +161,10 @@ class WireNet:
     def events(self, proto: ProtocolV1 | None = None, kind: type | None = None) -> list:
         return [a for p, a in self.log if (proto is None or p is proto) and (kind is None or isinstance(a, kind))]
 
-    # --- the owner's duties ---------------------------------------------------------------------------
+    # --- the owner's duties (performed by each protocol's WireConn) -------------------------------------
     def apply(self, proto: ProtocolV1, actions: list) -> None:
-        for a in actions:
-            self.log.append((proto, a))
-            t = type(a)
-            if t is Deliver:
-                self.delivered.setdefault(id(proto.host), []).append(a.msg)
-                if self.release:
-                    a.msg.release_throttles()
-                else:
-                    self.held.append(a.msg)
-            elif t is ArmTimer:
-                self.timers[(proto, a.kind)] = self.now_us + a.delay_us
-            elif t is CancelTimer:
-                self.timers.pop((proto, a.kind), None)
-            elif t is OpenSocket:
-                self.pending.append(lambda p=proto, addr=a.addr: self._open(p, addr))
-            elif t is CloseSocket:
-                self._close_end(proto)
-            elif t is ReplaceExisting:
-                link = self.link.pop(proto)
-                self.pending.append(lambda e=a.existing, l=link, r=a.reset_session, p=proto: self._replace(p, e, l, r))
-            elif t is PokeExisting:
-                self.pending.append(lambda e=a.existing: self.apply(e, e.send_keepalive(self.now_us)))
-            elif t is StopExisting:
-                self.pending.append(lambda e=a.existing: self.apply(e, e.fault_replaced(self.now_us)))
+        self.log.extend((proto, a) for a in actions)
+        proto.connection._handle(actions)
 
     def _open(self, proto: ProtocolV1, addr: EntityAddr) -> None:
         key = (addr.ip, addr.port)
@@ -118,8 +176,7 @@ class WireNet:
         mine = proto.host.get_myaddr()
         local = EntityAddr(EntityAddr.TYPE_LEGACY, 0, "127.0.0.1" if mine.is_blank_ip() else mine.ip,
                            self._next_port)
-        server = ProtocolV1(host)
-        self.protos.append(server)
+        server = WireConn(self, host).proto
         link = Link(proto, server, (local, EntityAddr(EntityAddr.TYPE_LEGACY, 0, addr.ip, addr.port)))
         self.link[proto] = link
         self.link[server] = link
@@ -134,15 +191,6 @@ class WireNet:
         link.closed[i] = True
         link.ends[i] = None
         link.pipes[i].clear()   # bytes still travelling to a closed socket are lost
-
-    def _replace(self, temp: ProtocolV1, existing: ProtocolV1, link: Link, reset: bool) -> None:
-        i = 1   # the temporary connection is always the accepting end
-        self.apply(existing, existing.adopt_socket(link.socks[0], link.socks[1], self.now_us, reset))
-        if link.dead:   # the socket broke while being handed over: the new owner sees the error
-            self.apply(existing, existing.on_socket_error("injected connection reset", self.now_us))
-            return
-        link.ends[i] = existing
-        self.link[existing] = link
 
     def break_link(self, proto: ProtocolV1, reason: str = "injected connection reset") -> bool:
         """Both ends of ``proto``'s link see a socket error (in-flight bytes are lost)."""
@@ -211,7 +259,7 @@ class WireNet:
         (proto, kind), due = min(self.timers.items(), key=lambda kv: kv[1])
         del self.timers[(proto, kind)]
         self.now_us = max(self.now_us, due)
-        self.apply(proto, proto.on_timer(kind, self.now_us))
+        proto.connection._on_timer(kind)
         return True
 
     def run(self, until: Callable[[], bool] | None = None, max_steps: int = 1_000_000,

@@ -1,0 +1,315 @@
+"""SimConnection: the simulator's transport under the shared connection core.
+
+It plays ``AsyncConnection`` over a :class:`~msgr.sim.network.SimNetwork`:
+what each protocol action means comes from
+:class:`~msgr.connection_core.ConnectionCore`; this module supplies only the
+primitives (simulated sockets and connects, simulated timers, posting to a
+simulated worker, recording what the application would see).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from msgr.connection_core import ConnectionCore
+from msgr.entity import EntityAddr, EntityName
+from msgr.errors import MsgrError
+from msgr.message import Message
+from msgr.protocol import actions as A
+from msgr.sim.worker import SimWorker, pick_worker
+
+if TYPE_CHECKING:  # pragma: no cover
+    from msgr.sim.endpoint import SimEndpoint
+    from msgr.sim.network import SimEvent, SimSocketEnd
+
+__all__ = ["SimConnection"]
+
+
+class SimConnection(ConnectionCore):
+    """The owner of one ProtocolV1 (the user-visible Connection of the session)."""
+
+    def __init__(self, ep: SimEndpoint, target: EntityAddr | None = None, target_type: int | None = None) -> None:
+        self._init_core()
+        self.ep = ep
+        self.net = ep.net
+        self.uid = ep.net.next_uid()
+        self.target, self.target_type = target, target_type
+        self.sock: SimSocketEnd | None = None
+        self._connect_token = 0
+        self._token_seq = 0
+        self._pump_ev: SimEvent | None = None
+        self._out_pending: list[Message] = []   # application sends posted to the worker, not run yet
+        self._out_posted = False
+        self.worker: SimWorker | None = pick_worker(ep.net, ep.workers) if ep.workers else None
+        self.proto = ep.protocol_factory(ep, self)
+
+    def __repr__(self) -> str:
+        return f"<SimConnection #{self.uid} {self.ep.my_name} {self.proto!r}>"
+
+    # --- the user-visible Connection ----------------------------------------------------------------
+    @property
+    def down(self) -> bool:
+        """Marked down by the user."""
+        return self._down
+
+    @property
+    def peer_type(self) -> int | None:
+        t = self.proto.peer_type
+        return self.target_type if t is None else t
+
+    @property
+    def peer_name(self) -> EntityName | None:
+        return self.proto.peer_name
+
+    @property
+    def features(self) -> int:
+        return self.proto.features
+
+    def get_peer_addr(self) -> EntityAddr | None:
+        return self.proto.peer_addr or self.target
+
+    def is_connected(self) -> bool:
+        return not self.closed and self.proto.is_connected()
+
+    def send_message(self, msg: Message) -> bool:
+        """Queue ``msg``; False (and nothing queued) if the connection is down or closed.
+
+        With workers, as AsyncConnection from an application thread: the message waits in a list and
+        the first send of a burst posts one flush to the connection's worker."""
+        if self._down or self.closed:
+            return False
+        self.ep.sent.append((self.net.now_us(), self.uid, msg))
+        if self.worker is None:
+            self._call(self.proto.send_message, msg)
+            return True
+        self._out_pending.append(msg)
+        if not self._out_posted:
+            self._out_posted = True
+            self._post(self._flush_pending, "sends")
+        return True
+
+    def _flush_pending(self) -> None:
+        msgs, self._out_pending = self._out_pending, []
+        self._out_posted = False
+        if self.closed:
+            self._unsent(msgs)
+            return
+        now = self.net.now_us()
+        for m in msgs:
+            self._handle(self.proto.send_message(m, now))
+        self._after()
+
+    def _unsent(self, msgs: list[Message]) -> None:
+        """Sends the session ended before they reached the protocol: reported as its queue would be
+        (silently dropped after mark_down, as AsyncConnection._unsent)."""
+        if msgs and not self._down:
+            self.ep._record("discarded", self, tuple(msgs))
+
+    def send_keepalive(self) -> None:
+        if not (self._down or self.closed):
+            if self.worker is None:
+                self._call(self.proto.send_keepalive)
+            else:
+                self._post(lambda: self._call(self.proto.send_keepalive), "keepalive")
+
+    def mark_down(self) -> None:
+        """End the session (no reset callback); connect_to hands out a new connection afterwards."""
+        if self._down:
+            return
+        self._down = True
+        self._out_pending.clear()
+        self.ep._forget(self)
+        self._call(self.proto.mark_down)
+
+    # --- starting (on the worker) --------------------------------------------------------------------
+    def _start_connect(self) -> None:
+        assert self.target is not None and self.target_type is not None
+        self._call(self.proto.start_connect, self.target, self.target_type)
+
+    def _start_accept(self) -> None:
+        """The accepted socket reaches the worker (AsyncConnection.start_accept)."""
+        end = self.sock
+        if self.closed or end is None:
+            return
+        if end.closed:   # it died before the worker took it (getpeername fails): the session just ends
+            self.sock = None
+            self._call(self.proto.mark_down)
+            return
+        end.owner = self
+        self._call(self.proto.start_accept, end.peer, end.local)
+
+    # --- primitives of the connection core ------------------------------------------------------------
+    def _post(self, fn: Callable[[], None], what: str = "") -> None:
+        """Run ``fn`` on this connection's worker (dispatch_event_external); without workers, as an
+        event of its own 0-50 us later."""
+        label = f"{what} #{self.uid}"
+        if self.worker is None:
+            self.net.call_later(self.net.rng.randint(0, 50), fn, label)
+        else:
+            self.worker.post(fn, label)
+
+    def _call(self, fn: Callable[..., list], *args: Any) -> None:
+        if not self.closed:
+            self._handle(fn(*args, self.net.now_us()))
+            self._after()
+
+    def _socket_open(self) -> bool:
+        return self.sock is not None
+
+    def _open_socket(self, addr: EntityAddr) -> None:
+        self.net.connect(self, addr)
+
+    def _close_socket(self, reason: str) -> None:
+        self._connect_token = 0
+        if self.sock is not None:
+            self.net.close(self.sock)
+            self.sock = None
+
+    def _timer_start(self, kind: A.TimerKind, delay_us: int) -> SimEvent:
+        return self.net.call_later(delay_us, lambda: self._on_timer(kind), f"timer {kind.value}")
+
+    def _timer_stop(self, handle: SimEvent) -> None:
+        handle.cancel()
+
+    def _dispatch(self, msg: Message) -> None:
+        if msg.get_connection() is not self:
+            self.ep._anomaly(self, f"delivered {msg!r} carries connection {msg.get_connection()!r}")
+        self.ep._deliver(self, msg)
+
+    def _notify(self, event: A.ConnEvent) -> None:
+        self.ep._record("notify", self, event)
+
+    def _faulted(self, reason: str, error: Exception | None) -> None:
+        self.net.stats["faults"] += 1
+        if error is not None and not isinstance(error, MsgrError):
+            self.ep._anomaly(self, f"fault with an untyped error {error!r}")
+        self.ep._record("fault", self, (reason, error))
+
+    def _report_discarded(self, msgs: tuple) -> None:
+        self.ep._record("discarded", self, tuple(msgs))
+
+    def _take_handoff(self) -> SimSocketEnd | None:
+        end = self.sock
+        if end is None:
+            return None
+        if self.proto.has_output():   # what was not written yet goes first, as AsyncConnection's wbufs
+            self.net.write(end, b"".join(self.proto.take_output()))
+        end.owner = None              # detached, not closed
+        self.sock = None
+        self.ep._detached.add(end)
+        return end
+
+    def _claim_handoff(self, end: SimSocketEnd) -> tuple[EntityAddr, EntityAddr] | None:
+        self.ep._detached.discard(end)
+        return None if end.closed else (end.peer, end.local)
+
+    def _drop_handoff(self, end: SimSocketEnd) -> None:
+        self.ep._detached.discard(end)
+        self.net.close(end)
+
+    def _install_handoff(self, end: SimSocketEnd) -> None:
+        self.sock = end
+        end.owner = self
+
+    def _contract_broken(self, text: str) -> None:
+        self.ep._anomaly(self, text)
+
+    def _registered(self) -> None:
+        self.ep._record("registered", self, self.proto.peer_addr)
+
+    def _released(self) -> None:
+        if self._pump_ev is not None:
+            self._pump_ev.cancel()
+            self._pump_ev = None
+        pending, self._out_pending = self._out_pending, []
+        self._unsent(pending)
+        if self.worker is not None:
+            self.worker.references -= 1
+        self.ep.all.discard(self)
+
+    def _unregister(self, reason: str) -> None:
+        self.ep._record("closed", self, reason)
+        self.ep.unregister_conn(self.proto)
+
+    # --- reading and writing --------------------------------------------------------------------------
+    def _after(self) -> None:
+        """Write whatever the protocol has (one sendmsg), then keep reading if bytes wait."""
+        p = self.proto
+        if p.has_output():
+            data = b"".join(p.take_output())
+            if self.sock is not None:
+                self.net.write(self.sock, data)
+            elif data:
+                self.ep._anomaly(self, f"{len(data)} output bytes with no socket in {p.state!r}")
+        end = self.sock
+        if end is not None and end.inbox and p.wants_read and self._pump_ev is None and not self.closed:
+            self._pump_ev = self.net.call_later(0, self._pump, f"pump #{self.uid}")
+
+    def _pump(self) -> None:
+        """One readable event: a few recv_into of random sizes into the protocol's buffer."""
+        self._pump_ev = None
+        net, rng = self.net, self.net.rng
+        end = self.sock
+        for _ in range(rng.randint(*net.params.reads_per_event)):
+            if end is None or end is not self.sock or self.closed or not end.inbox or not self.proto.wants_read:
+                return
+            if not end.inbox[0]:  # EOF, nothing before it
+                end.inbox.popleft()
+                self._call(self.proto.buffer_updated, 0)
+                return
+            buf = self.proto.get_buffer()
+            if len(buf) == 0:
+                self.ep._anomaly(self, f"get_buffer() returned an empty buffer in {self.proto.state!r}")
+                return
+            n = self._recv_into(end, buf, min(len(buf), rng.choice(net.params.recv_sizes)))
+            self._call(self.proto.buffer_updated, n)
+        self._after()
+
+    @staticmethod
+    def _recv_into(end: SimSocketEnd, buf: memoryview, cap: int) -> int:
+        n = 0
+        inbox = end.inbox
+        while n < cap and inbox and inbox[0]:
+            head = inbox[0]
+            k = min(cap - n, len(head) - end.off)
+            buf[n:n + k] = head[end.off:end.off + k]
+            n += k
+            end.off += k
+            if end.off == len(head):
+                inbox.popleft()
+                end.off = 0
+        return n
+
+    # --- network callbacks ------------------------------------------------------------------------------
+    def _net_begin_connect(self) -> int:
+        self._token_seq += 1
+        self._connect_token = self._token_seq
+        return self._token_seq
+
+    def _net_connected(self, token: int, end: SimSocketEnd) -> None:
+        if token != self._connect_token or self.closed:
+            if not end.closed:
+                self.net.close(end)   # an abandoned attempt: the server reads EOF
+            return
+        if end.closed:   # reset before we saw the connect complete
+            self._net_connect_failed(token, "connection reset during connect", False)
+            return
+        self._connect_token = 0
+        self.sock = end
+        end.owner = self
+        self._call(self.proto.on_connected, end.local)
+
+    def _net_connect_failed(self, token: int, reason: str, refused: bool) -> None:
+        if token != self._connect_token or self.closed:
+            return
+        self._connect_token = 0
+        self._call(lambda now: self.proto.on_socket_error(reason, now, refused=refused))
+
+    def _net_readable(self, end: SimSocketEnd) -> None:
+        if end is self.sock and self._pump_ev is None and self.proto.wants_read and not self.closed:
+            self._pump_ev = self.net.call_later(0, self._pump, f"pump #{self.uid}")
+
+    def _net_error(self, end: SimSocketEnd, reason: str) -> None:
+        if end is self.sock and not self.closed:
+            self.sock = None
+            self._call(self.proto.on_socket_error, reason)

@@ -1,0 +1,156 @@
+"""One connection core (msgr/connection_core.py): every transport performs the actions the same way.
+
+The same action sequences run through each performer's primitives (the simulator's SimConnection, the
+wire pair's WireConn) and must leave the same observable result. Each transport gets a small adapter:
+build a connection, build a lossy session caught in the middle of its connect, let posted work run,
+and read back what the application saw.
+"""
+from __future__ import annotations
+
+import pytest
+
+from msgr.connection_core import ConnectionCore
+from msgr.entity import EntityAddr, EntityName
+from msgr.message import Message
+from msgr.policy import Policy
+from msgr.protocol import actions as A
+from msgr.protocol.states import State
+from msgr.sim import SimNetwork
+from msgr.sim.connection import SimConnection
+from msgr.sim.fakehost import FakeHost
+from msgr.sim.wire_pair import WireConn, WireNet
+
+OSD = EntityName.TYPE_OSD
+TRANSPORTS = ("sim-0", "sim-1", "sim-3", "wire")
+
+
+class SimAdapter:
+    def __init__(self, workers: int, policy: Policy) -> None:
+        self.net = SimNetwork(1)
+        pol = {OSD: policy}
+        self.ep = self.net.add_endpoint(EntityName.osd(0), policies=pol, workers=workers)
+        self.peer = self.net.add_endpoint(EntityName.osd(1), policies=pol, workers=workers)
+
+    def new_conn(self) -> SimConnection:
+        conn = SimConnection(self.ep)
+        self.ep.all.add(conn)
+        return conn
+
+    def session_mid_connect(self) -> SimConnection:
+        self.net.partition(self.ep, self.peer)   # the TCP connect hangs (SYN retries)
+        conn = self.ep.connect_to(OSD, self.peer.get_myaddr())
+        self.settle()
+        return conn
+
+    def settle(self) -> None:
+        self.net.run_for(100)
+
+    def timers(self, conn: SimConnection) -> int:
+        return sum(1 for e in self.net._heap if not e.cancelled and e.what.startswith("timer"))
+
+    def delivered(self) -> int:
+        return len(self.ep.records_of("deliver"))
+
+    def notified(self, conn: SimConnection) -> list:
+        return [r.data for r in self.ep.records_of("notify", conn.uid)]
+
+
+class WireAdapter:
+    def __init__(self, policy: Policy) -> None:
+        self.net = WireNet(seed=1)
+        pol = {OSD: policy}
+        self.host = self.net.add_host(FakeHost(EntityName.osd(0), EntityAddr.parse("10.0.0.1:6800/1"),
+                                               policies=pol))
+        self.peer_addr = EntityAddr.parse("10.0.0.2:6800/2")
+
+    def new_conn(self) -> WireConn:
+        return WireConn(self.net, self.host)
+
+    def session_mid_connect(self) -> WireConn:
+        proto = self.net.connect(self.host, self.peer_addr, OSD)   # nobody listens: refused, backoff
+        self.settle()
+        return proto.connection
+
+    def settle(self) -> None:
+        while self.net.pending:
+            self.net.pending.popleft()()
+
+    def timers(self, conn: WireConn) -> int:
+        return sum(1 for (p, _k) in self.net.timers if p is conn.proto)
+
+    def delivered(self) -> int:
+        return len(self.net.messages(self.host))
+
+    def notified(self, conn: WireConn) -> list:
+        return [a.event for a in self.net.events(conn.proto, A.Notify)]
+
+
+def _adapter(name: str, policy: Policy | None = None):
+    policy = policy or Policy.lossy_client()
+    return WireAdapter(policy) if name == "wire" else SimAdapter(int(name.split("-")[1]), policy)
+
+
+@pytest.mark.parametrize("cls", [SimConnection, WireConn])
+def test_every_action_has_one_meaning(cls):
+    """No transport overrides what an action means: only the primitives are its own."""
+    meanings = [n for n in vars(ConnectionCore) if n.startswith("_do_")] + \
+        ["_handle", "_adopt", "_finish", "_on_timer", "hand_over", "poke", "stop_replaced"]
+    assert len(meanings) == 20
+    for name in meanings:
+        assert getattr(cls, name) is getattr(ConnectionCore, name), f"{cls.__name__} overrides {name}"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_timers_one_per_kind(transport):
+    t = _adapter(transport)
+    conn = t.new_conn()
+    conn._handle([A.ArmTimer(A.TimerKind.RECONNECT, 1000), A.ArmTimer(A.TimerKind.RECONNECT, 2000),
+                  A.ArmTimer(A.TimerKind.IDLE, 5000), A.CancelTimer(A.TimerKind.THROTTLE_RETRY)])
+    assert t.timers(conn) == 2
+    conn._handle([A.CancelTimer(A.TimerKind.IDLE)])
+    assert t.timers(conn) == 1
+    conn._handle([A.SessionClosed("done")])
+    assert conn.closed and t.timers(conn) == 0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_deliver_names_the_peer_from_its_first_message(transport):
+    t = _adapter(transport)
+    conn = t.new_conn()
+    conn.proto.peer_name = EntityName(OSD, EntityName.NEW)
+    m = Message()
+    m.header.src_type, m.header.src_num = OSD, 7
+    m.set_connection(conn)
+    conn._handle([A.Deliver(m), A.Fault("bad day"), A.Fault("worse day")])
+    assert conn.proto.peer_name == EntityName.osd(7)
+    assert t.delivered() == 1 and conn.fault_count == 2 and conn.last_fault == "worse day"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_stop_existing_closes_a_lossy_session_caught_mid_connect(transport):
+    """Ceph's replace() of a lossy session: stop() + reset callback whatever its state. Performed as a
+    socket error (two performers did), a lossy session still connecting just backed off and went on."""
+    t = _adapter(transport)
+    existing = t.session_mid_connect()
+    assert existing.proto.state is State.CONNECTING and not existing.closed
+    t.new_conn()._handle([A.StopExisting(existing.proto)])
+    assert not existing.closed   # posted to the existing session's worker, not run in the caller
+    t.settle()
+    assert existing.closed and existing.proto.state is State.CLOSED
+    assert A.ConnEvent.BAD_RESET in t.notified(existing)
+    assert t.timers(existing) == 0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_replace_existing_without_a_socket_fails_the_adopt(transport):
+    """A replace whose socket is already gone: the existing session must not stay marked 'being
+    replaced' (every later connect from the peer would get RETRY_GLOBAL): adopt_failed faults it."""
+    t = _adapter(transport, Policy.lossless_peer())
+    existing = t.session_mid_connect()
+    existing.proto._replacing = True    # what the accept's decision marks on it
+    temp = t.new_conn()
+    temp._handle([A.ReplaceExisting(existing.proto)])
+    assert temp.closed
+    t.settle()
+    assert not existing.proto._replacing and not existing.closed
+    assert existing.last_fault == "the socket to adopt died"
