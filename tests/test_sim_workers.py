@@ -82,7 +82,8 @@ def test_application_sends_wait_for_the_worker_and_keep_their_order():
     c = a.connect_to(OSD, b.get_myaddr())
     for n in range(1, 6):
         c.send_message(make_message(c.uid, n, 127, 10))
-    assert c.proto.state is State.NONE and net.stats["connects"] == 0   # nothing ran yet: all posted
+    # the protocol started in connect_to (as AsyncMessenger's); its TCP connect and the sends wait
+    assert c.proto.state is State.CONNECTING and net.stats["connects"] == 0
     net.run_for(1_000_000)
     assert [parse_message(r.data)[1] for r in b.records_of("deliver")] == [1, 2, 3, 4, 5]
 

@@ -121,10 +121,22 @@ class SimConnection(ConnectionCore):
         self.ep._forget(self)
         self._call(self.proto.mark_down)
 
-    # --- starting (on the worker) --------------------------------------------------------------------
-    def _start_connect(self) -> None:
+    # --- starting ------------------------------------------------------------------------------------
+    def begin_connect(self) -> None:
+        """connect_to, before the session is published (AsyncConnection.begin_connect): the protocol
+        starts in the caller, so an accept that finds the session sees CONNECTING and its peer address;
+        the actions it asks for (timer, TCP connect) are performed on the worker."""
         assert self.target is not None and self.target_type is not None
-        self._call(self.proto.start_connect, self.target, self.target_type)
+        acts = self.proto.start_connect(self.target, self.target_type, self.net.now_us())
+        if self.worker is None:
+            self._perform(acts)
+        else:
+            self._post(lambda: self._perform(acts), "connect")
+
+    def _perform(self, acts: list) -> None:
+        if not self.closed:
+            self._handle(acts)
+            self._after()
 
     def _start_accept(self) -> None:
         """The accepted socket reaches the worker (AsyncConnection.start_accept)."""

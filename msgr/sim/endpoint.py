@@ -9,7 +9,7 @@ sockets and workers.
 Workers (``workers=N``, see :mod:`msgr.sim.worker`): every connection lives on
 one of the endpoint's N simulated workers, and what the real messenger posts
 to a connection's worker is posted here too: application sends and
-keepalives, the start of a connect or an accept, and the adopt, poke or stop
+keepalives, the actions of a connect (started by ``connect_to`` itself), an accept, and the adopt, poke or stop
 another connection asks of an existing session. Posts run in FIFO order per
 worker, in turns the seed places. ``workers=0`` is the model the simulator
 started with (kept so that recorded seeds replay): application calls run at
@@ -125,12 +125,9 @@ class SimEndpoint(InMemoryHost):
         if proto is not None and not proto.connection.down and not proto.connection.closed:
             return proto.connection
         conn = SimConnection(self, addr, peer_type)
+        conn.begin_connect()   # as AsyncMessenger: the protocol starts before the session is published
         self.conns[addr] = conn.proto
         self.all.add(conn)
-        if conn.worker is None:
-            conn._start_connect()
-        else:
-            conn._post(conn._start_connect, "connect")
         return conn
 
     def send_to(self, msg: Message, peer_type: int, addr: EntityAddr) -> bool:
