@@ -1,8 +1,11 @@
 """AsyncConnection: one socket on one worker, driven by a sans-IO ProtocolV1.
 
-The protocol decides; this module performs. Every protocol call returns a
-list of actions, which :meth:`AsyncConnection._handle` performs in order;
-afterwards the protocol's output is pulled and written with one ``sendmsg``.
+The protocol decides; what each of its actions means is written once in
+:class:`~msgr.connection_core.ConnectionCore` (shared with the simulator and
+the wire pair), and this module supplies the primitives on a real socket and
+worker. Every protocol call returns a list of actions, which ``_handle``
+performs in order; afterwards the protocol's output is pulled and written with
+one ``sendmsg``.
 
 Threads: everything that touches the socket or the protocol runs on the
 connection's worker. Other threads (``send_message`` from the application,
@@ -27,6 +30,7 @@ from eventcenter import EVENT_READABLE, EVENT_WRITABLE
 from msgr.dispatch_queue import CODE_OF_EVENT
 from msgr.entity import EntityAddr, EntityName
 from msgr.connection_base import Connection, LoopbackConnection  # noqa: F401 (re-exported)
+from msgr.connection_core import ConnectionCore
 from msgr.errors import DecodeError, MsgrError
 from msgr.flush import FlushingConnection
 from msgr.protocol import actions as A
@@ -41,15 +45,14 @@ IOV_MAX = 1024      # Linux: buffers per sendmsg
 READ_ROUNDS = 16    # recv_into calls per readable event before yielding to other fds
 
 _mono_ns = time.monotonic_ns   # perf running times (real time, whatever clock the protocol runs on)
-_NEW = EntityName.NEW
-_Deliver = A.Deliver
 
 
-class AsyncConnection(FlushingConnection, Connection):
+class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
     """A session with one peer: its protocol machine, its socket and its worker."""
 
     def __init__(self, msgr: "AsyncMessenger", worker: Any, target: EntityAddr | None = None,
                  target_type: int | None = None, proto: Any = None) -> None:
+        self._init_core()   # closed, _down, _timers, last_fault(_error), fault_count
         self.msgr = msgr
         self.worker = worker
         self.center = worker.center
@@ -68,17 +71,11 @@ class AsyncConnection(FlushingConnection, Connection):
         self._reading = False         # READABLE registered
         self._writing = False         # WRITABLE registered (unsent output)
         self._wbufs: list[memoryview] = []
-        self._timers: dict[A.TimerKind, int] = {}
         self._turn_us = 0             # now_us of the read event being handled (sends inside it)
         self._out_lock = threading.Lock()
         self._out_pending: list = []
         self._out_posted = False
         self._in_read = False         # inside _on_readable: its _after() writes what we queue
-        self._down = False            # marked down by the user / messenger
-        self.closed = False           # session over (SessionClosed)
-        self.last_fault: str | None = None
-        self.last_fault_error: Exception | None = None   # e.g. BadBannerError: a non-Ceph peer
-        self.fault_count = 0
         self._opened = 0
         self._delayed: list = []      # (due_us, msg) held back by ms_inject_delay_*
         self._delay_timer: int | None = None
@@ -87,17 +84,6 @@ class AsyncConnection(FlushingConnection, Connection):
         self._last_active_us = 0      # last input (ms_connection_idle_timeout)
         self.perf.msgr_created_connections += 1
         self.perf.msgr_active_connections += 1
-        self._overrides: dict[type, Callable[[Any], None]] | None = None
-
-    @property
-    def _handlers(self) -> dict[type, Callable[[Any], None]]:
-        """The action handlers of this connection, bound; a test may replace one in this dict.
-
-        Built on first use only: the hot path calls the class table (no dict of bound methods per
-        connection, which cost ~2 KiB each on an idle connection)."""
-        if self._overrides is None:
-            self._overrides = {t: getattr(self, f.__name__) for t, f in _HANDLERS.items()}
-        return self._overrides
 
     def __repr__(self) -> str:
         return (f"<AsyncConnection {self.proto.peer_name or '?'} {self.get_peer_addr()} "
@@ -217,7 +203,7 @@ class AsyncConnection(FlushingConnection, Connection):
         self._post(lambda: self._call(self.proto.mark_down))
 
     # --- posting work to the worker -------------------------------------------
-    def _post(self, fn: Callable[[], None]) -> None:
+    def _post(self, fn: Callable[[], None], what: str = "") -> None:
         try:
             self.center.dispatch_event_external(fn)
         except Exception as exc:  # the worker is gone (shutdown): nothing left to do
@@ -287,45 +273,7 @@ class AsyncConnection(FlushingConnection, Connection):
         self.inject.internal_delay("accept")
         self._call(self.proto.start_accept, peer, local)
 
-    def adopt(self, sock: socket.socket, wbufs: list, reset: bool) -> None:
-        """Lossless replace, on our worker: take over ``sock`` from a temporary accepting connection."""
-        try:
-            peer = EntityAddr.from_sockaddr(sock.getpeername())
-            local = EntityAddr.from_sockaddr(sock.getsockname())
-        except OSError as exc:
-            sock.close()
-            _log.info("%r: socket to adopt died: %s", self, exc)
-            # as Ceph (the dead socket is moved in, then faults): the session stops being "replaced"
-            why = f"the socket to adopt died: {exc}"
-            self._call(lambda now: self.proto.adopt_failed(why, now, reset))
-            return
-        if self.closed:
-            sock.close()
-            return
-        try:
-            # the actions may close our old socket, so the new one is installed only afterwards
-            self._handle(self.proto.adopt_socket(peer, local, self.now_us(), reset))
-            if self.sock is not None:
-                self._drop_socket()
-            self._install_socket(sock)
-            self._wbufs[:0] = wbufs
-            self._after()
-        except Exception as exc:
-            self._internal_error(exc, "adopt_socket")
-
-    # --- actions ----------------------------------------------------------------
-    def _handle(self, actions: list) -> None:
-        ov = self._overrides
-        if ov is None:
-            for act in actions:
-                if type(act) is _Deliver:   # the per-message action: no table lookup
-                    self._do_deliver(act)
-                else:
-                    _HANDLERS[type(act)](self, act)
-        else:
-            for act in actions:
-                ov[type(act)](act)
-
+    # --- primitives of the connection core (what each action means is in ConnectionCore) ----------
     def _after(self) -> None:
         """After any protocol call: write its output and poll READABLE only if it wants input."""
         if self.sock is not None and not self._connecting:
@@ -338,13 +286,15 @@ class AsyncConnection(FlushingConnection, Connection):
         if self._flushes:
             self._check_flushes()
 
-    def _do_open_socket(self, act: A.OpenSocket) -> None:
-        if self.sock is not None:
+    def _socket_open(self) -> bool:
+        return self.sock is not None and not self._connecting
+
+    def _open_socket(self, addr: EntityAddr) -> None:
+        if self.sock is not None:   # a connect still in flight is abandoned
             self._drop_socket()
         self._opened += 1
         if self._opened > 1:
             self.perf.msgr_reconnects += 1
-        addr = act.addr
         try:
             sock = socket.socket(addr.socket_family, socket.SOCK_STREAM)
         except OSError as exc:
@@ -403,46 +353,29 @@ class AsyncConnection(FlushingConnection, Connection):
         # input came meanwhile: wait for the rest of the timeout only (no timer per read)
         self._idle_timer = self.center.create_time_event(self._idle_us - idle, self._on_idle_tick)
 
-    def _do_close_socket(self, act: A.CloseSocket) -> None:
+    def _close_socket(self, reason: str) -> None:
         if self.sock is not None:
-            _log.debug("%r: closing socket: %s", self, act.reason)
+            _log.debug("%r: closing socket: %s", self, reason)
             self._drop_socket()
 
-    def _do_arm_timer(self, act: A.ArmTimer) -> None:
-        kind = act.kind
+    def _timer_start(self, kind: A.TimerKind, delay_us: int) -> int:
         if kind is A.TimerKind.THROTTLE_RETRY:
             self.perf.msgr_throttle_waits += 1
-        old = self._timers.pop(kind, None)
-        if old is not None:
-            self.center.delete_time_event(old)
-        self._timers[kind] = self.center.create_time_event(act.delay_us, lambda: self._on_timer(kind))
+        return self.center.create_time_event(delay_us, lambda: self._on_timer(kind))
 
-    def _do_cancel_timer(self, act: A.CancelTimer) -> None:
-        tid = self._timers.pop(act.kind, None)
-        if tid is not None:
-            self.center.delete_time_event(tid)
+    def _timer_stop(self, handle: int) -> None:
+        self.center.delete_time_event(handle)
 
-    def _on_timer(self, kind: A.TimerKind) -> None:
-        self._timers.pop(kind, None)
-        self._call(self.proto.on_timer, kind)
-
-    def _do_deliver(self, act: A.Deliver) -> None:
-        msg = act.msg
-        self.perf.msgr_recv_messages += 1
-        name = self.proto.peer_name
-        if name is not None and name.num == _NEW:
-            # v1 carries no entity number in the handshake: take it from the peer's first message
-            h = msg.header
-            if h.src_type == name.type and h.src_num != EntityName.NEW:
-                self.proto.peer_name = EntityName(name.type, h.src_num, name.id)
-        if self._delayed or self.inject.delay_types:
-            delay = self.inject.delivery_delay_us(self.proto.peer_type)
-            if delay or self._delayed:
-                self._hold_back(msg, delay)
-                return
-        self._dispatch(msg)
-
-    def _dispatch(self, msg: "Message") -> None:
+    def _dispatch(self, msg: "Message", held: bool = False) -> None:
+        """A delivered message to the dispatchers: fast dispatch here, or the DispatchQueue
+        (``held``: released after an ms_inject_delay_* hold, already counted)."""
+        if not held:
+            self.perf.msgr_recv_messages += 1
+            if self._delayed or self.inject.delay_types:
+                delay = self.inject.delivery_delay_us(self.proto.peer_type)
+                if delay or self._delayed:
+                    self._hold_back(msg, delay)
+                    return
         chain = self.msgr.dispatchers
         for d in chain._pre:
             d.ms_fast_preprocess(msg)
@@ -469,56 +402,67 @@ class AsyncConnection(FlushingConnection, Connection):
         self._delay_timer = None
         now = self.now_us()
         while self._delayed and self._delayed[0][0] <= now:
-            self._dispatch(self._delayed.pop(0)[1])
+            self._dispatch(self._delayed.pop(0)[1], True)
         if self._delayed:
             self._delay_timer = self.center.create_time_event(self._delayed[0][0] - now, self._release_delayed)
 
-    def _do_notify(self, act: A.Notify) -> None:
-        self.msgr.dispatch_queue.queue_event(CODE_OF_EVENT[act.event], self)
+    def _notify(self, event: A.ConnEvent) -> None:
+        self.msgr.dispatch_queue.queue_event(CODE_OF_EVENT[event], self)
 
-    def _do_fault(self, act: A.Fault) -> None:
-        self.last_fault, self.last_fault_error = act.reason, act.error
-        self.fault_count += 1
+    def _faulted(self, reason: str, error: Exception | None) -> None:
         self.perf.msgr_faults += 1
         # bytes from the peer that cannot be decoded are worth a warning; other faults are routine
-        _log.log(logging.WARNING if isinstance(act.error, DecodeError) else logging.INFO,
-                 "%r: fault: %s", self, act.reason)
+        _log.log(logging.WARNING if isinstance(error, DecodeError) else logging.INFO, "%r: fault: %s", self, reason)
 
-    def _do_discarded(self, act: A.Discarded) -> None:
+    def _report_discarded(self, msgs: tuple) -> None:
         if self._down:
             # mark_down / shutdown: the caller ended the session; Ceph drops the queue without a word,
             # so only a debug line (the ms_handle_discarded hook still sees them, a no-op by default)
-            _log.debug("%r: marked down with %d unsent message(s)", self, len(act.messages))
-            self.msgr._note_dropped(len(act.messages))
+            _log.debug("%r: marked down with %d unsent message(s)", self, len(msgs))
+            self.msgr._note_dropped(len(msgs))
         else:
-            _log.warning("%r: session reset discarded %d unsent message(s)", self, len(act.messages))
+            _log.warning("%r: session reset discarded %d unsent message(s)", self, len(msgs))
         self._fail_flushes()
-        self.msgr.dispatch_queue.queue_discarded(self, act.messages)
+        self.msgr.dispatch_queue.queue_discarded(self, msgs)
 
-    def _do_replace_existing(self, act: A.ReplaceExisting) -> None:
-        sock, wbufs = self.sock, self._wbufs
-        existing = act.existing.connection
+    def _take_handoff(self) -> tuple[socket.socket, list] | None:
+        sock = self.sock
         if sock is None:
-            return
+            return None
+        wbufs = self._wbufs
+        if self.proto.has_output():   # bytes this connection still owes the peer go first
+            wbufs.extend(b if type(b) is memoryview else memoryview(b) for b in self.proto.take_output() if len(b))
         self._detach_socket()
         self.inject.internal_delay("replace")
-        existing.center.dispatch_event_external(lambda: existing.adopt(sock, wbufs, act.reset_session))
-        self._finish()
+        return sock, wbufs
 
-    def _do_poke_existing(self, act: A.PokeExisting) -> None:
-        existing = act.existing.connection
-        existing._post(lambda: existing._call(existing.proto.send_keepalive))
+    def _claim_handoff(self, handoff: tuple[socket.socket, list]) -> tuple[EntityAddr, EntityAddr] | None:
+        sock = handoff[0]
+        try:
+            return EntityAddr.from_sockaddr(sock.getpeername()), EntityAddr.from_sockaddr(sock.getsockname())
+        except OSError as exc:
+            _log.info("%r: socket to adopt died: %s", self, exc)
+            return None
 
-    def _do_stop_existing(self, act: A.StopExisting) -> None:
-        existing = act.existing.connection
-        existing._post(lambda: existing._call(existing.proto.on_socket_error, "replaced by a new connection"))
+    def _drop_handoff(self, handoff: tuple[socket.socket, list]) -> None:
+        try:
+            handoff[0].close()
+        except OSError:
+            pass
 
-    def _do_registered(self, act: A.Registered) -> None:
+    def _install_handoff(self, handoff: tuple[socket.socket, list]) -> None:
+        sock, wbufs = handoff
+        self._install_socket(sock)
+        self._wbufs[:0] = wbufs
+
+    def _contract_broken(self, text: str) -> None:
+        _log.warning("%r: %s", self, text)
+
+    def _registered(self) -> None:
         self.msgr._registered(self)
 
-    def _do_session_closed(self, act: A.SessionClosed) -> None:
-        _log.debug("%r: session closed: %s", self, act.reason)
-        self._finish()
+    def _unregister(self, reason: str) -> None:
+        _log.debug("%r: session closed: %s", self, reason)
         self.msgr.unregister_conn(self.proto)
 
     def _abandon(self) -> None:
@@ -527,19 +471,11 @@ class AsyncConnection(FlushingConnection, Connection):
         self._finish()
         self.msgr.unregister_conn(self.proto)
 
-    def _finish(self) -> None:
-        """Release everything this connection holds; it is dead afterwards."""
-        if self.closed:
-            return
-        self.closed = True
-        if self.sock is not None:
-            self._drop_socket()
+    def _released(self) -> None:
+        """ConnectionCore._finish closed the socket and the protocol's timers: release the rest."""
         if self._idle_timer is not None:
             self.center.delete_time_event(self._idle_timer)
             self._idle_timer = None
-        for tid in self._timers.values():
-            self.center.delete_time_event(tid)
-        self._timers.clear()
         if self._delay_timer is not None:
             self.center.delete_time_event(self._delay_timer)
             self._delay_timer = None
@@ -798,15 +734,3 @@ class AsyncConnection(FlushingConnection, Connection):
                 self._check_flushes()
         except Exception as exc:
             self._internal_error(exc, "write")
-
-
-# action type -> handler; AsyncConnection._handle calls these unbound (see its _handlers property)
-_HANDLERS: dict[type, Callable[[AsyncConnection, Any], None]] = {
-    A.OpenSocket: AsyncConnection._do_open_socket, A.CloseSocket: AsyncConnection._do_close_socket,
-    A.ArmTimer: AsyncConnection._do_arm_timer, A.CancelTimer: AsyncConnection._do_cancel_timer,
-    A.Deliver: AsyncConnection._do_deliver, A.Notify: AsyncConnection._do_notify,
-    A.Fault: AsyncConnection._do_fault, A.Discarded: AsyncConnection._do_discarded,
-    A.ReplaceExisting: AsyncConnection._do_replace_existing,
-    A.PokeExisting: AsyncConnection._do_poke_existing, A.StopExisting: AsyncConnection._do_stop_existing,
-    A.Registered: AsyncConnection._do_registered, A.SessionClosed: AsyncConnection._do_session_closed,
-}

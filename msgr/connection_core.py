@@ -18,7 +18,8 @@ The meanings, as Ceph's AsyncConnection/ProtocolV1 have them:
 - ``Deliver``: a v1 handshake carries no entity number, so the first message
   with one names the peer; then the message goes to the dispatchers.
 - ``Notify``: the dispatchers hear of it (``ms_handle_*``).
-- ``Fault``: counted and kept as ``last_fault``; the state change is done.
+- ``Fault``: counted and kept as ``last_fault`` / ``last_fault_error``; the
+  state change is done.
 - ``Discarded``: the application is told (``ms_handle_discarded``).
 - ``ReplaceExisting``: the accepted socket, with the bytes this connection
   still owes the peer, is handed to the existing session, which adopts it on
@@ -60,6 +61,7 @@ class ConnectionCore:
     _down: bool                # marked down by the user or the messenger
     _timers: dict[A.TimerKind, Any]
     last_fault: str | None
+    last_fault_error: Exception | None   # e.g. BadBannerError: a non-Ceph peer
     fault_count: int
     _overrides: dict[type, Callable[[Any], None]] | None = None
 
@@ -68,6 +70,7 @@ class ConnectionCore:
         self._down = False
         self._timers = {}
         self.last_fault = None
+        self.last_fault_error = None
         self.fault_count = 0
 
     # --- primitives: each transport supplies these ---------------------------------------------------------
@@ -209,7 +212,7 @@ class ConnectionCore:
         self._notify(act.event)
 
     def _do_fault(self, act: A.Fault) -> None:
-        self.last_fault = act.reason
+        self.last_fault, self.last_fault_error = act.reason, act.error
         self.fault_count += 1
         self._faulted(act.reason, act.error)
 

@@ -1,14 +1,21 @@
 """One connection core (msgr/connection_core.py): every transport performs the actions the same way.
 
-The same action sequences run through each performer's primitives (the simulator's SimConnection, the
-wire pair's WireConn) and must leave the same observable result. Each transport gets a small adapter:
+The same action sequences run through each performer's primitives (AsyncConnection on a real worker and
+socket, the simulator's SimConnection with 0, 1 and 3 workers, the wire pair's WireConn) and must leave
+the same observable result. Each transport gets a small adapter:
 build a connection, build a lossy session caught in the middle of its connect, let posted work run,
 and read back what the application saw.
 """
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 
+from lossless_util import wait_for
+from msgr import Config, Dispatcher, Messenger
+from msgr.connection import AsyncConnection
 from msgr.connection_core import ConnectionCore
 from msgr.entity import EntityAddr, EntityName
 from msgr.message import Message
@@ -21,10 +28,84 @@ from msgr.sim.fakehost import FakeHost
 from msgr.sim.wire_pair import WireConn, WireNet
 
 OSD = EntityName.TYPE_OSD
-TRANSPORTS = ("sim-0", "sim-1", "sim-3", "wire")
+TRANSPORTS = ("async", "sim-0", "sim-1", "sim-3", "wire")
 
 
-class SimAdapter:
+class _Seen(Dispatcher):
+    def __init__(self) -> None:
+        self.dispatched = 0
+        self.resets: list = []
+
+    def ms_dispatch(self, msg: Message) -> bool:
+        self.dispatched += 1
+        return True
+
+    def ms_handle_reset(self, conn) -> bool:
+        self.resets.append(conn)
+        return True
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class AsyncAdapter:
+    """AsyncConnection on a real messenger; actions are performed on the connection's worker."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.msgr = Messenger.create(EntityName.osd(0), config=Config(ms_initial_backoff=30.0))
+        self.msgr.set_policy(OSD, policy)
+        self.seen = _Seen()
+        self.msgr.add_dispatcher_tail(self.seen)
+        self.msgr.start()
+
+    def close(self) -> None:
+        self.msgr.shutdown()
+        self.msgr.wait()
+
+    def new_conn(self) -> AsyncConnection:
+        return AsyncConnection(self.msgr, self.msgr._stack.get_worker())
+
+    def run(self, conn: AsyncConnection, fn) -> None:
+        conn.center.submit_to(fn, wait=True)
+
+    def session_mid_connect(self) -> AsyncConnection:
+        # refused: the lossy session backs off (30 s) and stays CONNECTING
+        conn = self.msgr.connect_to(OSD, EntityAddr.parse(f"127.0.0.1:{_closed_port()}/7"))
+        wait_for(lambda: conn.fault_count >= 1, timeout=10, what="the refused connect")
+        return conn
+
+    def settle(self) -> None:
+        for _ in range(3):
+            for w in self.msgr._stack.workers:
+                w.center.submit_to(lambda: None, wait=True)
+        time.sleep(0.05)
+
+    def timers(self, conn: AsyncConnection) -> int:
+        return len(conn._timers)
+
+    def delivered(self) -> int:
+        wait_for(lambda: self.seen.dispatched, timeout=5, what="dispatch")
+        return self.seen.dispatched
+
+    def notified(self, conn: AsyncConnection) -> list:
+        wait_for(lambda: conn in self.seen.resets, timeout=5, what="ms_handle_reset")
+        return [A.ConnEvent.BAD_RESET for c in self.seen.resets if c is conn]
+
+
+class _Inline:
+    def run(self, conn, fn) -> None:
+        fn()
+
+    def close(self) -> None:
+        pass
+
+
+class SimAdapter(_Inline):
     def __init__(self, workers: int, policy: Policy) -> None:
         self.net = SimNetwork(1)
         pol = {OSD: policy}
@@ -55,7 +136,7 @@ class SimAdapter:
         return [r.data for r in self.ep.records_of("notify", conn.uid)]
 
 
-class WireAdapter:
+class WireAdapter(_Inline):
     def __init__(self, policy: Policy) -> None:
         self.net = WireNet(seed=1)
         pol = {OSD: policy}
@@ -85,12 +166,26 @@ class WireAdapter:
         return [a.event for a in self.net.events(conn.proto, A.Notify)]
 
 
-def _adapter(name: str, policy: Policy | None = None):
-    policy = policy or Policy.lossy_client()
-    return WireAdapter(policy) if name == "wire" else SimAdapter(int(name.split("-")[1]), policy)
+@pytest.fixture
+def adapters():
+    made: list = []
+
+    def make(name: str, policy: Policy | None = None):
+        policy = policy or Policy.lossy_client()
+        if name == "async":
+            t = AsyncAdapter(policy)
+        elif name == "wire":
+            t = WireAdapter(policy)
+        else:
+            t = SimAdapter(int(name.split("-")[1]), policy)
+        made.append(t)
+        return t
+    yield make
+    for t in made:
+        t.close()
 
 
-@pytest.mark.parametrize("cls", [SimConnection, WireConn])
+@pytest.mark.parametrize("cls", [AsyncConnection, SimConnection, WireConn])
 def test_every_action_has_one_meaning(cls):
     """No transport overrides what an action means: only the primitives are its own."""
     meanings = [n for n in vars(ConnectionCore) if n.startswith("_do_")] + \
@@ -101,40 +196,42 @@ def test_every_action_has_one_meaning(cls):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_timers_one_per_kind(transport):
-    t = _adapter(transport)
+def test_timers_one_per_kind(transport, adapters):
+    t = adapters(transport)
     conn = t.new_conn()
-    conn._handle([A.ArmTimer(A.TimerKind.RECONNECT, 1000), A.ArmTimer(A.TimerKind.RECONNECT, 2000),
-                  A.ArmTimer(A.TimerKind.IDLE, 5000), A.CancelTimer(A.TimerKind.THROTTLE_RETRY)])
+    t.run(conn, lambda: conn._handle([A.ArmTimer(A.TimerKind.RECONNECT, 10**9), A.ArmTimer(A.TimerKind.RECONNECT, 2 * 10**9),
+                                      A.ArmTimer(A.TimerKind.IDLE, 10**9), A.CancelTimer(A.TimerKind.THROTTLE_RETRY)]))
     assert t.timers(conn) == 2
-    conn._handle([A.CancelTimer(A.TimerKind.IDLE)])
+    t.run(conn, lambda: conn._handle([A.CancelTimer(A.TimerKind.IDLE)]))
     assert t.timers(conn) == 1
-    conn._handle([A.SessionClosed("done")])
+    t.run(conn, lambda: conn._handle([A.SessionClosed("done")]))
     assert conn.closed and t.timers(conn) == 0
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_deliver_names_the_peer_from_its_first_message(transport):
-    t = _adapter(transport)
+def test_deliver_names_the_peer_from_its_first_message(transport, adapters):
+    t = adapters(transport)
     conn = t.new_conn()
     conn.proto.peer_name = EntityName(OSD, EntityName.NEW)
     m = Message()
     m.header.src_type, m.header.src_num = OSD, 7
     m.set_connection(conn)
-    conn._handle([A.Deliver(m), A.Fault("bad day"), A.Fault("worse day")])
+    t.run(conn, lambda: conn._handle([A.Deliver(m), A.Fault("bad day"), A.Fault("worse day")]))
     assert conn.proto.peer_name == EntityName.osd(7)
     assert t.delivered() == 1 and conn.fault_count == 2 and conn.last_fault == "worse day"
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_stop_existing_closes_a_lossy_session_caught_mid_connect(transport):
+def test_stop_existing_closes_a_lossy_session_caught_mid_connect(transport, adapters):
     """Ceph's replace() of a lossy session: stop() + reset callback whatever its state. Performed as a
     socket error (two performers did), a lossy session still connecting just backed off and went on."""
-    t = _adapter(transport)
+    t = adapters(transport)
     existing = t.session_mid_connect()
     assert existing.proto.state is State.CONNECTING and not existing.closed
-    t.new_conn()._handle([A.StopExisting(existing.proto)])
-    assert not existing.closed   # posted to the existing session's worker, not run in the caller
+    temp = t.new_conn()
+    t.run(temp, lambda: temp._handle([A.StopExisting(existing.proto)]))
+    if transport != "async":   # (real workers may already have run it)
+        assert not existing.closed   # posted to the existing session's worker, not run in the caller
     t.settle()
     assert existing.closed and existing.proto.state is State.CLOSED
     assert A.ConnEvent.BAD_RESET in t.notified(existing)
@@ -142,14 +239,14 @@ def test_stop_existing_closes_a_lossy_session_caught_mid_connect(transport):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_replace_existing_without_a_socket_fails_the_adopt(transport):
+def test_replace_existing_without_a_socket_fails_the_adopt(transport, adapters):
     """A replace whose socket is already gone: the existing session must not stay marked 'being
     replaced' (every later connect from the peer would get RETRY_GLOBAL): adopt_failed faults it."""
-    t = _adapter(transport, Policy.lossless_peer())
+    t = adapters(transport, Policy.lossless_peer())
     existing = t.session_mid_connect()
     existing.proto._replacing = True    # what the accept's decision marks on it
     temp = t.new_conn()
-    temp._handle([A.ReplaceExisting(existing.proto)])
+    t.run(temp, lambda: temp._handle([A.ReplaceExisting(existing.proto)]))
     assert temp.closed
     t.settle()
     assert not existing.proto._replacing and not existing.closed
