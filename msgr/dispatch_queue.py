@@ -129,7 +129,7 @@ class DispatchQueue:
         callback(not stopped)
 
     @staticmethod
-    def _barrier_reached(state: list, ok: bool) -> None:
+    def _barrier_reached(state: list[Any], ok: bool) -> None:
         if state[1] is None:
             return
         state[0] -= 1

@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import CancelledError, Future, InvalidStateError
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from msgr.errors import WouldDeadlockError
 from msgr.protocol.outq import FlushMarks
@@ -47,7 +48,7 @@ def refuse_blocking_call(what: str) -> None:
             f"use flush_future() / msgr.aio, which do not block")
 
 
-def resolve(fut: Future, value: bool) -> None:
+def resolve(fut: Future[Any], value: bool) -> None:
     """Complete ``fut`` with ``value`` unless it is already done (e.g. cancelled by its waiter)."""
     try:
         fut.set_result(value)
@@ -55,7 +56,7 @@ def resolve(fut: Future, value: bool) -> None:
         pass
 
 
-def wait_flushed(fut: "Future[bool]", timeout: float | None) -> bool:
+def wait_flushed(fut: Future[bool], timeout: float | None) -> bool:
     """Block on a flush future up to ``timeout`` seconds; on timeout cancel it and return False."""
     try:
         return fut.result(timeout)
@@ -77,7 +78,7 @@ class FlushingConnection:
 
     _flushes: FlushMarks | None = None
 
-    def flush_future(self) -> "Future[bool]":
+    def flush_future(self) -> Future[bool]:
         """A future of :meth:`Connection.flush`: True once every message queued on this connection
         before the call was written (lossy) or acknowledged (lossless), False if the session ends or
         is reset first. Never blocks; any thread. It resolves on the connection's worker thread, so a
@@ -97,7 +98,7 @@ class FlushingConnection:
             resolve(fut, False)
         return fut
 
-    def _register_flush(self, fut: Future) -> None:
+    def _register_flush(self, fut: Future[Any]) -> None:
         me: Any = self
         if fut.done():
             return
@@ -129,7 +130,7 @@ class FlushingConnection:
             for fut in marks.fail_all():
                 resolve(fut, False)
 
-    def _flush_done(self, fut: Future) -> None:
+    def _flush_done(self, fut: Future[Any]) -> None:
         if not fut.cancelled():
             return
         me: Any = self
@@ -146,7 +147,7 @@ class FlushingConnection:
                 pass
 
 
-def linger(conns: Iterable["Connection"], seconds: float, who: object = "") -> bool:
+def linger(conns: Iterable[Connection], seconds: float, who: object = "") -> bool:
     """Flush every connection in ``conns`` at once and wait up to ``seconds`` in total.
 
     Returns True if all completed; otherwise logs at INFO how many connections did not.

@@ -11,15 +11,14 @@ import threading
 import time
 
 import pytest
+from test_lossless_proxy import route_through
+from test_messenger_loopback import Collector, MTest, wait_for
 
 from msgr import Config, Dispatcher, EntityAddr, EntityName, Message, Messenger, Policy
 from msgr.errors import WouldDeadlockError
 from msgr.protocol.outq import FlushMarks, OutQueue
 from msgr.testing import FaultProxy
 from msgr.wire import Priority
-
-from test_lossless_proxy import route_through
-from test_messenger_loopback import Collector, MTest, wait_for
 
 OSD = EntityName.TYPE_OSD
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 from bisect import insort
 from collections import deque
-from typing import Iterable
+from typing import Any, Iterable
 
 from msgr import _cwire
 from msgr.crc import BACKEND as crc_backend, crc32c
@@ -335,7 +335,7 @@ class FlushMarks:
     __slots__ = ("_marks",)
 
     def __init__(self) -> None:
-        self._marks: list[list] = []   # [token, target or None]
+        self._marks: list[list[Any]] = []   # [token, target or None]
 
     def __bool__(self) -> bool:
         return bool(self._marks)
@@ -349,11 +349,11 @@ class FlushMarks:
     def remove(self, token: object) -> None:
         self._marks = [m for m in self._marks if m[0] is not token]
 
-    def progress(self, q: OutQueue, lossy: bool, taken_bytes: int, unwritten_bytes: int) -> list:
+    def progress(self, q: OutQueue, lossy: bool, taken_bytes: int, unwritten_bytes: int) -> list[Any]:
         """The tokens whose flush is complete now (removed); ``taken_bytes`` counts every byte taken
         for writing on this session so far, ``unwritten_bytes`` those of them not written yet."""
-        done: list = []
-        keep: list[list] = []
+        done: list[Any] = []
+        keep: list[list[Any]] = []
         drained = not len(q)
         for mark in self._marks:
             if mark[1] is None and drained:
@@ -366,7 +366,7 @@ class FlushMarks:
         self._marks = keep
         return done
 
-    def fail_all(self) -> list:
+    def fail_all(self) -> list[Any]:
         """Every token (removed): the messages they wait for were discarded."""
         tokens = [m[0] for m in self._marks]
         self._marks = []
