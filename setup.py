@@ -43,7 +43,8 @@ setup(
     cffi_modules=cffi_modules,
     cmdclass={"build_ext": OptionalBuildExt},
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "mypy>=1.8", "ruff>=0.4"],
+        # uvloop: msgr.aio is tested under it too
+        "test": ["pytest>=7", "hypothesis>=6", "mypy>=1.8", "ruff>=0.4", "uvloop"],
         # baselines only: uvloop and crc32c are measured against, never used by pymsgr itself
         "bench": ["uvloop", "crc32c", "matplotlib"],
     },

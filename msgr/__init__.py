@@ -6,5 +6,7 @@ from msgr.entity import EntityAddr, EntityName
 from msgr.message import Message
 from msgr.messenger import Messenger
 from msgr.policy import Policy
+from msgr.rpc import RpcClient, reply_to
 
-__all__ = ["Config", "Connection", "Dispatcher", "EntityAddr", "EntityName", "Message", "Messenger", "Policy"]
+__all__ = ["Config", "Connection", "Dispatcher", "EntityAddr", "EntityName", "Message", "Messenger", "Policy",
+           "RpcClient", "reply_to"]

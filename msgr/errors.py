@@ -135,3 +135,7 @@ class RequestDiscarded(RequestFailed):
 
 class RequestAborted(RequestFailed):
     """The helper was closed (or its messenger shut down) while the request was waiting."""
+
+
+class DispatcherClosed(MsgrError):
+    """:class:`msgr.aio.AsyncDispatcher` was closed: no more messages will come from it."""

@@ -8,7 +8,7 @@ from the message's own fields just before it is first sent.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from msgr.entity import EntityName
 from msgr.errors import DecodeError, PayloadDecodeError
@@ -104,6 +104,21 @@ class Message:
         if taken:
             for throttle, count in taken:
                 throttle.put(count)
+
+    def hold_throttles(self) -> "Callable[[], None]":
+        """Take over the receive-side throttle reservations: dispatch no longer gives them back,
+        the returned function does (once). A dispatcher that hands the message on to be consumed
+        later (msgr.aio) calls it when the consumer takes it, so the throttles keep pushing back
+        on the sender meanwhile."""
+        taken, self._throttled = self._throttled, None
+
+        def release() -> None:
+            nonlocal taken
+            held, taken = taken, None
+            if held:
+                for throttle, count in held:
+                    throttle.put(count)
+        return release
 
     def encode(self, features: int) -> None:
         """Encode the payload for ``features`` unless already encoded for them."""
