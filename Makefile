@@ -17,11 +17,11 @@ deps: $(STAMP)
 
 # Real Ceph peers for the interop tests (Debian packages), installed only when missing.
 ceph-deps:
-	@if ! command -v ceph-mon >/dev/null || ! command -v ceph >/dev/null || ! command -v tshark >/dev/null; then \
+	@if ! command -v ceph-mon >/dev/null || ! command -v ceph >/dev/null || ! command -v tshark >/dev/null || ! command -v ceph-osd >/dev/null; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ceph-mon ceph-common tshark; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ceph-mon ceph-osd ceph-common tshark; \
 		else \
-			echo "ceph-mon/ceph/tshark missing and cannot apt-get install them: interop tests will skip"; \
+			echo "ceph-mon/ceph-osd/ceph/tshark missing and cannot apt-get install them: interop tests will skip"; \
 		fi; \
 	fi
 
