@@ -5,7 +5,7 @@ server copies it into its reply. :class:`RpcClient` does that bookkeeping::
 
     rpc = RpcClient(timeout=5.0)
     ms.add_dispatcher_head(rpc)          # first, so it sees replies and resets before the others
-    fut = rpc.call(conn, MMonGetVersion(what="osdmap"), reply_type=MMonGetVersionReply)
+    fut = rpc.call(conn, MyRequest(), reply_type=MyReply)
     reply = fut.result()                 # a concurrent.futures.Future of the reply message
 
 and the serving side answers with :func:`reply_to`. A request whose reply can
