@@ -74,7 +74,8 @@ def test_lossy_replace_stops_the_existing_session_even_mid_connect(seed, workers
 LONG = os.environ.get("MSGR_LONG", "") not in ("", "0")
 
 
-def osd_pair_both_ways(seed: int, p_reset: float, steps: int = 2000) -> tuple[SimNetwork, list, dict[int, int]]:
+def osd_pair_both_ways(seed: int, p_reset: float, steps: int = 2000,
+                       workers: int = 0) -> tuple[SimNetwork, list, dict[int, int]]:
     """The scenario of tests/test_races.py's seed-35 regression (same draws, so seeds carry over): two
     lossless_peer osds connect to each other at once and stream both ways; each step resets a random live
     socket with probability ``p_reset``; ms_max_backoff is Ceph's 15 s. Returns (net, endpoints, sent)."""
@@ -83,7 +84,7 @@ def osd_pair_both_ways(seed: int, p_reset: float, steps: int = 2000) -> tuple[Si
     eps = [net.add_endpoint(EntityName.osd(i), Config(ms_initial_backoff=rng.choice((0.01, 0.05, 0.2)),
                                                       ms_max_backoff=15.0),
                             policies={EntityName.TYPE_OSD: Policy.lossless_peer()},
-                            default_policy=Policy.lossless_peer()) for i in range(2)]
+                            default_policy=Policy.lossless_peer(), workers=workers) for i in range(2)]
     for ep, peer in ((eps[0], eps[1]), (eps[1], eps[0])):
         ep.connect_to(EntityName.TYPE_OSD, peer.get_myaddr())
     n = {1: 0, 2: 0}
@@ -152,6 +153,20 @@ def test_osd_pair_both_ways_sweep_delivers_exactly_once(p_reset):
     for seed in seeds:
         _net, eps, sent = osd_pair_both_ways(seed, p_reset)
         problems = exact_delivery_problems(eps, sent)
+        if problems:
+            bad[seed] = problems
+    assert not bad, f"{len(bad)} of {len(seeds)} seeds broke exact delivery: {dict(list(bad.items())[:3])}"
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_osd_pair_both_ways_with_workers_delivers_exactly_once(workers):
+    """The same scenario with simulated workers (posted sends, adopts and pokes interleaved by the seed);
+    MSGR_LONG=1: 200 seeds per worker count, else 4."""
+    seeds = range(2000, 2200) if LONG else range(2000, 2004)
+    bad = {}
+    for seed in seeds:
+        net, eps, sent = osd_pair_both_ways(seed, 0.3, workers=workers)
+        problems = exact_delivery_problems(eps, sent) + [a for ep in eps for a in ep.anomalies]
         if problems:
             bad[seed] = problems
     assert not bad, f"{len(bad)} of {len(seeds)} seeds broke exact delivery: {dict(list(bad.items())[:3])}"

@@ -312,12 +312,28 @@ class Cluster:
                     or (peer is not None and peer.port == 0)
                 if c.proto.state in HANDSHAKE_STATES and live_peer and not c.down:
                     self._fail(f"{ep.my_name}: connection stuck in the handshake: {c!r}")
+            self._check_one_session_per_peer(ep)
             if ep.dispatch_backlog() == 0:
                 held = [t for t in [ep.dispatch_throttle] + [x for p in ep.policies.values() for x in
                                                              (p.throttler_bytes, p.throttler_messages) if x]
                         if t.current]
                 if held:
                     self._fail(f"{ep.my_name}: throttles still held with nothing to dispatch: {held}")
+
+
+    def _check_one_session_per_peer(self, ep: SimEndpoint) -> None:
+        """At most one live session toward each running peer (the handshake's rule: a race or a replace
+        leaves one). Sessions to a peer's earlier incarnation (another nonce) and marked-down ones aside."""
+        seen: dict[str, SimConnection] = {}
+        for c in ep.connections():
+            addr = c.proto.peer_addr or c.target
+            if c.down or c.proto.state is State.CLOSED or addr is None or addr.port == 0:
+                continue
+            for o in self.names:
+                if o != str(ep.my_name) and self.net.endpoint(o).get_myaddr() == addr:
+                    first = seen.setdefault(o, c)
+                    if first is not c:
+                        self._fail(f"{ep.my_name}: two live sessions to {o}: {first!r} and {c!r}")
 
 
 @dataclass
