@@ -103,7 +103,7 @@ class SimConnection(ConnectionCore):
         """Sends the session ended before they reached the protocol: reported as its queue would be
         (silently dropped after mark_down, as AsyncConnection._unsent)."""
         if msgs and not self._down:
-            self.ep._record("discarded", self, tuple(msgs))
+            self.ep.record("discarded", self, tuple(msgs))
 
     def send_keepalive(self) -> None:
         if not (self._down or self.closed):
@@ -118,7 +118,7 @@ class SimConnection(ConnectionCore):
             return
         self._down = True
         self._out_pending.clear()
-        self.ep._forget(self)
+        self.ep.forget(self)
         self._call(self.proto.mark_down)
 
     # --- starting ------------------------------------------------------------------------------------
@@ -137,6 +137,20 @@ class SimConnection(ConnectionCore):
         if not self.closed:
             self._handle(acts)
             self._after()
+
+    def accept(self, end: SimSocketEnd) -> None:
+        """A socket the listener accepted for this connection; start_accept runs on its worker."""
+        self.sock = end   # read only once start_accept has run (it sets end.owner)
+        if self.worker is None:
+            self._start_accept()
+        else:
+            self._post(self._start_accept, "accept")
+
+    def crash(self) -> SimSocketEnd | None:
+        """The process died: everything is released at once and nobody is told; returns the socket."""
+        end, self.sock = self.sock, None
+        self._finish()
+        return end
 
     def _start_accept(self) -> None:
         """The accepted socket reaches the worker (AsyncConnection.start_accept)."""
@@ -185,20 +199,20 @@ class SimConnection(ConnectionCore):
 
     def _dispatch(self, msg: Message) -> None:
         if msg.get_connection() is not self:
-            self.ep._anomaly(self, f"delivered {msg!r} carries connection {msg.get_connection()!r}")
-        self.ep._deliver(self, msg)
+            self.ep.anomaly(self, f"delivered {msg!r} carries connection {msg.get_connection()!r}")
+        self.ep.deliver(self, msg)
 
     def _notify(self, event: A.ConnEvent) -> None:
-        self.ep._record("notify", self, event)
+        self.ep.record("notify", self, event)
 
     def _faulted(self, reason: str, error: Exception | None) -> None:
         self.net.stats["faults"] += 1
         if error is not None and not isinstance(error, MsgrError):
-            self.ep._anomaly(self, f"fault with an untyped error {error!r}")
-        self.ep._record("fault", self, (reason, error))
+            self.ep.anomaly(self, f"fault with an untyped error {error!r}")
+        self.ep.record("fault", self, (reason, error))
 
     def _report_discarded(self, msgs: tuple) -> None:
-        self.ep._record("discarded", self, tuple(msgs))
+        self.ep.record("discarded", self, tuple(msgs))
 
     def _take_handoff(self) -> SimSocketEnd | None:
         end = self.sock
@@ -208,15 +222,15 @@ class SimConnection(ConnectionCore):
             self.net.write(end, b"".join(self.proto.take_output()))
         end.owner = None              # detached, not closed
         self.sock = None
-        self.ep._detached.add(end)
+        self.ep.detached.add(end)
         return end
 
     def _claim_handoff(self, end: SimSocketEnd) -> tuple[EntityAddr, EntityAddr] | None:
-        self.ep._detached.discard(end)
+        self.ep.detached.discard(end)
         return None if end.closed else (end.peer, end.local)
 
     def _drop_handoff(self, end: SimSocketEnd) -> None:
-        self.ep._detached.discard(end)
+        self.ep.detached.discard(end)
         self.net.close(end)
 
     def _install_handoff(self, end: SimSocketEnd) -> None:
@@ -224,10 +238,10 @@ class SimConnection(ConnectionCore):
         end.owner = self
 
     def _contract_broken(self, text: str) -> None:
-        self.ep._anomaly(self, text)
+        self.ep.anomaly(self, text)
 
     def _registered(self) -> None:
-        self.ep._record("registered", self, self.proto.peer_addr)
+        self.ep.record("registered", self, self.proto.peer_addr)
 
     def _released(self) -> None:
         if self._pump_ev is not None:
@@ -240,7 +254,7 @@ class SimConnection(ConnectionCore):
         self.ep.all.discard(self)
 
     def _unregister(self, reason: str) -> None:
-        self.ep._record("closed", self, reason)
+        self.ep.record("closed", self, reason)
         self.ep.unregister_conn(self.proto)
 
     # --- reading and writing --------------------------------------------------------------------------
@@ -252,7 +266,7 @@ class SimConnection(ConnectionCore):
             if self.sock is not None:
                 self.net.write(self.sock, data)
             elif data:
-                self.ep._anomaly(self, f"{len(data)} output bytes with no socket in {p.state!r}")
+                self.ep.anomaly(self, f"{len(data)} output bytes with no socket in {p.state!r}")
         end = self.sock
         if end is not None and end.inbox and p.wants_read and self._pump_ev is None and not self.closed:
             self._pump_ev = self.net.call_later(0, self._pump, f"pump #{self.uid}")
@@ -271,7 +285,7 @@ class SimConnection(ConnectionCore):
                 return
             buf = self.proto.get_buffer()
             if len(buf) == 0:
-                self.ep._anomaly(self, f"get_buffer() returned an empty buffer in {self.proto.state!r}")
+                self.ep.anomaly(self, f"get_buffer() returned an empty buffer in {self.proto.state!r}")
                 return
             n = self._recv_into(end, buf, min(len(buf), rng.choice(net.params.recv_sizes)))
             self._call(self.proto.buffer_updated, n)
@@ -293,35 +307,35 @@ class SimConnection(ConnectionCore):
         return n
 
     # --- network callbacks ------------------------------------------------------------------------------
-    def _net_begin_connect(self) -> int:
+    def net_begin_connect(self) -> int:
         self._token_seq += 1
         self._connect_token = self._token_seq
         return self._token_seq
 
-    def _net_connected(self, token: int, end: SimSocketEnd) -> None:
+    def net_connected(self, token: int, end: SimSocketEnd) -> None:
         if token != self._connect_token or self.closed:
             if not end.closed:
                 self.net.close(end)   # an abandoned attempt: the server reads EOF
             return
         if end.closed:   # reset before we saw the connect complete
-            self._net_connect_failed(token, "connection reset during connect", False)
+            self.net_connect_failed(token, "connection reset during connect", False)
             return
         self._connect_token = 0
         self.sock = end
         end.owner = self
         self._call(self.proto.on_connected, end.local)
 
-    def _net_connect_failed(self, token: int, reason: str, refused: bool) -> None:
+    def net_connect_failed(self, token: int, reason: str, refused: bool) -> None:
         if token != self._connect_token or self.closed:
             return
         self._connect_token = 0
         self._call(lambda now: self.proto.on_socket_error(reason, now, refused=refused))
 
-    def _net_readable(self, end: SimSocketEnd) -> None:
+    def net_readable(self, end: SimSocketEnd) -> None:
         if end is self.sock and self._pump_ev is None and self.proto.wants_read and not self.closed:
             self._pump_ev = self.net.call_later(0, self._pump, f"pump #{self.uid}")
 
-    def _net_error(self, end: SimSocketEnd, reason: str) -> None:
+    def net_error(self, end: SimSocketEnd, reason: str) -> None:
         if end is self.sock and not self.closed:
             self.sock = None
             self._call(self.proto.on_socket_error, reason)

@@ -104,7 +104,7 @@ class SimEndpoint(InMemoryHost):
         self.learned: list[EntityAddr] = []
         self._dispatch_q: deque[Message] = deque()
         self._dispatch_ev: SimEvent | None = None
-        self._detached: set = set()   # sockets between ReplaceExisting and adopt
+        self.detached: set = set()   # sockets between ReplaceExisting and adopt
 
     def __repr__(self) -> str:
         return f"<SimEndpoint {self.my_name} {self.myaddr}{'' if self.alive else ' dead'}>"
@@ -145,54 +145,48 @@ class SimEndpoint(InMemoryHost):
     def connections(self) -> list[SimConnection]:
         return sorted(self.all, key=lambda c: c.uid)
 
-    def _forget(self, conn: SimConnection) -> None:
+    def forget(self, conn: SimConnection) -> None:
         for key, proto in list(self.conns.items()):
             if proto is conn.proto:
                 del self.conns[key]
 
     # --- network side ------------------------------------------------------------------------------------------
-    def _net_accept(self, end: SimSocketEnd) -> None:
+    def net_accept(self, end: SimSocketEnd) -> None:
         conn = SimConnection(self)
         self.all.add(conn)
-        conn.sock = end   # read only once start_accept has run on the connection's worker (it sets owner)
-        if conn.worker is None:
-            conn._start_accept()
-        else:
-            conn._post(conn._start_accept, "accept")
+        conn.accept(end)
 
-    def _crash(self) -> None:
+    def crash(self) -> None:
         """The process dies: its sockets reset or close, nothing else happens on its behalf."""
         self.alive = False
         net = self.net
         for w in self.workers:
             w.stop()
         for conn in self.connections():
-            end = conn.sock
-            conn.sock = None
-            conn._finish()
+            end = conn.crash()
             if end is not None:
                 if net.rng.random() < 0.5:
                     net.reset_socket(end.sock, "connection reset by a crashed peer")
                 else:
                     net.close(end)
-        for end in sorted(self._detached, key=lambda e: e.sock.id):   # mid-replace sockets die too
+        for end in sorted(self.detached, key=lambda e: e.sock.id):   # mid-replace sockets die too
             net.close(end)
-        self._detached.clear()
+        self.detached.clear()
         if self._dispatch_ev is not None:
             self._dispatch_ev.cancel()
         self._dispatch_q.clear()
         self.conns.clear()
 
-    def _reincarnate(self, nonce: int) -> SimEndpoint:
+    def reincarnate(self, nonce: int) -> SimEndpoint:
         return SimEndpoint(self.net, self.my_name, self.ip, self.port, nonce, self.config.copy(), self.listen,
                            {t: _fresh_policy(p) for t, p in self.policies.items()},
                            _fresh_policy(self.default_policy), self.dispatch_delay_us, self.protocol_factory,
                            len(self.workers))
 
     # --- dispatch and records -------------------------------------------------------------------------------
-    def _deliver(self, conn: SimConnection, msg: Message) -> None:
+    def deliver(self, conn: SimConnection, msg: Message) -> None:
         self.net.stats["delivered"] += 1
-        self._record("deliver", conn, msg)
+        self.record("deliver", conn, msg)
         lo, hi = self.dispatch_delay_us
         if hi <= 0:
             msg.release_throttles()
@@ -213,11 +207,11 @@ class SimEndpoint(InMemoryHost):
     def dispatch_backlog(self) -> int:
         return len(self._dispatch_q)
 
-    def _record(self, kind: str, conn: SimConnection, data: Any) -> None:
+    def record(self, kind: str, conn: SimConnection, data: Any) -> None:
         self.records.append(SimRecord(self.net.now_us(), kind, conn.uid, data))
         self.net.log(f"{self.my_name} #{conn.uid} {kind} {data!r}")
 
-    def _anomaly(self, conn: SimConnection, text: str) -> None:
+    def anomaly(self, conn: SimConnection, text: str) -> None:
         self.anomalies.append(f"t={self.net.now_us()} {self.my_name} #{conn.uid}: {text}")
         self.net.log(f"ANOMALY {self.my_name} #{conn.uid}: {text}")
 

@@ -212,10 +212,10 @@ class SimNetwork:
     def restart(self, name: str | EntityName) -> "SimEndpoint":
         """Crash the endpoint (sockets reset, state lost) and start it again with a new nonce."""
         old = self.endpoints[str(name)]
-        old._crash()
+        old.crash()
         self.retired.append(old)
         self.stats["restarts"] += 1
-        ep = old._reincarnate(self._new_nonce())
+        ep = old.reincarnate(self._new_nonce())
         self._install(ep)
         return ep
 
@@ -251,20 +251,20 @@ class SimNetwork:
     def connect(self, conn: "SimConnection", addr: EntityAddr) -> None:
         """A non-blocking TCP connect from ``conn``: later on_connected or on_socket_error."""
         self.stats["connects"] += 1
-        token = conn._net_begin_connect()
+        token = conn.net_begin_connect()
         src = conn.ep
         dst = self._by_ipport.get((addr.ip, addr.port))
         lat = self._latency()
         if dst is None or not dst.alive or not dst.listen:
             self.stats["refused"] += 1
-            self.call_later(lat, lambda: conn._net_connect_failed(token, "connection refused", True),
+            self.call_later(lat, lambda: conn.net_connect_failed(token, "connection refused", True),
                             "refused")
             return
         if self.partitioned(src.ip, dst.ip):
             self.stats["timeouts"] += 1
             lo, hi = self.params.connect_timeout_us
             self.call_later(self.rng.randint(lo, hi),
-                            lambda: conn._net_connect_failed(token, "connection timed out", False), "timeout")
+                            lambda: conn.net_connect_failed(token, "connection timed out", False), "timeout")
             return
         sid = len(self.sockets) + 1
         local = EntityAddr(EntityAddr.TYPE_LEGACY, 0, src.ip, 40000 + sid)
@@ -276,15 +276,15 @@ class SimNetwork:
 
         def accept() -> None:
             if send.closed:     # reset before the accept: the client sees its connect fail
-                self.call_later(lat - lat // 2, lambda: conn._net_connected(token, cend), f"connected {sid}")
+                self.call_later(lat - lat // 2, lambda: conn.net_connected(token, cend), f"connected {sid}")
                 return
             if not dst.alive:   # the server died meanwhile: the client sees a refused connect
                 self._kill_end(send)
                 self._kill_end(cend)
-                conn._net_connect_failed(token, "connection refused", True)
+                conn.net_connect_failed(token, "connection refused", True)
                 return
-            dst._net_accept(send)
-            self.call_later(lat - lat // 2, lambda: conn._net_connected(token, cend), f"connected {sid}")
+            dst.net_accept(send)
+            self.call_later(lat - lat // 2, lambda: conn.net_connected(token, cend), f"connected {sid}")
         self.call_later(lat // 2, accept, f"accept {sid}")
 
     def write(self, end: SimSocketEnd, data: bytes) -> None:
@@ -330,7 +330,7 @@ class SimNetwork:
             owner = end.owner
             self._kill_end(end)
             if owner is not None:
-                self.call_later(0, lambda o=owner, e=end: o._net_error(e, reason), f"rst {sock.id}")
+                self.call_later(0, lambda o=owner, e=end: o.net_error(e, reason), f"rst {sock.id}")
 
     def live_sockets(self) -> list[SimSocket]:
         return [s for s in self.sockets if not s.dead]
@@ -376,4 +376,4 @@ class SimNetwork:
             return
         end.inbox.append(chunk)
         if end.owner is not None:
-            end.owner._net_readable(end)
+            end.owner.net_readable(end)
