@@ -200,8 +200,9 @@ def test_timers_one_per_kind(transport, adapters):
     t = adapters(transport)
     conn = t.new_conn()
     far = 10**9   # never fires during the test
-    t.run(conn, lambda: conn._handle([A.ArmTimer(A.TimerKind.RECONNECT, far), A.ArmTimer(A.TimerKind.RECONNECT, 2 * far),
-                                      A.ArmTimer(A.TimerKind.IDLE, far), A.CancelTimer(A.TimerKind.THROTTLE_RETRY)]))
+    arm = [A.ArmTimer(A.TimerKind.RECONNECT, far), A.ArmTimer(A.TimerKind.RECONNECT, 2 * far),
+           A.ArmTimer(A.TimerKind.IDLE, far), A.CancelTimer(A.TimerKind.THROTTLE_RETRY)]
+    t.run(conn, lambda: conn._handle(arm))
     assert t.timers(conn) == 2
     t.run(conn, lambda: conn._handle([A.CancelTimer(A.TimerKind.IDLE)]))
     assert t.timers(conn) == 1

@@ -18,7 +18,8 @@ runs in the order it was made; with more, the seed explores the orders.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from msgr.sim.network import SimEvent, SimNetwork
@@ -31,12 +32,12 @@ class SimWorker:
 
     __slots__ = ("net", "name", "references", "_queue", "_turn")
 
-    def __init__(self, net: "SimNetwork", name: str) -> None:
+    def __init__(self, net: SimNetwork, name: str) -> None:
         self.net = net
         self.name = name
         self.references = 0     # connections living here (as Worker.references: least-loaded placement)
         self._queue: deque[tuple[Callable[[], None], str]] = deque()
-        self._turn: "SimEvent | None" = None
+        self._turn: SimEvent | None = None
 
     def __repr__(self) -> str:
         return f"<SimWorker {self.name} refs={self.references} queued={len(self._queue)}>"
@@ -72,7 +73,7 @@ class SimWorker:
             self._turn = None
 
 
-def pick_worker(net: "SimNetwork", workers: list[SimWorker]) -> SimWorker:
+def pick_worker(net: SimNetwork, workers: list[SimWorker]) -> SimWorker:
     """NetworkStack.get_worker: the least-loaded worker; the seed breaks ties."""
     least = min(w.references for w in workers)
     tied = [w for w in workers if w.references == least]
