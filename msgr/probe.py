@@ -11,15 +11,26 @@ from __future__ import annotations
 import json
 import queue
 import statistics
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from msgr import Config, Dispatcher, EntityAddr, EntityName, Message, Messenger, Policy
+from msgr.auth import AuthError, CephxClient, PermissionDeniedError
+from msgr.auth.mon_exchange import authenticate
+from msgr.auth.settings import ClientAuth, client_auth
 from msgr.errors import MsgrError
 from msgr.features import CEPH_FEATURES_ALL_PACIFIC, MSGR_KEEPALIVE2, has_feature
 from msgr.messages import (
-    MAuth, MAuthReply, MMonCommand, MMonCommandAck, MMonGetVersion, MMonGetVersionReply, MMonMap,
+    MAuth,
+    MAuthReply,
+    MMonCommand,
+    MMonCommandAck,
+    MMonGetVersion,
+    MMonGetVersionReply,
+    MMonMap,
     MMonSubscribe,
 )
 from msgr.wire import Priority
@@ -33,7 +44,7 @@ class _Collector(Dispatcher):
     """Hands every message and connection event to the probe's thread through one queue."""
 
     def __init__(self) -> None:
-        self.events: "queue.Queue[tuple[str, Any]]" = queue.Queue()
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
 
     def ms_dispatch(self, msg: Message) -> bool:
         self.events.put(("msg", msg))
@@ -85,8 +96,9 @@ class Probe:
 
     def __init__(self, addr: EntityAddr, count: int = 10, timeout: float = 10.0,
                  features: int = CEPH_FEATURES_ALL_PACIFIC,
-                 out: Callable[[str], None] | None = print) -> None:
+                 out: Callable[[str], None] | None = print, auth: ClientAuth | None = None) -> None:
         self.addr = addr
+        self.auth = auth  # None: offer auth none only; else msgr.auth.settings.client_auth(cfg)
         self.count = count
         self.timeout = timeout
         self.features = features
@@ -166,13 +178,31 @@ class Probe:
                 "mean_us": round(statistics.fmean(rtts), 1) if rtts else 0}
 
     def _auth(self) -> dict[str, Any]:
-        self._send(MAuth.none_request())
+        if self.auth is not None and self.auth.cephx:
+            return self._auth_cephx(self.auth)
+        self._send(MAuth.none_request(methods=self.auth.methods if self.auth is not None else None))
         r = self._wait_msg(MAuthReply, "MAuthReply")
         if r.result != 0:
             raise ProbeError(f"auth refused: result {r.result} protocol {r.protocol} {r.result_msg!r}")
         self.global_id = r.global_id
         return {"protocol": "none" if r.protocol == 1 else r.protocol, "result": r.result,
                 "global_id": r.global_id}
+
+    def _auth_cephx(self, auth: ClientAuth) -> dict[str, Any]:
+        """cephx with the monitor (msgr.auth): challenge, session key, service tickets."""
+        assert auth.key is not None
+        client = CephxClient(auth.name, auth.key)
+        try:
+            rounds = authenticate(client, self._send, lambda: self._wait_msg(MAuthReply, "MAuthReply"))
+        except PermissionDeniedError as exc:
+            raise ProbeError(f"cephx refused for {auth.name}: wrong key, or the monitor does not know "
+                             f"{auth.name} [{exc}]") from None
+        except AuthError as exc:
+            raise ProbeError(f"cephx as {auth.name} failed: {exc}") from None
+        self.global_id = client.global_id
+        tickets = ",".join(EntityName.type_name(t) for t in sorted(client.tickets.handlers))
+        return {"protocol": "cephx", "name": str(auth.name), "global_id": client.global_id,
+                "round_trips": rounds, "tickets": tickets}
 
     def _monmap(self) -> dict[str, Any]:
         self._send(MMonSubscribe(hostname="pymsgr-probe").add("monmap"))
@@ -219,6 +249,17 @@ class Probe:
         return self.result
 
 
+def _probe_auth(name: str | None, keyring: str | None) -> ClientAuth | None:
+    """What --name/--keyring ask for (docs/CEPHX.md): None keeps the probe at auth none."""
+    if name is None and keyring is None:
+        return None
+    cfg = Config(name=name or "client.admin")
+    if keyring is not None:
+        cfg.keyring = keyring
+        cfg.auth_client_required = "cephx"
+    return client_auth(cfg)
+
+
 def run_probe(argv: list[str]) -> int:
     import argparse
     p = argparse.ArgumentParser(prog="python -m msgr probe",
@@ -227,15 +268,29 @@ def run_probe(argv: list[str]) -> int:
     p.add_argument("--count", type=int, default=10, help="KEEPALIVE2 round trips (default 10)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per step (default 10)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    p.add_argument("--name", "-n", metavar="TYPE.ID",
+                   help="authenticate as this entity (default client.admin) with cephx")
+    p.add_argument("--keyring", "-k", metavar="FILE",
+                   help="keyring holding the entity's key (as ceph-authtool writes it); with it, "
+                        "cephx is required. Without --name/--keyring: auth none")
     args = p.parse_args(argv)
     try:
         addr = EntityAddr.parse(args.addr)
     except MsgrError as exc:
         p.error(str(exc))
-    probe = Probe(addr, max(1, args.count), args.timeout, out=None if args.json else print)
+    try:
+        auth = _probe_auth(args.name, args.keyring)
+    except MsgrError as exc:  # a keyring that cannot be read, or lacks the entity
+        print(f"python -m msgr probe: {exc}", file=sys.stderr)
+        return 2
+    probe = Probe(addr, max(1, args.count), args.timeout, out=None if args.json else print, auth=auth)
     res = probe.run()
     if args.json:
         print(json.dumps({"ok": res.ok, "addr": str(addr), "steps": res.steps}, indent=1))
     else:
         print("probe:", "ok" if res.ok else "FAILED")
+        failed = [st for st in res.steps if not st["ok"]]
+        if failed:
+            print(f"python -m msgr probe: {failed[0]['step']}: {failed[0].get('error', '')}",
+                  file=sys.stderr)
     return 0 if res.ok else 1
