@@ -31,7 +31,7 @@ from msgr.dispatch_queue import CODE_OF_EVENT
 from msgr.entity import EntityAddr, EntityName
 from msgr.connection_base import Connection, LoopbackConnection  # noqa: F401 (re-exported)
 from msgr.connection_core import ConnectionCore
-from msgr.errors import DecodeError, MsgrError
+from msgr.errors import MsgrError, WrongNodeError
 from msgr.flush import FlushingConnection
 from msgr.protocol import actions as A
 
@@ -409,10 +409,12 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
     def _notify(self, event: A.ConnEvent) -> None:
         self.msgr.dispatch_queue.queue_event(CODE_OF_EVENT[event], self)
 
-    def _faulted(self, reason: str, error: Exception | None) -> None:
+    def _faulted(self, reason: str, error: Exception | None, notable: bool = False) -> None:
         self.perf.msgr_faults += 1
-        # bytes from the peer that cannot be decoded are worth a warning; other faults are routine
-        _log.log(logging.WARNING if isinstance(error, DecodeError) else logging.INFO, "%r: fault: %s", self, reason)
+        if isinstance(error, WrongNodeError):
+            self.perf.msgr_wrong_node += 1
+        # the protocol marks bad bytes from the peer and a wrong node as notable, once per cause
+        _log.log(logging.WARNING if notable else logging.INFO, "%r: fault: %s", self, reason)
 
     def _report_discarded(self, msgs: tuple) -> None:
         if self._down:

@@ -109,8 +109,8 @@ class ConnectionCore:
     def _notify(self, event: A.ConnEvent) -> None:
         raise NotImplementedError
 
-    def _faulted(self, reason: str, error: Exception | None) -> None:
-        """Log and count a fault."""
+    def _faulted(self, reason: str, error: Exception | None, notable: bool = False) -> None:
+        """Log and count a fault (``notable``: worth a WARNING, see Fault.notable)."""
         raise NotImplementedError
 
     def _report_discarded(self, msgs: tuple) -> None:
@@ -214,7 +214,7 @@ class ConnectionCore:
     def _do_fault(self, act: A.Fault) -> None:
         self.last_fault, self.last_fault_error = act.reason, act.error
         self.fault_count += 1
-        self._faulted(act.reason, act.error)
+        self._faulted(act.reason, act.error, act.notable)
 
     def _do_discarded(self, act: A.Discarded) -> None:
         self._report_discarded(act.messages)

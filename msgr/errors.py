@@ -64,6 +64,18 @@ class BadAddressError(DecodeError):
     """An entity address with an unknown family, marker or impossible length."""
 
 
+class WrongNodeError(BadAddressError):
+    """The peer at the address we dialled is another process ("wrong node", as Ceph says): its
+    identify names another address or nonce, e.g. the peer restarted. A lossless session keeps
+    retrying (the application or a map update must mark it down); ``expected``/``got`` are the
+    addresses (EntityAddr)."""
+
+    def __init__(self, message: str, expected: object, got: object) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.got = got
+
+
 class BadLengthError(DecodeError):
     """A length field that is impossible or above the configured maximum."""
 

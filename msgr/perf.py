@@ -27,6 +27,7 @@ COUNTERS: dict[str, str] = {
     "msgr_eagain": "writes that hit a full socket buffer",
     "msgr_throttle_waits": "receive throttle retries (message, byte or dispatch throttle full)",
     "msgr_faults": "connection faults",
+    "msgr_wrong_node": "connects that met another process at the peer's address (wrong node)",
     "msgr_reconnects": "reconnect attempts",
     "msgr_keepalives": "keepalives sent",
     "msgr_local_messages": "messages delivered to ourselves",

@@ -76,9 +76,13 @@ class Notify:
 
 @dataclass(slots=True, frozen=True)
 class Fault:
-    """Informational: why the connection faulted (for logs and counters); the state change is done."""
+    """Informational: why the connection faulted (for logs and counters); the state change is done.
+
+    ``notable``: worth a WARNING line (bad bytes from the peer, a wrong node), set only the first
+    time this cause faults this session, so a retry loop logs its cause once, not per retry."""
     reason: str
     error: Exception | None = None
+    notable: bool = False
 
 
 @dataclass(slots=True, frozen=True)

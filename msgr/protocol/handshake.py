@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from msgr.entity import AF_INET, AF_INET6, LEGACY_ADDR_SIZE, EntityAddr, EntityName
-from msgr.errors import BadAddressError, BadTagError, RemoteProtocolError
+from msgr.errors import BadAddressError, BadTagError, RemoteProtocolError, WrongNodeError
 from msgr.features import CEPHX_V2, RECONNECT_SEQ
 from msgr.policy import Policy
 from msgr.protocol.actions import Action, Notify, ConnEvent, OpenSocket, Registered, ReplaceExisting, \
@@ -238,10 +238,11 @@ class HandshakeMixin:
         server, seen = unpack_server_identify(buf, off)
         want = self.peer_addr
         if (server.ip, server.port) != (want.ip, want.port) and not (server.is_blank_ip() and server.port == want.port):
-            raise BadAddressError(f"peer at {want} says it is {server}")
+            raise WrongNodeError(f"wrong node: peer at {want} says it is {server}", want, server)
         if want.nonce and server.nonce != want.nonce:
             # same ip:port, another process: not the peer we want (a restarted one)
-            raise BadAddressError(f"peer at {want} has nonce {server.nonce}, expected {want.nonce}")
+            raise WrongNodeError(f"wrong node: peer at {want} has nonce {server.nonce}, expected {want.nonce}",
+                                 want, server)
         self.host.learned_addr(seen)
         self._out.append(self.host.get_myaddr().encode_legacy())
         self._send_connect()

@@ -33,7 +33,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from msgr.entity import EntityAddr, EntityName
-from msgr.errors import LocalProtocolError, MsgrError
+from msgr.errors import DecodeError, LocalProtocolError, MsgrError
 from msgr.policy import Policy
 from msgr.protocol.actions import Action, TimerKind
 from msgr.protocol.handshake import HandshakeMixin
@@ -62,6 +62,8 @@ DIRECT_MIN = 8 * 1024
 DIRECT_PREALLOC_MAX = 4 << 20
 DIRECT_CHUNK = 1 << 20
 _MIN_FREE = 4096
+#: Distinct notable fault causes one session remembers (each is reported at WARNING once).
+MAX_WARNED_CAUSES = 32
 
 
 class Row(NamedTuple):
@@ -159,6 +161,7 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         self.last_keepalive_ack_stamp: tuple[int, int] = (0, 0)
         self.stats = dict(msgs_in=0, msgs_out=0, bytes_in=0, bytes_out=0, keepalives=0, faults=0,
                           reconnects=0, throttle_waits=0)
+        self._warned_causes: set[str] = set()   # fault reasons already reported as notable
         cfg = host.config
         self._crc_header = cfg.ms_crc_header
         self._crc_data = cfg.ms_crc_data
@@ -212,6 +215,17 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         if id(new) not in _NEXT_IDS[id(self.state)]:
             raise LocalProtocolError(f"no transition {self.state!r} -> {new!r}")
         self.state = new
+
+    def _notable_fault(self, reason: str, error: Exception | None) -> bool:
+        """Is this fault worth a WARNING? Bytes from the peer that cannot be valid (DecodeError:
+        a bad banner or payload, a wrong node) are, the first time their cause faults this
+        session; a lossless retry loop meeting the same cause again is not (no line per retry)."""
+        if not isinstance(error, DecodeError) or reason in self._warned_causes:
+            return False
+        if len(self._warned_causes) >= MAX_WARNED_CAUSES:
+            self._warned_causes.clear()   # bounded memory for a peer that varies its bad bytes
+        self._warned_causes.add(reason)
+        return True
 
     def _run(self, now_us: int, acts: list[Action]) -> list[Action]:
         """Run readers while their bytes are buffered; bad input faults the connection (one place)."""

@@ -118,7 +118,7 @@ class SessionMixin:
         if st is S.CLOSED:
             return []
         self.stats["faults"] += 1
-        acts: list[Action] = [Fault(reason, error)]
+        acts: list[Action] = [Fault(reason, error, self._notable_fault(reason, error))]
         self._drop_socket(reason, acts)
         self._cancel_ready_timer(acts)   # re-armed by the next attempt
         if self.policy.lossy and st not in _EARLY_CONNECT:

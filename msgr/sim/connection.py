@@ -205,7 +205,7 @@ class SimConnection(ConnectionCore):
     def _notify(self, event: A.ConnEvent) -> None:
         self.ep.record("notify", self, event)
 
-    def _faulted(self, reason: str, error: Exception | None) -> None:
+    def _faulted(self, reason: str, error: Exception | None, notable: bool = False) -> None:
         self.net.stats["faults"] += 1
         if error is not None and not isinstance(error, MsgrError):
             self.ep.anomaly(self, f"fault with an untyped error {error!r}")

@@ -84,7 +84,7 @@ class WireConn(ConnectionCore):
     def _notify(self, event: ConnEvent) -> None:
         pass   # in net.log
 
-    def _faulted(self, reason: str, error: Exception | None) -> None:
+    def _faulted(self, reason: str, error: Exception | None, notable: bool = False) -> None:
         pass   # in net.log
 
     def _report_discarded(self, msgs: tuple) -> None:
