@@ -169,9 +169,11 @@ class AsyncDispatcher(Dispatcher):
         return msg
 
     def __aiter__(self) -> AsyncDispatcher:
+        """``async for msg in inbox`` takes messages until :meth:`close`."""
         return self
 
     async def __anext__(self) -> Message:
+        """The next message; ends the iteration once closed."""
         try:
             return await self.get()
         except DispatcherClosed:

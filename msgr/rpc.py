@@ -144,12 +144,15 @@ class RpcClient(Dispatcher):
 
     # --- Dispatcher: replies -------------------------------------------------------
     def ms_can_fast_dispatch_any(self) -> bool:
+        """True when built with ``fast=True``."""
         return self.fast
 
     def ms_can_fast_dispatch(self, msg: Message) -> bool:
+        """With ``fast=True``: take a reply to a pending request on the worker."""
         return self.fast and self._match(msg, take=False) is not None
 
     def ms_fast_dispatch(self, msg: Message) -> None:
+        """Complete the request ``msg`` answers (on the worker)."""
         self.ms_dispatch(msg)
 
     def ms_dispatch(self, msg: Message) -> bool:

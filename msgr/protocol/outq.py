@@ -344,9 +344,11 @@ class FlushMarks:
         return len(self._marks)
 
     def add(self, token: object) -> None:
+        """A flush of what is queued now (its target is fixed once the queue is drained)."""
         self._marks.append([token, None])
 
     def remove(self, token: object) -> None:
+        """Withdraw a flush (its waiter gave up)."""
         self._marks = [m for m in self._marks if m[0] is not token]
 
     def progress(self, q: OutQueue, lossy: bool, taken_bytes: int, unwritten_bytes: int) -> list[Any]:
