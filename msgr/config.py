@@ -152,6 +152,8 @@ for _opt in (
     Option("cephx_require_signatures", "bool", False, "refuse peers that cannot sign (no MSG_AUTH)"),
     Option("cephx_cluster_require_signatures", "bool", False, "the same between daemons"),
     Option("cephx_service_require_signatures", "bool", False, "the same, services of their clients"),
+    Option("debug_ms", "debug", "0/0", "messenger log level / gather level (N or N/M); "
+           "see docs/DEBUGGING.md"),
 ):
     register_option(_opt)
 
@@ -191,6 +193,7 @@ class Config:
     cephx_require_signatures: bool
     cephx_cluster_require_signatures: bool
     cephx_service_require_signatures: bool
+    debug_ms: str
     _explicit: set[str]
     _ceph_options: dict[str, str]
 

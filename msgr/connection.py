@@ -27,6 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from eventcenter import EVENT_READABLE, EVENT_WRITABLE
+from msgr import debug
 from msgr.dispatch_queue import CODE_OF_EVENT
 from msgr.entity import EntityAddr, EntityName
 from msgr.connection_base import Connection, LoopbackConnection  # noqa: F401 (re-exported)
@@ -45,6 +46,7 @@ IOV_MAX = 1024      # Linux: buffers per sendmsg
 READ_ROUNDS = 16    # recv_into calls per readable event before yielding to other fds
 
 _mono_ns = time.monotonic_ns   # perf running times (real time, whatever clock the protocol runs on)
+_dbg = debug.gate   # debug_ms: the hot paths read one of its booleans before any log line
 
 
 class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
@@ -84,6 +86,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         self._last_active_us = 0      # last input (ms_connection_idle_timeout)
         self.perf.msgr_created_connections += 1
         self.perf.msgr_active_connections += 1
+        debug.refresh()   # picks up logging levels changed since the last connection
 
     def __repr__(self) -> str:
         return (f"<AsyncConnection {self.proto.peer_name or '?'} {self.get_peer_addr()} "
@@ -122,6 +125,8 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         h = msg.header
         if not h.priority:
             h.priority = self.msgr.default_send_priority
+        if _dbg.messages:
+            debug.trace_sent(self, msg)
         if self.center.in_thread():
             # on our worker: straight to the protocol, no lock, no posted event
             if self._down or self.closed:
@@ -276,6 +281,8 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
     # --- primitives of the connection core (what each action means is in ConnectionCore) ----------
     def _after(self) -> None:
         """After any protocol call: write its output and poll READABLE only if it wants input."""
+        if _dbg.states:
+            debug.trace_progress(self)
         if self.sock is not None and not self._connecting:
             if self._wbufs or self.proto.has_output():
                 self._write()
@@ -371,6 +378,8 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         (``held``: released after an ms_inject_delay_* hold, already counted)."""
         if not held:
             self.perf.msgr_recv_messages += 1
+            if _dbg.messages:
+                debug.trace_received(self, msg)
             if self._delayed or self.inject.delay_types:
                 delay = self.inject.delivery_delay_us(self.proto.peer_type)
                 if delay or self._delayed:

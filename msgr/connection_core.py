@@ -44,6 +44,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from msgr import debug
 from msgr.entity import EntityAddr, EntityName
 from msgr.protocol import actions as A
 
@@ -51,6 +52,7 @@ __all__ = ["ConnectionCore"]
 
 _NEW = EntityName.NEW
 _Deliver = A.Deliver
+_dbg = debug.gate   # debug_ms level 20: every action list is logged
 
 
 class ConnectionCore:
@@ -161,6 +163,8 @@ class ConnectionCore:
         return self._overrides
 
     def _handle(self, actions: list) -> None:
+        if _dbg.actions:
+            debug.trace_actions(self, actions)
         ov = self._overrides
         if ov is None:
             for act in actions:

@@ -14,6 +14,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
+from msgr import debug
 from msgr.dispatcher import DispatcherChain
 from msgr.protocol.actions import ConnEvent
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from msgr.perf import MessengerPerf
 
 _log = logging.getLogger("msgr.dispatch")
+_dbg = debug.gate
 
 # Ceph's DispatchQueue item codes
 D_CONNECT = 1
@@ -100,6 +102,8 @@ class DispatchQueue:
 
     def local_delivery(self, msg: Message, priority: int | None = None) -> None:
         """Queue a message we sent to ourselves (fast dispatch is honoured on this thread)."""
+        if _dbg.messages:
+            debug.trace_sent(msg.get_connection(), msg)
         self._put(msg.header.priority if priority is None else priority, (_D_LOCAL, msg, None))
 
     def queue_event(self, code: int, conn: Any) -> None:
@@ -194,6 +198,8 @@ class DispatchQueue:
             if not chain.deliver(msg):
                 _log.debug("DispatchQueue %s: unhandled message %r", self.name, msg)
         elif code == _D_LOCAL:
+            if _dbg.messages:
+                debug.trace_received(msg.get_connection(), msg)
             chain.fast_preprocess(msg)
             d = chain.fast_dispatcher_for(msg)
             if d is not None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventcenter import EVENT_READABLE, NetworkStack
 from eventcenter.clock import MonotonicClock
+from msgr import debug
 from msgr.config import Config
 from msgr.connection import AsyncConnection, Connection, LoopbackConnection
 from msgr.dispatch_queue import DispatchQueue
@@ -257,6 +258,9 @@ class AsyncMessenger(Messenger):
         """Start the workers, the dispatch thread and the listener; allowed again after shutdown+wait."""
         if self._started:
             return
+        if self.config.is_set("debug_ms"):
+            debug.set_debug_ms(self.config.debug_ms)   # Ceph's debug_ms -> the msgr loggers
+        debug.refresh()
         if self._listen is None and self._bind_addr is not None:
             self.bind(self._bind_addr)  # restart after shutdown: same address again
         self._stopping.clear()
