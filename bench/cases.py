@@ -41,7 +41,7 @@ class Params:
     crc: bool = True                 # ms_crc_header and ms_crc_data
     policy: str = "lossless"         # lossless | lossy
     processes: int = 1               # 2 = the server messengers run in a child process
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)   # "config": more Config options of every messenger
 
     @property
     def size(self) -> int:
@@ -106,7 +106,8 @@ def _message_types():
 
 def _config(p: Params):
     msgr = _api()
-    return msgr.Config(ms_async_op_threads=p.workers, ms_crc_data=p.crc, ms_crc_header=p.crc)
+    return msgr.Config(ms_async_op_threads=p.workers, ms_crc_data=p.crc, ms_crc_header=p.crc,
+                       **p.extra.get("config", {}))
 
 
 def _policies(p: Params):

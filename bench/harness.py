@@ -9,6 +9,7 @@ round trips, keepalive2 against a real ceph-mon when one is installed, handshake
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import importlib
 import os
@@ -19,7 +20,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from bench import baselines, cases, report
 
@@ -57,6 +58,7 @@ def _suffix(p: cases.Params, defaults: cases.Params) -> str:
         parts.append(p.policy)
     if p.data_size and not p.front_size:
         parts.append("data")
+    parts.extend(f"{k}{v}" for k, v in sorted(p.extra.get("config", {}).items()))
     return "".join("." + x for x in parts)
 
 
@@ -77,7 +79,8 @@ def _pymsgr_steps(args, sizes, quick: bool, dur: float) -> list[Step]:
         label = f"pymsgr.pipelined{suffix}"
 
         def run() -> dict:
-            row = cases.pipelined(p)
+            with _logging_to_devnull(bool(p.extra.get("config", {}).get("debug_ms"))):
+                row = cases.pipelined(p)
             row["case"] = label
             return row
         return f"{label} {_human(p.size)}", run
@@ -100,6 +103,8 @@ def _pymsgr_steps(args, sizes, quick: bool, dur: float) -> list[Step]:
         for size in (4096, 4 * _MiB) if not quick else (4096,):
             steps.append(pipe_step(params(size, workers=2)))
     if args.suite == "full":
+        # what debug_ms costs: the default rows run with it off; this one logs every message
+        steps.append(pipe_step(params(4096, extra={"config": {"debug_ms": 1}})))
         for size in (4096, 4 * _MiB):
             steps.append(pipe_step(params(size, crc=False)))
             steps.append(pipe_step(params(size, connections=4)))
@@ -111,6 +116,28 @@ def _pymsgr_steps(args, sizes, quick: bool, dur: float) -> list[Step]:
     steps.append((f"pymsgr.idle_connections x{n_idle}",
                   lambda: cases.idle_connections(p0, n=n_idle, idle_s=0.3 if quick else 2.0)))
     return steps
+
+
+@contextlib.contextmanager
+def _logging_to_devnull(active: bool) -> Iterator[None]:
+    """For a debug_ms row: its lines are formatted and written (to /dev/null), and the msgr
+    loggers are put back afterwards so the rows after it do not log."""
+    if not active:
+        yield
+        return
+    import logging
+
+    from msgr import debug
+    logger = logging.getLogger("msgr")
+    level, handlers = logger.level, list(logger.handlers)
+    with open(os.devnull, "w") as sink:
+        logger.addHandler(logging.StreamHandler(sink))
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+            logger.handlers[:] = handlers
+            debug.refresh()
 
 
 def _human(n: int) -> str:
