@@ -154,6 +154,8 @@ for _opt in (
     Option("cephx_service_require_signatures", "bool", False, "the same, services of their clients"),
     Option("debug_ms", "debug", "0/0", "messenger log level / gather level (N or N/M); "
            "see docs/DEBUGGING.md"),
+    Option("admin_socket", "str", "", "serve Ceph's admin-socket protocol at this path ($name, "
+           "$cluster... expanded); empty: none"),
 ):
     register_option(_opt)
 
@@ -194,6 +196,7 @@ class Config:
     cephx_cluster_require_signatures: bool
     cephx_service_require_signatures: bool
     debug_ms: str
+    admin_socket: str
     _explicit: set[str]
     _ceph_options: dict[str, str]
 

@@ -63,7 +63,7 @@ def parse_int(text: str) -> int:
         return n
     if unit not in _SI:
         raise ValueError(f"not an integer: {text!r} (unit {unit!r}: use K, M, G, T, P or E)")
-    return n * 10 ** _SI[unit]
+    return n * int(10 ** _SI[unit])
 
 
 def parse_size(text: str) -> int:

@@ -58,7 +58,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         self.msgr = msgr
         self.worker = worker
         self.center = worker.center
-        self.perf = msgr.perf.block(worker.name)
+        self.perf = msgr.perf.worker_block(worker.index)
         self.now_us: Callable[[], int] = msgr.clock.now_us
         if proto is None:
             from msgr.protocol.protocol_v1 import ProtocolV1
@@ -77,6 +77,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         self._out_lock = threading.Lock()
         self._out_pending: list = []
         self._out_posted = False
+        self._posted_ns = 0           # when the pending burst was posted to the worker
         self._in_read = False         # inside _on_readable: its _after() writes what we queue
         self._opened = 0
         self._delayed: list = []      # (due_us, msg) held back by ms_inject_delay_*
@@ -116,6 +117,21 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
     def is_connected(self) -> bool:
         return not self.closed and self.proto.is_connected()
 
+    def status(self) -> dict[str, Any]:
+        """A snapshot for the admin socket's ``dump_connections`` (any thread; not atomic)."""
+        proto = self.proto
+        outq = proto.outq
+        queued, unacked = len(outq), len(outq.sent)
+        return {
+            "peer_name": str(proto.peer_name) if proto.peer_name is not None else None,
+            "peer_addr": str(self.get_peer_addr()), "state": proto.state.name,
+            "connected": self.is_connected(), "lossy": proto.policy.lossy, "worker": self.worker.name,
+            "connect_seq": proto.connect_seq, "peer_global_seq": proto.peer_global_seq,
+            "in_seq": proto.in_seq, "out_seq": proto.out_seq, "out_queue": queued,
+            "sent_unacked": unacked, "inbox": len(self._out_pending), "features": proto.features,
+            "faults": self.fault_count, "last_fault": self.last_fault, "marked_down": self._down,
+        }
+
     def send_message(self, msg: "Message") -> None:
         """Queue ``msg``; any thread; never blocks on the network.
 
@@ -139,7 +155,9 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
                 acts = self.proto.send_message(msg, self._turn_us if self._in_read else self.now_us())
                 if acts:
                     self._handle(acts)
-                self.perf.msgr_send_messages += 1
+                perf = self.perf
+                perf.msgr_send_messages += 1
+                perf.queue_lat_n += 1   # straight to the protocol: no queueing wait
                 if not self._in_read:   # inside our read handler its final write carries this
                     self._after()
             except Exception as exc:
@@ -153,6 +171,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
             if self._out_posted:
                 return None
             self._out_posted = True
+            self._posted_ns = _mono_ns()   # msgr_send_messages_queue_lat: the burst's wait
         self._post(self._flush_pending)
         return None
 
@@ -163,7 +182,11 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
                 return
             # messages queued earlier from other threads go first (order); the posted flush finds none
             msgs, self._out_pending = self._out_pending, []
+            posted_ns = self._posted_ns
+        if msgs:
+            self.perf.queue_lat(len(msgs), _mono_ns() - posted_ns)
         msgs.append(msg)
+        self.perf.queue_lat_n += 1    # this one reaches the protocol at once
         now = self.now_us()
         try:
             for m in msgs:
@@ -228,11 +251,13 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         with self._out_lock:
             msgs, self._out_pending = self._out_pending, []
             self._out_posted = False
+            posted_ns = self._posted_ns
         if self.closed:
             self._unsent(msgs)
             return
         if not msgs:
             return
+        self.perf.queue_lat(len(msgs), _mono_ns() - posted_ns)
         proto = self.proto
         now = self.now_us()
         try:
@@ -353,6 +378,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         self.proto.trim_idle(now)
         idle = now - self._last_active_us
         if idle >= self._idle_us:
+            self.perf.msgr_connection_idle_timeouts += 1
             self._call(self.proto.on_timer, A.TimerKind.IDLE)
             if self.sock is None or self.closed:
                 return
@@ -368,7 +394,13 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
     def _timer_start(self, kind: A.TimerKind, delay_us: int) -> int:
         if kind is A.TimerKind.THROTTLE_RETRY:
             self.perf.msgr_throttle_waits += 1
+        elif kind is A.TimerKind.CONNECTION_READY:
+            return self.center.create_time_event(delay_us, self._on_ready_timeout)
         return self.center.create_time_event(delay_us, lambda: self._on_timer(kind))
+
+    def _on_ready_timeout(self) -> None:
+        self.perf.msgr_connection_ready_timeouts += 1
+        self._on_timer(A.TimerKind.CONNECTION_READY)
 
     def _timer_stop(self, handle: int) -> None:
         self.center.delete_time_event(handle)

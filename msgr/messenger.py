@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventcenter import EVENT_READABLE, NetworkStack
 from eventcenter.clock import MonotonicClock
-from msgr import debug
+from msgr import admin_socket, debug
 from msgr.config import Config
 from msgr.connection import AsyncConnection, Connection, LoopbackConnection
 from msgr.dispatch_queue import DispatchQueue
@@ -139,6 +139,7 @@ class AsyncMessenger(Messenger):
         self._stack: NetworkStack | None = None
         self._own_stack = stack            # caller-owned stack: never started/stopped by a wait()
         self._loopback = LoopbackConnection(self)
+        self._admin_socket: admin_socket.AdminSocket | None = None   # Config.admin_socket: from start() to shutdown()
         self._started = False
         self._stopping = threading.Event()
         self._learned = False
@@ -267,6 +268,7 @@ class AsyncMessenger(Messenger):
         self._stack = self._acquire_stack()
         self.dispatch_queue.start()
         self._started = True
+        self._admin_socket = admin_socket.serve(self)
         if self._listen is not None:
             self._start_listening()
 
@@ -345,6 +347,9 @@ class AsyncMessenger(Messenger):
             except Exception:
                 lsock.close()
         self.dispatch_queue.shutdown()
+        if self._admin_socket is not None:
+            self._admin_socket.stop()
+            self._admin_socket = None
         self._stopping.set()
 
     def wait(self) -> None:
@@ -463,11 +468,14 @@ class AsyncMessenger(Messenger):
             return list(self._all)
 
     # --- perf -----------------------------------------------------------------------
-    def perf_dump(self) -> dict[str, Any]:
+    def perf_dump(self, logger: str | None = None, counter: str | None = None) -> dict[str, Any]:
+        """The counters as Ceph's ``perf dump`` shows them (see msgr/perf.py and
+        docs/DEBUGGING.md): ``AsyncMessenger::Worker-N`` sections, the ``AsyncMessenger`` totals,
+        the dispatch throttle, the dispatch queue and the connection counts."""
         t = self.dispatch_throttle
         extra = {
-            "throttle-msgr_dispatch_throttler": {"val": t.current, "max": t.max, "waits": t.waits},
+            f"throttle-{t.name}": {"val": t.current, "max": t.max, "get_or_fail_fail": t.waits},
             "dispatch_queue": {"length": len(self.dispatch_queue), "dispatched": self.dispatch_queue.dispatched},
             "connections": {"registered": len(self._conns), "live": len(self._all)},
         }
-        return self.perf.dump(extra)
+        return self.perf.dump(extra, logger, counter)

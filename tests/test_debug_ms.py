@@ -84,8 +84,8 @@ def test_debug_ms_1_logs_one_line_per_message_sent_and_received(caplog: pytest.L
 def test_debug_ms_20_adds_states_decisions_and_actions(caplog: pytest.LogCaptureFixture) -> None:
     _exchange(Config(debug_ms="20/20"))
     lines = _ms_lines(caplog)
-    assert any(re.search(r"conn\(0x[0-9a-f]+ s=OPEN pgs=\d+ cs=1 l=0\)\.state CONNECTING_WAIT_CONNECT_REPLY -> OPEN", ln)
-               for ln in lines), lines
+    opened = r"conn\(0x[0-9a-f]+ s=OPEN pgs=\d+ cs=1 l=0\)\.state CONNECTING_WAIT_CONNECT_REPLY -> OPEN"
+    assert any(re.search(opened, ln) for ln in lines), lines
     assert any("decision row 9 (no existing session): open" in ln for ln in lines), lines
     assert any(".action OpenSocket(" in ln for ln in lines)
 
