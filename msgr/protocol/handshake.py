@@ -11,19 +11,44 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, cast
 
 from msgr.entity import AF_INET, AF_INET6, LEGACY_ADDR_SIZE, EntityAddr, EntityName
 from msgr.errors import BadAddressError, BadTagError, RemoteProtocolError, WrongNodeError
 from msgr.features import CEPHX_V2, RECONNECT_SEQ
 from msgr.policy import Policy
-from msgr.protocol.actions import Action, Notify, ConnEvent, OpenSocket, Registered, ReplaceExisting, \
-    PokeExisting, StopExisting
+from msgr.protocol.actions import (
+    Action,
+    ConnEvent,
+    Notify,
+    OpenSocket,
+    PokeExisting,
+    Registered,
+    ReplaceExisting,
+    StopExisting,
+)
+from msgr.protocol.base import Blocked, ProtocolBase
 from msgr.protocol.states import State as S
-from msgr.wire import BANNER, BANNER_SHOWN, BANNER_SIZE, CONNECT_LOSSY, ConnectMsg, ConnectReply, \
-    Tag, check_banner, check_banner_prefix, pack_u64, proto_version, unpack_server_identify, \
-    unpack_u64
+from msgr.wire import (
+    BANNER,
+    BANNER_SHOWN,
+    BANNER_SIZE,
+    CONNECT_LOSSY,
+    ConnectMsg,
+    ConnectReply,
+    Tag,
+    check_banner,
+    check_banner_prefix,
+    pack_u64,
+    proto_version,
+    unpack_server_identify,
+    unpack_u64,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from msgr.protocol.protocol_v1 import ProtocolV1
 
 CEPH_AUTH_UNKNOWN, CEPH_AUTH_NONE, CEPH_AUTH_CEPHX = 0, 1, 2
 #: Families a legacy entity_addr_t may carry (0: a blank address), as EntityAddr.decode_legacy takes them.
@@ -46,6 +71,7 @@ def verify_authorizer(peer_type: int, protocol: int, blob: bytes) -> bool:
         return peer_type != EntityName.TYPE_MON
     if protocol != CEPH_AUTH_NONE or len(blob) < 9 or blob[0] != 1:
         return False
+    slen: int
     (slen,) = struct.unpack_from("<I", blob, 5)
     return len(blob) >= 9 + slen + 8
 
@@ -82,6 +108,12 @@ class ConnectCtx:
     replacing: bool      # this connection is the target of a replace (the retry after RETRY_GLOBAL)
     peer_lt_me: bool     # peer's legacy address < ours, in Ceph's memcmp order (rows 17/18)
 
+    @property
+    def ex(self) -> Existing:
+        """The existing session: the rows after 9 are reached only when there is one."""
+        assert self.e is not None
+        return self.e
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -93,20 +125,29 @@ class Decision:
     reset_from_peer: bool = False
 
 
-def _reply(tag: Tag, g: Callable = lambda x: 0, c: Callable = lambda x: 0):
+Outcome = Callable[[int, ConnectCtx], Decision]
+
+
+def _reply(tag: Tag, g: Callable[[ConnectCtx], int] = lambda x: 0,
+           c: Callable[[ConnectCtx], int] = lambda x: 0) -> Outcome:
     return lambda row, x: Decision(row, Do.REPLY, tag, g(x), c(x))
 
 
-def _do(what: Do, reset: bool = False):
+def _do(what: Do, reset: bool = False) -> Outcome:
     return lambda row, x: Decision(row, what, reset_from_peer=reset)
 
 
-_pgs = lambda x: x.e.pgs            # noqa: E731
-_cseq1 = lambda x: x.e.cseq + 1     # noqa: E731
+def _pgs(x: ConnectCtx) -> int:
+    return x.ex.pgs
+
+
+def _cseq1(x: ConnectCtx) -> int:
+    return x.ex.cseq + 1
+
 
 #: (row of §7, condition, outcome). Row 2 is folded into ``required``; row 5 (cephx challenge) and
 #: row 7 (existing is this connection -> treated as none) are settled while building the context.
-SERVER_DECISIONS: list[tuple[int, str, Callable[[ConnectCtx], bool], Callable]] = [
+SERVER_DECISIONS: list[tuple[int, str, Callable[[ConnectCtx], bool], Outcome]] = [
     (1, "protocol_version is not ours", lambda x: x.c.protocol_version != x.my_proto,
      _reply(Tag.BADPROTOVER)),
     (3, "peer lacks required features", lambda x: bool(x.required & ~x.c.features), _reply(Tag.FEATURES)),
@@ -115,23 +156,23 @@ SERVER_DECISIONS: list[tuple[int, str, Callable[[ConnectCtx], bool], Callable]] 
     (8, "peer resumes a session we do not have", lambda x: x.e is None and x.c.connect_seq > 0
      and not x.replacing, _reply(Tag.RESETSESSION)),
     (9, "no existing session", lambda x: x.e is None, _do(Do.OPEN)),
-    (10, "existing session is closed", lambda x: x.e.closed, _do(Do.OPEN)),
-    (11, "existing is being replaced", lambda x: x.e.replacing, _reply(Tag.RETRY_GLOBAL, _pgs)),
-    (12, "stale global_seq", lambda x: x.c.global_seq < x.e.pgs, _reply(Tag.RETRY_GLOBAL, _pgs)),
-    (13, "existing is lossy", lambda x: x.e.lossy, _do(Do.REPLACE)),
-    (14, "peer restarted (connect_seq 0)", lambda x: x.c.connect_seq == 0 and x.e.cseq > 0,
+    (10, "existing session is closed", lambda x: x.ex.closed, _do(Do.OPEN)),
+    (11, "existing is being replaced", lambda x: x.ex.replacing, _reply(Tag.RETRY_GLOBAL, _pgs)),
+    (12, "stale global_seq", lambda x: x.c.global_seq < x.ex.pgs, _reply(Tag.RETRY_GLOBAL, _pgs)),
+    (13, "existing is lossy", lambda x: x.ex.lossy, _do(Do.REPLACE)),
+    (14, "peer restarted (connect_seq 0)", lambda x: x.c.connect_seq == 0 and x.ex.cseq > 0,
      _do(Do.REPLACE, reset=True)),
-    (15, "old attempt (connect_seq too low)", lambda x: x.c.connect_seq < x.e.cseq,
+    (15, "old attempt (connect_seq too low)", lambda x: x.c.connect_seq < x.ex.cseq,
      _reply(Tag.RETRY_SESSION, c=_cseq1)),
     (16, "same connect_seq, existing open/standby, resetcheck, cseq 0",
-     lambda x: x.c.connect_seq == x.e.cseq and x.e.open_or_standby and x.policy.resetcheck and x.e.cseq == 0,
+     lambda x: x.c.connect_seq == x.ex.cseq and x.ex.open_or_standby and x.policy.resetcheck and x.ex.cseq == 0,
      _do(Do.REPLACE)),
-    (16, "same connect_seq, existing open/standby", lambda x: x.c.connect_seq == x.e.cseq
-     and x.e.open_or_standby, _reply(Tag.RETRY_SESSION, c=_cseq1)),
-    (17, "connection race, incoming wins", lambda x: x.c.connect_seq == x.e.cseq
-     and (x.peer_lt_me or x.e.server), _do(Do.REPLACE)),
-    (18, "connection race, our attempt wins", lambda x: x.c.connect_seq == x.e.cseq, _do(Do.WAIT)),
-    (19, "peer resumes a session we reset", lambda x: x.policy.resetcheck and x.e.cseq == 0,
+    (16, "same connect_seq, existing open/standby", lambda x: x.c.connect_seq == x.ex.cseq
+     and x.ex.open_or_standby, _reply(Tag.RETRY_SESSION, c=_cseq1)),
+    (17, "connection race, incoming wins", lambda x: x.c.connect_seq == x.ex.cseq
+     and (x.peer_lt_me or x.ex.server), _do(Do.REPLACE)),
+    (18, "connection race, our attempt wins", lambda x: x.c.connect_seq == x.ex.cseq, _do(Do.WAIT)),
+    (19, "peer resumes a session we reset", lambda x: x.policy.resetcheck and x.ex.cseq == 0,
      _reply(Tag.RESETSESSION)),
     (20, "normal reconnect", lambda x: True, _do(Do.REPLACE)),
 ]
@@ -160,7 +201,7 @@ CLIENT_REPLIES: dict[int, str] = {
 }
 
 
-class HandshakeMixin:
+class HandshakeMixin(ProtocolBase):
     """Handshake readers and helpers of :class:`~msgr.protocol.protocol_v1.ProtocolV1`."""
 
     def _init_handshake(self) -> None:
@@ -206,7 +247,7 @@ class HandshakeMixin:
         self.peer_name = EntityName(peer_type)
         self.policy = self.host.get_policy(peer_type).copy()
         acts: list[Action] = []
-        if self.host.lookup_conn(peer_addr) is None and self.host.register_conn(self):
+        if self.host.lookup_conn(peer_addr) is None and self.host.register_conn(cast("ProtocolV1", self)):
             acts.append(Registered(peer_addr))
         return acts + self._connect_now(now_us)
 
@@ -219,6 +260,7 @@ class HandshakeMixin:
         self._to(S.CONNECTING)
         acts: list[Action] = []
         self._arm_ready_timer(now_us, acts)
+        assert self.peer_addr is not None    # start_connect set it
         acts.append(OpenSocket(self.peer_addr))
         return acts
 
@@ -234,9 +276,10 @@ class HandshakeMixin:
         self._to(S.CONNECTING_WAIT_BANNER_AND_IDENTIFY)
         return []
 
-    def _read_server_identify(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+    def _read_server_identify(self, buf: memoryview, off: int, n: int, now_us: int, acts: list[Action]) -> None:
         server, seen = unpack_server_identify(buf, off)
         want = self.peer_addr
+        assert want is not None              # start_connect set it
         if (server.ip, server.port) != (want.ip, want.port) and not (server.is_blank_ip() and server.port == want.port):
             raise WrongNodeError(f"wrong node: peer at {want} says it is {server}", want, server)
         if want.nonce and server.nonce != want.nonce:
@@ -250,72 +293,81 @@ class HandshakeMixin:
     def _send_connect(self) -> None:
         self._to(S.CONNECTING_SEND_CONNECT_MSG)
         host = self.host
-        auth_proto, auth = build_authorizer(host.my_name, self.peer_type)
+        peer_type = self.peer_type
+        assert peer_type is not None         # start_connect set it
+        auth_proto, auth = build_authorizer(host.my_name, peer_type)
         c = ConnectMsg(self.policy.features_supported, host.my_name.type, self.global_seq, self.connect_seq,
-                       proto_version(host.my_name.type, self.peer_type, True), auth_proto, len(auth), 0)
+                       proto_version(host.my_name.type, peer_type, True), auth_proto, len(auth), 0)
         # flags: a real pacific client sends 0 even with a lossy policy (observed); the server decides
         self._connect = c
         self._out.append(c.pack() + auth)
         self._to(S.CONNECTING_WAIT_CONNECT_REPLY)
 
-    def _read_connect_reply(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+    def _read_connect_reply(self, buf: memoryview, off: int, n: int, now_us: int, acts: list[Action]) -> None:
         self._reply = ConnectReply.unpack(buf, off)
         self._need_auth = self._reply.authorizer_len
         self._to(S.CONNECTING_WAIT_CONNECT_REPLY_AUTH)
 
-    def _read_connect_reply_auth(self, buf, off: int, n: int, now_us: int, acts: list):
-        # an authorizer reply is only verified with cephx; with auth none it is ignored
-        method = CLIENT_REPLIES.get(self._reply.tag)
-        if method is None:
-            raise RemoteProtocolError(f"unknown connect reply tag {self._reply.tag}")
-        return getattr(self, method)(now_us, acts)
+    def _last_reply(self) -> ConnectReply:
+        """The connect reply being handled (read in CONNECTING_WAIT_CONNECT_REPLY)."""
+        assert self._reply is not None
+        return self._reply
 
-    def _on_reply_refused(self, now_us: int, acts: list):
-        r = self._reply
+    def _read_connect_reply_auth(self, buf: memoryview, off: int, n: int, now_us: int,
+                                 acts: list[Action]) -> Blocked | None:
+        # an authorizer reply is only verified with cephx; with auth none it is ignored
+        method = CLIENT_REPLIES.get(self._last_reply().tag)
+        if method is None:
+            raise RemoteProtocolError(f"unknown connect reply tag {self._last_reply().tag}")
+        handled: Blocked | None = getattr(self, method)(now_us, acts)
+        return handled
+
+    def _on_reply_refused(self, now_us: int, acts: list[Action]) -> Blocked | None:
+        r = self._last_reply()
         why = Tag(r.tag).name
         if r.tag == Tag.FEATURES:
             why += f" (missing {r.features & ~self.policy.features_supported:#x})"
         acts.extend(self._fault(f"peer refused our connect: {why}", now_us))
         return self._blocked()
 
-    def _on_reply_resetsession(self, now_us: int, acts: list) -> None:
+    def _on_reply_resetsession(self, now_us: int, acts: list[Action]) -> None:
         acts.extend(self._reset_session())
         self._send_connect()
 
-    def _on_reply_retry_global(self, now_us: int, acts: list) -> None:
-        self.global_seq = self.host.get_global_seq(self._reply.global_seq)
+    def _on_reply_retry_global(self, now_us: int, acts: list[Action]) -> None:
+        self.global_seq = self.host.get_global_seq(self._last_reply().global_seq)
         self._send_connect()
 
-    def _on_reply_retry_session(self, now_us: int, acts: list) -> None:
-        if self._reply.connect_seq <= self.connect_seq:
-            raise RemoteProtocolError(f"RETRY_SESSION with connect_seq {self._reply.connect_seq} "
+    def _on_reply_retry_session(self, now_us: int, acts: list[Action]) -> None:
+        if self._last_reply().connect_seq <= self.connect_seq:
+            raise RemoteProtocolError(f"RETRY_SESSION with connect_seq {self._last_reply().connect_seq} "
                                       f"<= ours {self.connect_seq}")
-        self.connect_seq = self._reply.connect_seq
+        self.connect_seq = self._last_reply().connect_seq
         self._send_connect()
 
-    def _on_reply_wait(self, now_us: int, acts: list):
+    def _on_reply_wait(self, now_us: int, acts: list[Action]) -> Blocked | None:
         self._to(S.WAIT)
         acts.extend(self._fault("peer answered WAIT (connection race, its attempt wins)", now_us))
         return self._blocked()
 
-    def _on_reply_ready(self, now_us: int, acts: list):
-        missing = self.policy.features_required & ~self._reply.features
+    def _on_reply_ready(self, now_us: int, acts: list[Action]) -> Blocked | None:
+        missing = self.policy.features_required & ~self._last_reply().features
         if missing:
             acts.extend(self._fault(f"peer lacks required features {missing:#x}", now_us))
             return self._blocked()
-        if self._reply.tag == Tag.SEQ:
+        if self._last_reply().tag == Tag.SEQ:
             self._to(S.CONNECTING_WAIT_ACK_SEQ)
             return None
         self._client_ready(now_us, acts)
         return None
 
-    def _read_ack_seq(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+    def _read_ack_seq(self, buf: memoryview, off: int, n: int, now_us: int, acts: list[Action]) -> None:
         self._outq.discard_requeued_up_to(unpack_u64(buf, off))
         self._out.append(pack_u64(self.in_seq))
         self._client_ready(now_us, acts)
 
-    def _client_ready(self, now_us: int, acts: list) -> None:
-        r = self._reply
+    def _client_ready(self, now_us: int, acts: list[Action]) -> None:
+        r = self._last_reply()
         self.peer_global_seq = r.global_seq
         self.policy.lossy = bool(r.flags & CONNECT_LOSSY)   # the server's word wins
         self.connect_seq = r.connect_seq
@@ -342,21 +394,25 @@ class HandshakeMixin:
         self._arm_ready_timer(now_us, acts)
         return acts
 
-    def _read_client_banner_addr(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+    def _read_client_banner_addr(self, buf: memoryview, off: int, n: int, now_us: int,
+                                 acts: list[Action]) -> None:
         check_banner(buf, off, off + n)
         addr = EntityAddr.decode_legacy(buf, off + len(BANNER))
         if addr.is_blank_ip():
+            assert self._sock_peer is not None   # start_accept set it
             addr = addr.with_ip(self._sock_peer.ip)   # keep the port it announced
         self.peer_addr = addr
         self._to(S.ACCEPTING_WAIT_CONNECT_MSG)
 
-    def _read_connect_msg(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+    def _read_connect_msg(self, buf: memoryview, off: int, n: int, now_us: int, acts: list[Action]) -> None:
         self._connect = ConnectMsg.unpack(buf, off)
         self._need_auth = self._connect.authorizer_len
         self._to(S.ACCEPTING_WAIT_CONNECT_MSG_AUTH)
 
-    def _read_connect_msg_auth(self, buf, off: int, n: int, now_us: int, acts: list):
+    def _read_connect_msg_auth(self, buf: memoryview, off: int, n: int, now_us: int,
+                               acts: list[Action]) -> Blocked | None:
         c = self._connect
+        assert c is not None and self.peer_addr is not None   # read in the states before this one
         if n:
             self._authorizer_in = bytes(buf[off:off + n])
         # (a retry with authorizer_len 0 re-checks the previous bytes: observed on pacific)
@@ -380,15 +436,18 @@ class HandshakeMixin:
         d = decide(x)
         self.last_decision = d
         if d.do is Do.REPLY:
+            assert d.tag is not None             # every REPLY row names its tag
             self._out.append(self._error_reply(c, policy, d.tag, d.global_seq, d.connect_seq))
             self._to(S.ACCEPTING_WAIT_CONNECT_MSG)
             return None
         if d.do is Do.WAIT:
+            assert existing is not None          # rows 10-20 are reached only with an existing session
             acts.append(PokeExisting(existing))
             self._out.append(self._error_reply(c, policy, Tag.WAIT))
             self._to(S.ACCEPTING_WAIT_CONNECT_MSG)
             return None
         if d.do is Do.REPLACE:
+            assert existing is not None
             if existing.policy.lossy:
                 host.unregister_conn(existing)
                 acts.append(StopExisting(existing))
@@ -409,7 +468,8 @@ class HandshakeMixin:
         return ConnectReply(tag, (c.features & policy.features_supported) | required, gseq, cseq,
                             proto_version(self.host.my_name.type, c.host_type, False), 0, 0).pack()
 
-    def _server_open(self, c: ConnectMsg, policy: Policy, reset_from_peer: bool, now_us: int, acts: list) -> None:
+    def _server_open(self, c: ConnectMsg, policy: Policy, reset_from_peer: bool, now_us: int,
+                     acts: list[Action]) -> None:
         """open() (§7.2): the success reply, then SEQ exchange or READY."""
         host = self.host
         self.policy = policy
@@ -429,8 +489,9 @@ class HandshakeMixin:
         self._reset_from_peer = False
         self._replace_connect = None
         if not (policy.server and policy.lossy and not policy.register_lossy_clients):
+            assert self.peer_addr is not None    # read with the client's banner
             if host.lookup_conn(self.peer_addr) is not self:
-                if not host.register_conn(self):
+                if not host.register_conn(cast("ProtocolV1", self)):
                     raise RemoteProtocolError(f"another session for {self.peer_addr} registered meanwhile")
                 acts.append(Registered(self.peer_addr))
         self._out.append(reply.pack())
@@ -443,7 +504,7 @@ class HandshakeMixin:
             self._to(S.ACCEPTING_READY)
             self._ready(now_us, acts, None)
 
-    def _read_wait_seq(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+    def _read_wait_seq(self, buf: memoryview, off: int, n: int, now_us: int, acts: list[Action]) -> None:
         self._outq.discard_requeued_up_to(unpack_u64(buf, off))
         self._cancel_ready_timer(acts)
         self._to(S.ACCEPTING_READY)

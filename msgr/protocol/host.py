@@ -36,13 +36,13 @@ class ProtocolHost(Protocol):
     def get_policy(self, peer_type: int) -> Policy:
         """The policy for peers of this entity type (the default policy if none was set)."""
 
-    def lookup_conn(self, peer_addr: EntityAddr) -> "ProtocolV1 | None":
+    def lookup_conn(self, peer_addr: EntityAddr) -> ProtocolV1 | None:
         """The registered session for this peer address, if any."""
 
-    def register_conn(self, proto: "ProtocolV1") -> bool:
+    def register_conn(self, proto: ProtocolV1) -> bool:
         """Register ``proto`` under ``proto.peer_addr``; False if another one is registered."""
 
-    def unregister_conn(self, proto: "ProtocolV1") -> None:
+    def unregister_conn(self, proto: ProtocolV1) -> None:
         """Forget ``proto`` (only if it is the one registered under its address)."""
 
     def wall_clock(self) -> tuple[int, int]:

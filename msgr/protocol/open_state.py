@@ -21,16 +21,29 @@ from __future__ import annotations
 import struct
 
 from msgr import _cwire
+from msgr._typing import BytesLike
 from msgr.crc import crc32c
 from msgr.entity import EntityName
 from msgr.errors import BadCrcError, BadLengthError, BadTagError, DecodeError
 from msgr.features import MSG_AUTH, MSGR_KEEPALIVE2, NOSRCADDR
 from msgr.message import decode_message
-from msgr.protocol.actions import ArmTimer, Deliver, Notify, TimerKind
+from msgr.protocol.actions import Action, ArmTimer, ConnEvent, Deliver, Notify, TimerKind
+from msgr.protocol.base import Blocked, ProtocolBase
 from msgr.protocol.outq import Framer
 from msgr.protocol.states import State as S
-from msgr.wire import FOOTER_COMPLETE, FOOTER_NOCRC, MsgFooter, MsgHeader, MsgHeaderOld, Tag, \
-    pack_ack, pack_keepalive2, unpack_timespec, unpack_u64
+from msgr.throttle import Throttle
+from msgr.wire import (
+    FOOTER_COMPLETE,
+    FOOTER_NOCRC,
+    MsgFooter,
+    MsgHeader,
+    MsgHeaderOld,
+    Tag,
+    pack_ack,
+    pack_keepalive2,
+    unpack_timespec,
+    unpack_u64,
+)
 
 _KEEPALIVE = bytes((Tag.KEEPALIVE,))
 _scan = _cwire.scan_frames
@@ -44,7 +57,7 @@ _KEEPALIVE2_ACK = bytes((Tag.KEEPALIVE2_ACK,))
 THROTTLE_RETRY_US = 1000
 
 #: OPEN tag byte -> next state (None: handled in place)
-TAG_NEXT = {
+TAG_NEXT: dict[int, S | None] = {
     Tag.MSG: S.OPEN_MESSAGE_HEADER,
     Tag.ACK: S.OPEN_TAG_ACK,
     Tag.KEEPALIVE2: S.OPEN_KEEPALIVE2,
@@ -54,7 +67,7 @@ TAG_NEXT = {
 }
 
 
-class OpenMixin:
+class OpenMixin(ProtocolBase):
     """OPEN-state readers and the write path of :class:`~msgr.protocol.protocol_v1.ProtocolV1`."""
 
     def _init_open(self) -> None:
@@ -62,12 +75,12 @@ class OpenMixin:
         self._footer_size = 21
         self._hdr: MsgHeader | None = None
         self._seg_len = 0
-        self._segs: list = []
-        self._throttled: list = []    # (throttle, count) taken for the message being read
+        self._segs: list[bytes | bytearray] = []
+        self._throttled: list[tuple[Throttle, int]] = []    # (throttle, count) taken for the message being read
         self._batch = False
 
     # --- entering OPEN (both roles) -------------------------------------------------------------------
-    def _ready(self, now_us: int, acts: list, event) -> None:
+    def _ready(self, now_us: int, acts: list[Action], event: ConnEvent | None) -> None:
         f = self.features
         self._header_size = 53 if f & NOSRCADDR == NOSRCADDR else 334
         self._footer_size = 21 if f & MSG_AUTH == MSG_AUTH else 13
@@ -83,7 +96,7 @@ class OpenMixin:
             acts.append(Notify(event))
 
     # --- tags -------------------------------------------------------------------------------------------
-    def _read_tag(self, buf, off: int, n: int, now_us: int, acts: list):
+    def _read_tag(self, buf: memoryview, off: int, n: int, now_us: int, acts: list[Action]) -> Blocked | None:
         tag = buf[off]
         if tag not in TAG_NEXT:
             raise BadTagError(f"tag {tag} is not valid in the open state")
@@ -97,22 +110,22 @@ class OpenMixin:
             return self._blocked()
         return None
 
-    def _read_ack(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+    def _read_ack(self, buf: memoryview, off: int, n: int, now_us: int, acts: list[Action]) -> None:
         self._outq.ack(unpack_u64(buf, off))
         self._to(S.OPEN)
 
-    def _read_keepalive2(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+    def _read_keepalive2(self, buf: memoryview, off: int, n: int, now_us: int, acts: list[Action]) -> None:
         self.last_keepalive_us = now_us
         self._out.append(_KEEPALIVE2_ACK + bytes(buf[off:off + 8]))
         self._to(S.OPEN)
 
-    def _read_keepalive2_ack(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+    def _read_keepalive2_ack(self, buf: memoryview, off: int, n: int, now_us: int, acts: list[Action]) -> None:
         self.last_keepalive_ack_stamp = unpack_timespec(buf, off)
         self.last_keepalive_ack_us = now_us
         self._to(S.OPEN)
 
     # --- a message -------------------------------------------------------------------------------------
-    def _read_message_header(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+    def _read_message_header(self, buf: memoryview, off: int, n: int, now_us: int, acts: list[Action]) -> None:
         if n == 53:
             h = MsgHeader(*_cwire.parse_header(buf, off, self._crc_header))
         else:
@@ -128,7 +141,7 @@ class OpenMixin:
         self._segs = []
         self._to(S.OPEN_MESSAGE_THROTTLE_MESSAGE)
 
-    def _take(self, throttle, count: int, now_us: int, acts: list) -> bool:
+    def _take(self, throttle: Throttle | None, count: int, now_us: int, acts: list[Action]) -> bool:
         if throttle is None or count == 0:
             return True
         if throttle.try_get(count):
@@ -139,21 +152,24 @@ class OpenMixin:
         acts.append(ArmTimer(TimerKind.THROTTLE_RETRY, THROTTLE_RETRY_US))
         return False
 
-    def _throttle_message(self, buf, off: int, n: int, now_us: int, acts: list):
+    def _throttle_message(self, buf: memoryview, off: int, n: int, now_us: int, acts: list[Action]) -> Blocked | None:
         if not self._take(self.policy.throttler_messages, 1, now_us, acts):
             return self._blocked()
         self._to(S.OPEN_MESSAGE_THROTTLE_BYTES)
         return None
 
-    def _throttle_bytes(self, buf, off: int, n: int, now_us: int, acts: list):
+    def _throttle_bytes(self, buf: memoryview, off: int, n: int, now_us: int, acts: list[Action]) -> Blocked | None:
         h = self._hdr
+        assert h is not None                     # read in OPEN_MESSAGE_HEADER
         if not self._take(self.policy.throttler_bytes, h.front_len + h.middle_len + h.data_len, now_us, acts):
             return self._blocked()
         self._to(S.OPEN_MESSAGE_THROTTLE_DISPATCH_QUEUE)
         return None
 
-    def _throttle_dispatch_queue(self, buf, off: int, n: int, now_us: int, acts: list):
+    def _throttle_dispatch_queue(self, buf: memoryview, off: int, n: int, now_us: int,
+                                 acts: list[Action]) -> Blocked | None:
         h = self._hdr
+        assert h is not None
         if not self._take(self.host.dispatch_throttle, h.front_len + h.middle_len + h.data_len, now_us, acts):
             return self._blocked()
         self.wants_read = True
@@ -161,15 +177,16 @@ class OpenMixin:
         self._to(S.OPEN_MESSAGE_READ_FRONT)
         return None
 
-    def _read_segment(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+    def _read_segment(self, buf: memoryview, off: int, n: int, now_us: int, acts: list[Action]) -> None:
         self._segment_done(bytes(buf[off:off + n]) if n else b"", now_us, acts)
 
-    def _segment_done(self, seg, now_us: int, acts: list) -> None:
+    def _segment_done(self, seg: bytes | bytearray, now_us: int, acts: list[Action]) -> None:
         """A front/middle/data segment is complete (from the receive buffer or read directly)."""
         segs = self._segs
         segs.append(seg)
         st = self.state
         if st is S.OPEN_MESSAGE_READ_FRONT:
+            assert self._hdr is not None
             self._seg_len = self._hdr.middle_len
             self._to(S.OPEN_MESSAGE_READ_MIDDLE)
             if self._seg_len:
@@ -181,14 +198,15 @@ class OpenMixin:
         else:
             self._to(S.OPEN_MESSAGE_READ_FOOTER_AND_DISPATCH)
 
-    def _read_data_prepare(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+    def _read_data_prepare(self, buf: memoryview, off: int, n: int, now_us: int, acts: list[Action]) -> None:
         # data_off alignment is a C++ page concern; a bytearray needs none
+        assert self._hdr is not None
         self._seg_len = self._hdr.data_len
         self._to(S.OPEN_MESSAGE_READ_DATA)
         if not self._seg_len:
             self._segment_done(b"", now_us, acts)   # an empty data segment: no reader run
 
-    def _read_footer_and_dispatch(self, buf, off: int, n: int, now_us: int, acts: list) -> None:
+    def _read_footer_and_dispatch(self, buf: memoryview, off: int, n: int, now_us: int, acts: list[Action]) -> None:
         fc, mc, dc, sig, flags = _cwire.parse_footer(buf, off, n == 21)
         front, middle, data = self._segs
         self._segs = []
@@ -203,6 +221,7 @@ class OpenMixin:
             if (crc32c(0, data) if data else 0) != dc:
                 raise BadCrcError("data", dc, crc32c(0, data))
         h = self._hdr
+        assert h is not None
         self._hdr = None
         throttled, self._throttled = self._throttled, []
         try:
@@ -226,7 +245,7 @@ class OpenMixin:
         acts.append(Deliver(msg))
 
     # --- batch fast path: OPEN -> (complete frames in buffer) -> dispatch ------------------------------------
-    def _open_batch(self, now_us: int, acts: list) -> bool:
+    def _open_batch(self, now_us: int, acts: list[Action]) -> bool:
         """Handle every complete small frame at ``_rpos``, one C scan per 64 frames (same checks,
         order and results as the state path). True: the rest is an incomplete small frame (wait in
         OPEN); False: the state path takes the frame at ``_rpos`` (large body, full throttle,
@@ -248,7 +267,7 @@ class OpenMixin:
                 return status == SCAN_NEED_MORE
             return self._batch_wait(end, rend)
 
-    def _batch_records(self, recs: list, rmv, now_us: int, acts: list) -> bool:
+    def _batch_records(self, recs: list[tuple[int, ...]], rmv: memoryview, now_us: int, acts: list[Action]) -> bool:
         """Apply scanned records in order; False = stop at ``_rpos`` (the state path takes that frame).
 
         Per message: limits, the three throttles (Ceph's order, given back on any stop), decode
@@ -355,7 +374,7 @@ class OpenMixin:
     def _ack_due(self) -> bool:
         return not self.policy.lossy and self.in_seq > self._acked_seq
 
-    def _write_open(self, out: list) -> None:
+    def _write_open(self, out: list[BytesLike]) -> None:
         if self._keepalive_pending:
             self._keepalive_pending = False
             if self.features & MSGR_KEEPALIVE2 == MSGR_KEEPALIVE2:
@@ -368,6 +387,7 @@ class OpenMixin:
         if len(q):
             msgs = q.take_all()
             framer = self._framer
+            assert framer is not None            # _ready made it when the session opened
             framer.reserve(len(msgs))
             frame = framer.frame
             seq = q.out_seq
@@ -397,6 +417,6 @@ class OpenMixin:
             out.append(pack_ack(self.in_seq))
 
 
-def _give_back(throttled: list) -> None:
+def _give_back(throttled: list[tuple[Throttle, int]]) -> None:
     for t, c in throttled:   # (throttle, count) pairs taken for one message
         t.put(c)

@@ -20,10 +20,13 @@ from __future__ import annotations
 import struct
 from bisect import insort
 from collections import deque
-from typing import Any, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from msgr import _cwire
-from msgr.crc import BACKEND as crc_backend, crc32c
+from msgr._typing import BytesLike
+from msgr.crc import BACKEND as crc_backend
+from msgr.crc import crc32c
 from msgr.features import MSG_AUTH, NOSRCADDR
 from msgr.message import Message
 from msgr.wire import FOOTER_COMPLETE, FOOTER_NOCRC, Priority
@@ -40,9 +43,10 @@ def _pack_ftr(fc: int, mc: int, dc: int, flags: int) -> bytes:
 
 
 _pack_ftr_old = _FTR_OLD
-_c_frame = None
+_c_frame: Callable[..., int] | None = None
 if crc_backend.startswith("c-"):
-    from msgr._fastpath import ffi as _ffi, lib as _lib
+    from msgr._fastpath import ffi as _ffi
+    from msgr._fastpath import lib as _lib
 
     _crc_at = _lib.msgr_crc32c_at
     _c_frame = _lib.msgr_frame_msg
@@ -58,7 +62,7 @@ _SLOT = 1 + 53 + 21          # arena bytes per message: tag + header + (largest)
 _F_CRC_HEADER, _F_CRC_DATA, _F_NEW_FOOTER = 1, 2, 4   # msgr_frame_msg flags (fastpath.h)
 
 
-def _cbuf(seg):
+def _cbuf(seg: BytesLike) -> Any:
     """A segment as a ``const char *`` argument: bytes as-is, other buffers through from_buffer."""
     if type(seg) is bytes:
         return seg
@@ -232,7 +236,7 @@ class Framer:
         self._arena = self._amv = None
         self._apos = self._aend = 0
 
-    def frame(self, msg: Message, out: list) -> int:
+    def frame(self, msg: Message, out: list[BytesLike]) -> int:
         """Append tag+header, front, middle, data, footer of ``msg`` (seq already set); returns bytes."""
         msg.encode(self.features)
         h = msg.header
@@ -244,6 +248,8 @@ class Framer:
             if self._aend - pos < _SLOT:
                 self.reserve(1)
                 pos = 0
+            mv = self._amv
+            assert _c_frame is not None and mv is not None   # _cflags is set only with the C framer
             try:
                 n = _c_frame(self._arena, pos, h.seq, h.tid, h.type, h.priority, h.version, h.data_off,
                              self.src_type, self._src_num_u, h.compat_version, h.reserved,
@@ -252,7 +258,6 @@ class Framer:
                              data if type(data) is bytes else _cbuf(data), len(data), cflags)
             except OverflowError as exc:
                 raise OverflowError(f"header field out of range: {exc}") from None
-            mv = self._amv
             end = pos + n
             self._apos = end
             out.append(mv[pos:pos + 54])

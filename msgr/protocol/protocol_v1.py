@@ -30,18 +30,23 @@ any other move. Readers live in ``handshake.py`` (both roles) and
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
+from msgr._typing import BytesLike
 from msgr.entity import EntityAddr, EntityName
 from msgr.errors import DecodeError, LocalProtocolError, MsgrError
 from msgr.policy import Policy
 from msgr.protocol.actions import Action, TimerKind
+from msgr.protocol.base import BLOCKED
 from msgr.protocol.handshake import HandshakeMixin
 from msgr.protocol.host import ProtocolHost
 from msgr.protocol.open_state import OpenMixin
 from msgr.protocol.outq import Framer, OutQueue
-from msgr.protocol.session import BLOCKED, SessionMixin
+from msgr.protocol.session import SessionMixin
 from msgr.protocol.states import OPEN_STATES, State
+
+if TYPE_CHECKING:  # pragma: no cover
+    from msgr.connection_base import Connection
 
 S = State
 
@@ -69,12 +74,12 @@ MAX_WARNED_CAUSES = 32
 class Row(NamedTuple):
     need: int | str          # bytes the reader consumes (an int, or the name of the attribute holding it)
     reader: str | None       # method run when ``need`` bytes are buffered; None = driven by calls/timers
-    next: frozenset          # states the reader (or call) may move to
+    next: frozenset[State]   # states the reader (or call) may move to
     peek: str | None = None  # method(buf, off, avail) run on a partial arrival: raises when those
                              # bytes can never become valid (a non-Ceph peer is dropped at once)
 
 
-def _r(need, reader, *nxt, peek: str | None = None) -> Row:
+def _r(need: int | str, reader: str | None, *nxt: State, peek: str | None = None) -> Row:
     return Row(need, reader, frozenset(nxt), peek)
 
 
@@ -142,7 +147,7 @@ _SEGMENT_IDS = frozenset(map(id, SEGMENT_STATES))
 class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
     """One msgr v1 session (see the module doc and ``TRANSITIONS``)."""
 
-    def __init__(self, host: ProtocolHost, connection: object | None = None) -> None:
+    def __init__(self, host: ProtocolHost, connection: Connection | None = None) -> None:
         self.host = host
         self.connection = connection
         self.state = S.NONE
@@ -166,7 +171,7 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         self._crc_header = cfg.ms_crc_header
         self._crc_data = cfg.ms_crc_data
         self._outq = OutQueue()
-        self._out: list = []          # control bytes (handshake, keepalives) waiting for take_output
+        self._out: list[BytesLike] = []   # control bytes (handshake, keepalives) waiting for take_output
         self._framer: Framer | None = None
         self._acked_seq = 0           # in_seq we last sent an ACK for
         self._keepalive_pending = False
@@ -189,7 +194,7 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         self._direct_pos = 0
         self._direct_need = 0
         self._direct_got = 0
-        self._direct_chunks: list | None = None
+        self._direct_chunks: list[bytearray] | None = None
         self._init_handshake()
         self._init_open()
 
@@ -236,7 +241,9 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
                 row = _ROW_BY_ID[id(self.state)]
                 if row.reader is None:
                     break
-                need = row.need if type(row.need) is int else getattr(self, row.need)
+                need = row.need
+                if isinstance(need, str):
+                    need = getattr(self, need)
                 pos = self._rpos
                 avail = self._rend - pos
                 if avail < need:
@@ -280,6 +287,7 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
     def _direct_filled(self) -> bytearray | None:
         """The current direct buffer is full: the whole segment, or None after adding a chunk."""
         buf = self._direct_buf
+        assert buf is not None                 # a direct segment is being read
         chunks = self._direct_chunks
         if chunks is None:
             self._direct = self._direct_buf = None
@@ -355,7 +363,7 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         acts: list[Action] = []
         if self._direct is not None:
             self._direct_pos += nbytes
-            if self._direct_pos < len(self._direct_buf):
+            if self._direct_pos < len(self._direct):
                 return acts
             buf = self._direct_filled()
             if buf is None:
@@ -410,7 +418,7 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
             return bool(len(self._outq)) or self._keepalive_pending or self._ack_due()
         return False
 
-    def take_output(self) -> list:
+    def take_output(self) -> list[BytesLike]:
         """Every buffer ready to be written now, in order (many messages and one ACK per call)."""
         out, self._out = self._out, []
         if self.state in OPEN_STATES and self._has_socket:

@@ -15,15 +15,31 @@ backs off and retries, a half-accepted connection closes).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from msgr.entity import EntityAddr
 from msgr.features import MSG_AUTH
 from msgr.message import Message
-from msgr.protocol.actions import Action, ArmTimer, CancelTimer, CloseSocket, ConnEvent, Discarded, Fault, Notify, \
-    SessionClosed, TimerKind
-from msgr.protocol.states import ACCEPTING_STATES, CONNECTING_STATES, State as S
+from msgr.protocol.actions import (
+    Action,
+    ArmTimer,
+    CancelTimer,
+    CloseSocket,
+    ConnEvent,
+    Discarded,
+    Fault,
+    Notify,
+    SessionClosed,
+    TimerKind,
+)
+from msgr.protocol.base import BLOCKED, Blocked, ProtocolBase
+from msgr.protocol.states import ACCEPTING_STATES, CONNECTING_STATES
+from msgr.protocol.states import State as S
 from msgr.wire import ConnectReply, Priority, Tag, proto_version
 
-BLOCKED = object()  # a reader's return value: stop running readers for now
+if TYPE_CHECKING:  # pragma: no cover
+    from msgr.protocol.protocol_v1 import ProtocolV1
+
 _SEQ_MASK = 0x7FFFFFFF
 _EARLY_CONNECT = frozenset({S.CONNECTING, S.CONNECTING_RE})
 # where §9.3 step 4 (half-accepted, nothing queued: just close) applies: as Ceph, up to the connect
@@ -32,11 +48,11 @@ _EARLY_CONNECT = frozenset({S.CONNECTING, S.CONNECTING_RE})
 _HALF_ACCEPTED = ACCEPTING_STATES - {S.ACCEPTING_WAIT_SEQ, S.ACCEPTING_READY}
 
 
-class SessionMixin:
+class SessionMixin(ProtocolBase):
     """Session-level behaviour of :class:`~msgr.protocol.protocol_v1.ProtocolV1`."""
 
     @staticmethod
-    def _blocked():
+    def _blocked() -> Blocked:
         return BLOCKED
 
     # --- sending ---------------------------------------------------------------------------------------
@@ -73,7 +89,7 @@ class SessionMixin:
         return acts + self._fault(reason, now_us)
 
     # --- ms_connection_ready_timeout ---------------------------------------------------------------------
-    def _arm_ready_timer(self, now_us: int, acts: list) -> None:
+    def _arm_ready_timer(self, now_us: int, acts: list[Action]) -> None:
         """A connect/accept/adopt attempt starts: it must reach OPEN within ms_connection_ready_timeout."""
         timeout_us = int(self.host.config.ms_connection_ready_timeout * 1e6)
         if timeout_us > 0:
@@ -81,7 +97,7 @@ class SessionMixin:
             self._ready_armed = True
             acts.append(ArmTimer(TimerKind.CONNECTION_READY, timeout_us))
 
-    def _cancel_ready_timer(self, acts: list) -> None:
+    def _cancel_ready_timer(self, acts: list[Action]) -> None:
         if self._ready_armed:
             self._ready_armed = False
             acts.append(CancelTimer(TimerKind.CONNECTION_READY))
@@ -102,7 +118,7 @@ class SessionMixin:
         return acts + self._fault(f"not ready after ms_connection_ready_timeout "
                                   f"({timeout_us / 1e6:g} s) in {self.state.name}", now_us)
 
-    def _drop_socket(self, reason: str, acts: list) -> None:
+    def _drop_socket(self, reason: str, acts: list[Action]) -> None:
         self._release_partial()
         self._reset_recv()
         self._out = []
@@ -176,7 +192,7 @@ class SessionMixin:
             acts.append(Discarded(tuple(dropped)))
         self._keepalive_pending = False
         self.state = S.CLOSED   # always allowed (ALWAYS); set directly so a close never raises
-        self.host.unregister_conn(self)
+        self.host.unregister_conn(cast("ProtocolV1", self))
         if reset:
             acts.append(Notify(ConnEvent.BAD_RESET))
         acts.append(SessionClosed(reason))
