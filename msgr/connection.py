@@ -24,14 +24,16 @@ import logging
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from eventcenter import EVENT_READABLE, EVENT_WRITABLE
 from msgr import debug
-from msgr.dispatch_queue import CODE_OF_EVENT
-from msgr.entity import EntityAddr, EntityName
+from msgr._typing import BytesLike
 from msgr.connection_base import Connection, LoopbackConnection  # noqa: F401 (re-exported)
 from msgr.connection_core import ConnectionCore
+from msgr.dispatch_queue import CODE_OF_EVENT
+from msgr.entity import EntityAddr, EntityName
 from msgr.errors import MsgrError, WrongNodeError
 from msgr.flush import FlushingConnection
 from msgr.protocol import actions as A
@@ -39,6 +41,8 @@ from msgr.protocol import actions as A
 if TYPE_CHECKING:  # pragma: no cover
     from msgr.message import Message
     from msgr.messenger import AsyncMessenger
+
+__all__ = ["AsyncConnection", "Connection", "LoopbackConnection"]   # the last two re-exported
 
 _log = logging.getLogger("msgr.connection")
 
@@ -52,7 +56,7 @@ _dbg = debug.gate   # debug_ms: the hot paths read one of its booleans before an
 class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
     """A session with one peer: its protocol machine, its socket and its worker."""
 
-    def __init__(self, msgr: "AsyncMessenger", worker: Any, target: EntityAddr | None = None,
+    def __init__(self, msgr: AsyncMessenger, worker: Any, target: EntityAddr | None = None,
                  target_type: int | None = None, proto: Any = None) -> None:
         self._init_core()   # closed, _down, _timers, last_fault(_error), fault_count
         self.msgr = msgr
@@ -75,12 +79,12 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         self._wbufs: list[memoryview] = []
         self._turn_us = 0             # now_us of the read event being handled (sends inside it)
         self._out_lock = threading.Lock()
-        self._out_pending: list = []
+        self._out_pending: list[Message] = []
         self._out_posted = False
         self._posted_ns = 0           # when the pending burst was posted to the worker
         self._in_read = False         # inside _on_readable: its _after() writes what we queue
         self._opened = 0
-        self._delayed: list = []      # (due_us, msg) held back by ms_inject_delay_*
+        self._delayed: list[tuple[int, Message]] = []      # (due_us, msg) held back by ms_inject_delay_*
         self._delay_timer: int | None = None
         self._idle_us = int(msgr.config.ms_connection_idle_timeout * 1_000_000)
         self._idle_timer: int | None = None
@@ -132,7 +136,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
             "faults": self.fault_count, "last_fault": self.last_fault, "marked_down": self._down,
         }
 
-    def send_message(self, msg: "Message") -> None:
+    def send_message(self, msg: Message) -> None:
         """Queue ``msg``; any thread; never blocks on the network.
 
         On our own worker (a fast-dispatch reply) the message goes to the protocol at once: the
@@ -175,7 +179,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         self._post(self._flush_pending)
         return None
 
-    def _send_on_worker(self, msg: "Message") -> None:
+    def _send_on_worker(self, msg: Message) -> None:
         with self._out_lock:
             if self._down or self.closed:
                 self._unsent((msg,))
@@ -197,7 +201,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         except Exception as exc:
             self._internal_error(exc, "send_message")
 
-    def _unsent(self, msgs) -> None:
+    def _unsent(self, msgs: Sequence[Message]) -> None:
         """Messages the session ended before they reached the protocol: reported like its own queue."""
         if not msgs:
             return
@@ -237,7 +241,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         except Exception as exc:  # the worker is gone (shutdown): nothing left to do
             _log.debug("%r: cannot post to worker: %s", self, exc)
 
-    def _call(self, fn: Callable[..., list], *args: Any) -> None:
+    def _call(self, fn: Callable[..., list[A.Action]], *args: Any) -> None:
         """Run one protocol entry point on the worker and perform what it asks."""
         if self.closed:
             return
@@ -277,7 +281,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         acts = self.proto.start_connect(self.target, self.target_type, self.now_us())
         self._post(lambda: self._perform(acts, "start_connect"))
 
-    def _perform(self, acts: list, where: str) -> None:
+    def _perform(self, acts: list[A.Action], where: str) -> None:
         """On the worker: perform actions a protocol call made elsewhere returned."""
         if self.closed:
             return
@@ -395,8 +399,10 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         if kind is A.TimerKind.THROTTLE_RETRY:
             self.perf.msgr_throttle_waits += 1
         elif kind is A.TimerKind.CONNECTION_READY:
-            return self.center.create_time_event(delay_us, self._on_ready_timeout)
-        return self.center.create_time_event(delay_us, lambda: self._on_timer(kind))
+            ready: int = self.center.create_time_event(delay_us, self._on_ready_timeout)
+            return ready
+        handle: int = self.center.create_time_event(delay_us, lambda: self._on_timer(kind))
+        return handle
 
     def _on_ready_timeout(self) -> None:
         self.perf.msgr_connection_ready_timeouts += 1
@@ -405,7 +411,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
     def _timer_stop(self, handle: int) -> None:
         self.center.delete_time_event(handle)
 
-    def _dispatch(self, msg: "Message", held: bool = False) -> None:
+    def _dispatch(self, msg: Message, held: bool = False) -> None:
         """A delivered message to the dispatchers: fast dispatch here, or the DispatchQueue
         (``held``: released after an ms_inject_delay_* hold, already counted)."""
         if not held:
@@ -433,7 +439,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
                 return
         self.msgr.dispatch_queue.enqueue(msg)
 
-    def _hold_back(self, msg: "Message", delay_us: int) -> None:
+    def _hold_back(self, msg: Message, delay_us: int) -> None:
         # later messages queue behind a delayed one: delivery order is kept
         self._delayed.append((self.now_us() + delay_us, msg))
         if self._delay_timer is None:
@@ -457,7 +463,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         # the protocol marks bad bytes from the peer and a wrong node as notable, once per cause
         _log.log(logging.WARNING if notable else logging.INFO, "%r: fault: %s", self, reason)
 
-    def _report_discarded(self, msgs: tuple) -> None:
+    def _report_discarded(self, msgs: tuple[Message, ...]) -> None:
         if self._down:
             # mark_down / shutdown: the caller ended the session; Ceph drops the queue without a word,
             # so only a debug line (the ms_handle_discarded hook still sees them, a no-op by default)
@@ -468,7 +474,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         self._fail_flushes()
         self.msgr.dispatch_queue.queue_discarded(self, msgs)
 
-    def _take_handoff(self) -> tuple[socket.socket, list] | None:
+    def _take_handoff(self) -> tuple[socket.socket, list[memoryview]] | None:
         sock = self.sock
         if sock is None:
             return None
@@ -479,7 +485,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         self.inject.internal_delay("replace")
         return sock, wbufs
 
-    def _claim_handoff(self, handoff: tuple[socket.socket, list]) -> tuple[EntityAddr, EntityAddr] | None:
+    def _claim_handoff(self, handoff: tuple[socket.socket, list[memoryview]]) -> tuple[EntityAddr, EntityAddr] | None:
         sock = handoff[0]
         try:
             return EntityAddr.from_sockaddr(sock.getpeername()), EntityAddr.from_sockaddr(sock.getsockname())
@@ -487,13 +493,13 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
             _log.info("%r: socket to adopt died: %s", self, exc)
             return None
 
-    def _drop_handoff(self, handoff: tuple[socket.socket, list]) -> None:
+    def _drop_handoff(self, handoff: tuple[socket.socket, list[memoryview]]) -> None:
         try:
             handoff[0].close()
         except OSError:
             pass
 
-    def _install_handoff(self, handoff: tuple[socket.socket, list]) -> None:
+    def _install_handoff(self, handoff: tuple[socket.socket, list[memoryview]]) -> None:
         sock, wbufs = handoff
         self._install_socket(sock)
         self._wbufs[:0] = wbufs
@@ -703,7 +709,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
             self.center.create_file_event(self.fd, EVENT_WRITABLE, self._on_writable)
             self._writing = True
 
-    def _write_fresh(self, sock: socket.socket, out: list) -> None:
+    def _write_fresh(self, sock: socket.socket, out: list[BytesLike]) -> None:
         """One sendmsg of ``out``; a short write leaves the rest in ``_wbufs`` as memoryviews."""
         perf = self.perf
         inject = self.inject
@@ -737,7 +743,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         rest.append(memoryview(out[i])[n:])
         rest.extend(memoryview(b) for b in out[i + 1:] if len(b))
 
-    def _write_rest(self, sock: socket.socket, bufs: list) -> None:
+    def _write_rest(self, sock: socket.socket, bufs: list[memoryview]) -> None:
         """Write ``bufs`` (memoryviews) until done or the socket is full; trims ``bufs`` in place."""
         perf = self.perf
         inject = self.inject

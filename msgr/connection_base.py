@@ -16,24 +16,38 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class Connection:
-    """What the application holds: send to a peer and ask about it (see api-contract.md)."""
+    """One session with a peer, as the application holds it (``Messenger.connect_to``, callbacks,
+    ``Message.get_connection``): the same object for the life of the session.
 
-    def send_message(self, msg: "Message") -> None:  # pragma: no cover - interface
+    Every method may be called from any thread; none blocks on the network except :meth:`flush`.
+    """
+
+    msgr: AsyncMessenger   # the messenger this connection belongs to
+
+    def send_message(self, msg: Message) -> None:  # pragma: no cover - interface
+        """Queue ``msg`` for the peer and return at once; the session connects (or reconnects) as
+        its policy says. A message that cannot be delivered is reported to
+        ``Dispatcher.ms_handle_discarded``, never dropped silently (except after ``mark_down``)."""
         raise NotImplementedError
 
     def send_keepalive(self) -> None:  # pragma: no cover - interface
+        """Send a KEEPALIVE2 (the peer echoes its stamp: :meth:`get_last_keepalive_ack`)."""
         raise NotImplementedError
 
     def is_connected(self) -> bool:  # pragma: no cover - interface
+        """True while the session is open (handshake done, socket up)."""
         raise NotImplementedError
 
     def get_peer_addr(self) -> EntityAddr | None:  # pragma: no cover - interface
+        """The peer's address (None until an accepted peer has announced it)."""
         raise NotImplementedError
 
     def mark_down(self) -> None:  # pragma: no cover - interface
+        """End the session now: the socket closes, queued messages are dropped, no reset callback;
+        ``is_connected()`` is False when this returns. A later ``connect_to`` starts a new session."""
         raise NotImplementedError
 
-    def flush_future(self) -> "Future[bool]":  # pragma: no cover - interface
+    def flush_future(self) -> Future[bool]:  # pragma: no cover - interface
         """The non-blocking form of :meth:`flush`: a future resolved with its answer."""
         raise NotImplementedError
 
@@ -49,14 +63,16 @@ class Connection:
         refuse_blocking_call("Connection.flush()")
         return wait_flushed(self.flush_future(), timeout)
 
-    def get_messenger(self) -> "AsyncMessenger":
-        return self.msgr  # type: ignore[attr-defined]
+    def get_messenger(self) -> AsyncMessenger:
+        """The messenger this connection belongs to."""
+        return self.msgr
 
     def get_last_keepalive_ack(self) -> float:
         """The stamp (seconds, Ceph's utime_t) echoed by the last KEEPALIVE2_ACK; 0.0 before any."""
         return 0.0
 
     def get_peer_type(self) -> int | None:
+        """The peer's entity type (``EntityName.TYPE_*``), None while unknown."""
         return self.peer_type
 
     peer_type: int | None = None
@@ -67,7 +83,7 @@ class Connection:
 class LoopbackConnection(Connection):
     """Our connection to ourselves: no socket, messages go straight to the dispatch queue."""
 
-    def __init__(self, msgr: "AsyncMessenger") -> None:
+    def __init__(self, msgr: AsyncMessenger) -> None:
         self.msgr = msgr
 
     @property
@@ -82,7 +98,7 @@ class LoopbackConnection(Connection):
     def features(self) -> int:  # type: ignore[override]
         return self.msgr.get_policy(self.msgr.my_name.type).features_supported
 
-    def send_message(self, msg: "Message") -> None:
+    def send_message(self, msg: Message) -> None:
         h = msg.header
         me = self.msgr.my_name
         h.src_type, h.src_num = me.type, me.num
@@ -104,7 +120,7 @@ class LoopbackConnection(Connection):
     def mark_down(self) -> None:
         pass
 
-    def flush_future(self) -> "Future[bool]":
+    def flush_future(self) -> Future[bool]:
         """True once every message sent to ourselves before the call was dispatched."""
         fut: Future[bool] = Future()
         self.msgr.dispatch_queue.barrier(lambda ok: resolve(fut, ok))

@@ -42,11 +42,15 @@ return at once and post their work to that session's worker.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from msgr import debug
 from msgr.entity import EntityAddr, EntityName
 from msgr.protocol import actions as A
+
+if TYPE_CHECKING:  # pragma: no cover
+    from msgr.message import Message
+    from msgr.protocol.protocol_v1 import ProtocolV1
 
 __all__ = ["ConnectionCore"]
 
@@ -58,7 +62,7 @@ _dbg = debug.gate   # debug_ms level 20: every action list is logged
 class ConnectionCore:
     """The shared half of a connection; subclasses supply the primitives listed below."""
 
-    proto: Any                 # the ProtocolV1 this connection owns
+    proto: ProtocolV1          # the protocol machine this connection owns
     closed: bool               # finished: the session is over or this connection was replaced
     _down: bool                # marked down by the user or the messenger
     _timers: dict[A.TimerKind, Any]
@@ -80,7 +84,7 @@ class ConnectionCore:
         """Run ``fn`` on this connection's worker, after what is queued there (``what`` names it in traces)."""
         raise NotImplementedError
 
-    def _call(self, fn: Callable[..., list], *args: Any) -> None:
+    def _call(self, fn: Callable[..., list[A.Action]], *args: Any) -> None:
         """On the worker: run the protocol entry point ``fn(*args, now_us)``, perform its actions and
         write its output; nothing once the connection is closed."""
         raise NotImplementedError
@@ -115,7 +119,7 @@ class ConnectionCore:
         """Log and count a fault (``notable``: worth a WARNING, see Fault.notable)."""
         raise NotImplementedError
 
-    def _report_discarded(self, msgs: tuple) -> None:
+    def _report_discarded(self, msgs: tuple[Message, ...]) -> None:
         raise NotImplementedError
 
     def _take_handoff(self) -> Any:
@@ -162,7 +166,7 @@ class ConnectionCore:
             self._overrides = {t: getattr(self, f.__name__) for t, f in _PERFORM.items()}
         return self._overrides
 
-    def _handle(self, actions: list) -> None:
+    def _handle(self, actions: list[A.Action]) -> None:
         if _dbg.actions:
             debug.trace_actions(self, actions)
         ov = self._overrides
@@ -268,7 +272,7 @@ class ConnectionCore:
             return
         peer, local = ends
 
-        def adopt(now_us: int) -> list:
+        def adopt(now_us: int) -> list[A.Action]:
             # the actions may close our old socket, so the new one is installed only afterwards; whatever
             # socket we had goes, a connect in flight included (adopt_socket emits no CloseSocket for it)
             self._handle(self.proto.adopt_socket(peer, local, now_us, reset))

@@ -12,7 +12,8 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from msgr import debug
 from msgr.dispatcher import DispatcherChain

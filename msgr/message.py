@@ -8,7 +8,8 @@ from the message's own fields just before it is first sent.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from msgr.entity import EntityName
 from msgr.errors import DecodeError, PayloadDecodeError
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Buffer = bytes | bytearray | memoryview
 
-_registry: dict[int, type["Message"]] = {}
+_registry: dict[int, type[Message]] = {}
 
 
 class Message:
@@ -50,7 +51,7 @@ class Message:
         self.front: Buffer = b""
         self.middle: Buffer = b""
         self.data: Buffer = b""
-        self._connection: "Connection | None" = None
+        self._connection: Connection | None = None
         # (throttle, count) pairs taken on receive, given back by release_throttles()
         self._throttled: list[tuple[Throttle, int]] | None = None
         # features the front was encoded for; None = not encoded yet (re-encoded on requeue)
@@ -89,10 +90,10 @@ class Message:
     def get_source(self) -> EntityName:
         return EntityName(self.header.src_type, self.header.src_num)
 
-    def get_connection(self) -> "Connection | None":
+    def get_connection(self) -> Connection | None:
         return self._connection
 
-    def set_connection(self, conn: "Connection | None") -> None:
+    def set_connection(self, conn: Connection | None) -> None:
         self._connection = conn
 
     def get_payload_len(self) -> int:
@@ -105,7 +106,7 @@ class Message:
             for throttle, count in taken:
                 throttle.put(count)
 
-    def hold_throttles(self) -> "Callable[[], None]":
+    def hold_throttles(self) -> Callable[[], None]:
         """Take over the receive-side throttle reservations: dispatch no longer gives them back,
         the returned function does (once). A dispatcher that hands the message on to be consumed
         later (msgr.aio) calls it when the consumer takes it, so the throttles keep pushing back

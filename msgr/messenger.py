@@ -8,6 +8,7 @@ from the process-wide counter and tell it the address the peer sees us at.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import random
 import socket
@@ -60,7 +61,7 @@ class SharedStacks:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._stacks: dict[int, list] = {}  # num_workers -> [stack, references]
+        self._stacks: dict[int, list[Any]] = {}  # num_workers -> [stack, references]
 
     def acquire(self, num_workers: int) -> NetworkStack:
         with self._lock:
@@ -70,7 +71,8 @@ class SharedStacks:
                 stack.start()
                 entry = self._stacks[num_workers] = [stack, 0]
             entry[1] += 1
-            return entry[0]
+            shared: NetworkStack = entry[0]
+            return shared
 
     def release(self, stack: NetworkStack) -> None:
         with self._lock:
@@ -102,7 +104,7 @@ class Messenger:
 
     @staticmethod
     def create(name: EntityName, nonce: int | None = None, config: Config | None = None,
-               stack: NetworkStack | None = None) -> "AsyncMessenger":
+               stack: NetworkStack | None = None) -> AsyncMessenger:
         """A messenger; its workers come from ``stack`` (the caller starts and stops it) if given,
         else from the process-wide stack for its ``ms_async_op_threads`` (or a private one when
         ``ms_async_shared_stack`` is off)."""
@@ -168,19 +170,21 @@ class AsyncMessenger(Messenger):
     def get_policy(self, peer_type: int) -> Policy:
         return self._policies.get(peer_type, self._default_policy)
 
-    def lookup_conn(self, peer_addr: EntityAddr) -> "ProtocolV1 | None":
+    def lookup_conn(self, peer_addr: EntityAddr) -> ProtocolV1 | None:
         with self._lock:
             return self._conns.get(peer_addr)
 
-    def register_conn(self, proto: "ProtocolV1") -> bool:
+    def register_conn(self, proto: ProtocolV1) -> bool:
         with self._lock:
-            cur = self._conns.get(proto.peer_addr)
+            addr = proto.peer_addr
+            assert addr is not None   # a protocol registers once it knows its peer
+            cur = self._conns.get(addr)
             if cur is not None and cur is not proto:
                 return False
-            self._conns[proto.peer_addr] = proto
+            self._conns[addr] = proto
             return True
 
-    def unregister_conn(self, proto: "ProtocolV1") -> None:
+    def unregister_conn(self, proto: ProtocolV1) -> None:
         with self._lock:
             for key in (proto.peer_addr, getattr(proto.connection, "target", None)):
                 if key is not None and self._conns.get(key) is proto:
@@ -317,7 +321,7 @@ class AsyncMessenger(Messenger):
             conn = AsyncConnection(self, worker)
             with self._lock:
                 self._all.add(conn)
-            worker.center.dispatch_event_external(lambda c=conn, s=sock: c.start_accept(s))
+            worker.center.dispatch_event_external(functools.partial(conn.start_accept, sock))
 
     def is_started(self) -> bool:
         return self._started
@@ -409,7 +413,8 @@ class AsyncMessenger(Messenger):
         with self._lock:
             proto = self._conns.get(addr)
             if proto is not None and not proto.connection._down and not proto.connection.closed:
-                return proto.connection
+                found: Connection = proto.connection
+                return found
             worker = self._stack.get_worker()
             conn = AsyncConnection(self, worker, addr, peer_type)
             # started before it is published: an accept deciding on it must see CONNECTING and its
@@ -425,11 +430,11 @@ class AsyncMessenger(Messenger):
     def get_loopback_connection(self) -> Connection:
         return self._loopback
 
-    def send_to(self, msg: "Message", peer_type: int, addr: EntityAddr) -> None:
+    def send_to(self, msg: Message, peer_type: int, addr: EntityAddr) -> None:
         """Send ``msg`` to ``addr`` (connecting first if needed); any thread."""
         self.connect_to(peer_type, addr).send_message(msg)
 
-    def send_message(self, msg: "Message", addr: EntityAddr, peer_type: int = EntityName.TYPE_OSD) -> None:
+    def send_message(self, msg: Message, addr: EntityAddr, peer_type: int = EntityName.TYPE_OSD) -> None:
         self.send_to(msg, peer_type, addr)
 
     def mark_down(self, addr: EntityAddr) -> None:

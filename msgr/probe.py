@@ -148,7 +148,8 @@ class Probe:
         except (MsgrError, OSError) as exc:
             entry = self.result.add(name, False, error=str(exc))
         self._say(entry)
-        return entry["ok"]
+        ok: bool = entry["ok"]
+        return ok
 
     # --- steps -------------------------------------------------------------
     def _connect(self) -> dict[str, Any]:

@@ -27,7 +27,6 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
 
 __all__ = [
     "CephMon", "CephMonError", "TsharkCapture", "free_port", "missing_binaries",
@@ -127,7 +126,7 @@ def remove_stale_dirs(parent: str | None = None) -> list[Path]:
     return removed
 
 
-_RUNNING: set["CephMon"] = set()
+_RUNNING: set[CephMon] = set()
 _RUNNING_LOCK = threading.Lock()
 
 
@@ -226,13 +225,13 @@ class CephMon:
 
     # --- life cycle --------------------------------------------------------
 
-    def start(self) -> "CephMon":
+    def start(self) -> CephMon:
         """Create the mon store and run the mon until its port accepts TCP."""
         missing = missing_binaries(*MON_BINARIES, *(CEPHX_BINARIES if self.cephx else ()))
         if missing:
             raise CephMonError(f"missing Ceph binaries: {', '.join(missing)}")
         attempts = 1 if self._fixed_port else 5
-        for attempt in range(attempts):
+        for _attempt in range(attempts):
             if not self._fixed_port:
                 self.port = free_port(self.host)
             self._mkfs()
@@ -364,7 +363,7 @@ class CephMon:
         if self._remove_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "CephMon":
+    def __enter__(self) -> CephMon:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -408,7 +407,7 @@ class TsharkCapture:
         self._reader: threading.Thread | None = None
         self._probe_no = 0
 
-    def start(self) -> "TsharkCapture":
+    def start(self) -> TsharkCapture:
         missing = missing_binaries("tshark")
         if missing:
             raise CephMonError("missing binary: tshark")
@@ -488,7 +487,7 @@ class TsharkCapture:
             self.abort()
         return self.pcap
 
-    def __enter__(self) -> "TsharkCapture":
+    def __enter__(self) -> TsharkCapture:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

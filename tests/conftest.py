@@ -22,15 +22,21 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cephmon import (  # noqa: E402  (path set just above)
-    CEPHX_BINARIES, MON_BINARIES, CephMon, CephMonError, TsharkCapture, missing_binaries,
+    CEPHX_BINARIES,
+    MON_BINARIES,
+    CephMon,
+    CephMonError,
+    TsharkCapture,
+    missing_binaries,
     tshark_decode,
 )
 

@@ -11,8 +11,17 @@ import socket
 from msgr import EntityAddr, EntityName
 from msgr.crc import crc32c
 from msgr.features import FEATURES_SUPPORTED_DEFAULT, RECONNECT_SEQ
-from msgr.wire import (BANNER, FOOTER_COMPLETE, SERVER_IDENTIFY_SIZE, ConnectMsg, ConnectReply, MsgFooter,
-                       MsgHeader, Tag, proto_version)
+from msgr.wire import (
+    BANNER,
+    FOOTER_COMPLETE,
+    SERVER_IDENTIFY_SIZE,
+    ConnectMsg,
+    ConnectReply,
+    MsgFooter,
+    MsgHeader,
+    Tag,
+    proto_version,
+)
 
 FEATURES = FEATURES_SUPPORTED_DEFAULT & ~RECONNECT_SEQ  # READY, not SEQ: fewer bytes to script
 

@@ -12,15 +12,14 @@ import logging
 import struct
 
 import pytest
+from rawv1 import frame, open_session, recv_until_closed
+from test_messenger_loopback import Collector, wait_for
 
 from msgr import Config, EntityAddr, EntityName, Message, Messenger, Policy
 from msgr.errors import DecodeError
 from msgr.message import decode_message
 from msgr.throttle import Throttle
 from msgr.wire import MsgHeader
-
-from rawv1 import frame, open_session, recv_until_closed
-from test_messenger_loopback import Collector, wait_for
 
 KiB = 1024
 

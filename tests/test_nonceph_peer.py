@@ -12,6 +12,8 @@ import socket
 import threading
 
 import pytest
+from rawv1 import recv_exact, recv_until_closed
+from test_messenger_loopback import wait_for
 
 from msgr import Config, EntityAddr, EntityName, Messenger, Policy
 from msgr.errors import BadAddressError, BadBannerError, BadTagError
@@ -20,9 +22,6 @@ from msgr.protocol.protocol_v1 import ProtocolV1
 from msgr.protocol.states import State
 from msgr.sim.fakehost import FakeHost
 from msgr.wire import BANNER, pack_server_identify
-
-from rawv1 import recv_exact, recv_until_closed
-from test_messenger_loopback import wait_for
 
 SERVER_ADDR = EntityAddr.parse("v1:127.0.0.1:6800/77")
 CLIENT_ADDR = EntityAddr.parse("v1:127.0.0.1:0/4242")

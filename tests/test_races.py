@@ -17,9 +17,9 @@ import threading
 import time
 
 import pytest
+from lossless_util import Cluster, check_exact, live_sessions, perf, send_range, wait_for
 
-from lossless_util import Cluster, Tagged, check_exact, live_sessions, perf, send_range, wait_for
-from msgr import Config, Dispatcher, EntityAddr, EntityName, Policy
+from msgr import Config, Dispatcher, EntityName, Policy
 from msgr.messages.ping import MPing
 
 pytest.importorskip("msgr.protocol.protocol_v1", reason="ProtocolV1 has not landed yet")
@@ -159,6 +159,7 @@ def _both_ways_with_resets(seed: int, steps: int = 2000, p_reset: float = 0.1):
     sockets are reset; ms_max_backoff is Ceph's 15 s. Returns (sent per stream, delivered ids per stream,
     seconds from the end of traffic to the last delivery)."""
     import random
+
     from msgr.config import Config
     from msgr.sim.chaos import make_message, parse_message
     from msgr.sim.network import SimNetwork
@@ -196,11 +197,12 @@ def _both_ways_with_resets(seed: int, steps: int = 2000, p_reset: float = 0.1):
 
 @pytest.mark.parametrize("seed", [35])
 def test_replace_whose_socket_dies_before_adopt_does_not_stall_until_max_backoff(seed):
-    """Seed 35 (found by a sweep of this scenario): the accept side chose REPLACE (existing marked "being replaced"), the socket died
-    before adopt_socket ran and the owner dropped it. The session stayed marked, so every connect from
-    the peer got RETRY_GLOBAL (row 11) while our own attempt sat in its WAIT backoff: the last messages
-    arrived 14.4 s after the traffic stopped (0.2 s with the fix). Ceph moves even a dead socket into the session, which then faults and
-    reconnects; the owner now says so with adopt_failed()."""
+    """Seed 35 (found by a sweep of this scenario): the accept side chose REPLACE (existing marked
+    "being replaced"), the socket died before adopt_socket ran and the owner dropped it. The session
+    stayed marked, so every connect from the peer got RETRY_GLOBAL (row 11) while our own attempt sat
+    in its WAIT backoff: the last messages arrived 14.4 s after the traffic stopped (0.2 s with the
+    fix). Ceph moves even a dead socket into the session, which then faults and reconnects; the owner
+    now says so with adopt_failed()."""
     n, got, tail = _both_ways_with_resets(seed)
     assert got[1] == list(range(1, n[1] + 1)) and got[2] == list(range(1, n[2] + 1))
     assert tail < 5.0, f"last delivery {tail:.2f} s after the traffic stopped"

@@ -119,7 +119,7 @@ def exact_delivery_problems(eps: list, sent: dict[int, int]) -> list[str]:
                 per_session.setdefault(r.conn_uid, []).append(k)
         got = [k for ks in per_session.values() for k in ks]
         for conn, ks in per_session.items():
-            if any(b <= a for a, b in zip(ks, ks[1:])):
+            if any(b <= a for a, b in zip(ks, ks[1:], strict=False)):
                 dup = len(ks) - len(set(ks))
                 problems.append(f"stream {who} on session #{conn}: {dup} duplicate(s) / out of order")
         missing = set(range(1, sent[who] + 1)) - set(got)

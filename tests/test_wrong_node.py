@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from test_messenger_loopback import MTest, wait_for
+
 from msgr import Config, EntityAddr, EntityName, Messenger, Policy
 from msgr.errors import WrongNodeError
 from msgr.protocol.actions import Fault, TimerKind
@@ -16,8 +18,6 @@ from msgr.protocol.protocol_v1 import ProtocolV1
 from msgr.protocol.states import State
 from msgr.sim.fakehost import FakeHost
 from msgr.wire import pack_server_identify
-
-from test_messenger_loopback import MTest, wait_for
 
 WANT = EntityAddr.parse("v1:127.0.0.1:6800/77")
 SOCK_PEER = EntityAddr.parse("v1:127.0.0.1:45000/0")

@@ -10,11 +10,10 @@ methods listed under ``TYPE_CHECKING`` are implemented by the part named beside 
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from msgr._typing import BytesLike
-    from msgr.connection_base import Connection
     from msgr.entity import EntityAddr, EntityName
     from msgr.policy import Policy
     from msgr.protocol.actions import Action, ConnEvent
@@ -38,7 +37,9 @@ class ProtocolBase:
 
     # --- the session (protocol_v1.py) ---------------------------------------------------------------
     host: ProtocolHost
-    connection: Connection | None      # the owner's connection object, handed to messages
+    # the owner performing this session's actions (AsyncConnection, or a simulator's stand-in for
+    # it): opaque here, handed to every received message as its connection
+    connection: Any
     state: State
     peer_addr: EntityAddr | None
     peer_type: int | None
@@ -84,6 +85,7 @@ class ProtocolBase:
         def _make_room(self, need: int) -> None: ...
         def _reset_recv(self) -> None: ...
         def is_connected(self) -> bool: ...
+        def _notable_fault(self, reason: str, error: Exception | None) -> bool: ...
 
         # handshake.py
         def _connect_now(self, now_us: int) -> list[Action]: ...

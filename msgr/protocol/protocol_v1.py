@@ -30,7 +30,7 @@ any other move. Readers live in ``handshake.py`` (both roles) and
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import Any, NamedTuple
 
 from msgr._typing import BytesLike
 from msgr.entity import EntityAddr, EntityName
@@ -44,9 +44,6 @@ from msgr.protocol.open_state import OpenMixin
 from msgr.protocol.outq import Framer, OutQueue
 from msgr.protocol.session import SessionMixin
 from msgr.protocol.states import OPEN_STATES, State
-
-if TYPE_CHECKING:  # pragma: no cover
-    from msgr.connection_base import Connection
 
 S = State
 
@@ -147,7 +144,7 @@ _SEGMENT_IDS = frozenset(map(id, SEGMENT_STATES))
 class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
     """One msgr v1 session (see the module doc and ``TRANSITIONS``)."""
 
-    def __init__(self, host: ProtocolHost, connection: Connection | None = None) -> None:
+    def __init__(self, host: ProtocolHost, connection: Any = None) -> None:
         self.host = host
         self.connection = connection
         self.state = S.NONE

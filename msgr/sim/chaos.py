@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import struct
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from msgr.config import Config
 from msgr.entity import EntityName
@@ -228,7 +229,7 @@ class Cluster:
     def _all_endpoints(self) -> list[SimEndpoint]:
         return list(self.net.retired) + [self.net.endpoint(n) for n in self.names]
 
-    def _fail(self, text: str) -> None:
+    def _fail(self, text: str) -> NoReturn:
         raise OracleError(f"{text}\n  replay: Cluster(seed={self.seed}, workers={self.workers}) "
                           f"scenario={self.scenario} t={self.net.now_us()}us")
 

@@ -198,7 +198,8 @@ class SimConnection(ConnectionCore):
         handle.cancel()
 
     def _dispatch(self, msg: Message) -> None:
-        if msg.get_connection() is not self:
+        # the simulator's stand-in for a Connection (the protocol hands its owner to messages)
+        if msg.get_connection() is not self:  # type: ignore[comparison-overlap]
             self.ep.anomaly(self, f"delivered {msg!r} carries connection {msg.get_connection()!r}")
         self.ep.deliver(self, msg)
 

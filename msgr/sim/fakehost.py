@@ -55,17 +55,17 @@ class InMemoryHost:
     def set_default_policy(self, policy: Policy) -> None:
         self.default_policy = policy
 
-    def lookup_conn(self, peer_addr: EntityAddr) -> "ProtocolV1 | None":
+    def lookup_conn(self, peer_addr: EntityAddr) -> ProtocolV1 | None:
         return self.conns.get(peer_addr)
 
-    def register_conn(self, proto: "ProtocolV1") -> bool:
+    def register_conn(self, proto: ProtocolV1) -> bool:
         cur = self.conns.get(proto.peer_addr)
         if cur is not None and cur is not proto:
             return False
         self.conns[proto.peer_addr] = proto
         return True
 
-    def unregister_conn(self, proto: "ProtocolV1") -> None:
+    def unregister_conn(self, proto: ProtocolV1) -> None:
         # a session may also be known by the address it was dialled at (its connection's target)
         for key in (proto.peer_addr, getattr(proto.connection, "target", None)):
             if key is not None and self.conns.get(key) is proto:
@@ -85,7 +85,7 @@ class FakeHost(InMemoryHost):
         self.myaddr = addr
         self.policies: dict[int, Policy] = dict(policies or {})
         self.default_policy = default_policy or Policy.stateless_server()
-        self.conns: dict[EntityAddr, "ProtocolV1"] = {}
+        self.conns: dict[EntityAddr, ProtocolV1] = {}
         self.global_seq = global_seq
         self.learned: list[EntityAddr] = []
         self.wall = (1_700_000_000, 0)

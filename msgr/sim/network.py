@@ -18,11 +18,13 @@ nonce).
 """
 from __future__ import annotations
 
+import functools
 import heapq
-from collections import deque
 import random
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any
 
 from eventcenter.clock import FakeClock
 from msgr.config import Config
@@ -60,7 +62,7 @@ class SimEvent:
     def cancel(self) -> None:
         self.cancelled = True
 
-    def __lt__(self, other: "SimEvent") -> bool:
+    def __lt__(self, other: SimEvent) -> bool:
         return (self.due_us, self.seq) < (other.due_us, other.seq)
 
 
@@ -68,15 +70,15 @@ class SimSocketEnd:
     """One end of a simulated TCP connection; ``owner`` reads it (None while detached)."""
     __slots__ = ("sock", "side", "owner", "inbox", "off", "closed", "local", "peer")
 
-    def __init__(self, sock: "SimSocket", side: int, local: EntityAddr, peer: EntityAddr) -> None:
+    def __init__(self, sock: SimSocket, side: int, local: EntityAddr, peer: EntityAddr) -> None:
         self.sock, self.side, self.local, self.peer = sock, side, local, peer
-        self.owner: "SimConnection | None" = None
+        self.owner: SimConnection | None = None
         self.inbox: deque[bytes] = deque()   # arrived, unread chunks (EOF = peer closed)
         self.off = 0                          # bytes of inbox[0] already read
         self.closed = False
 
     @property
-    def other(self) -> "SimSocketEnd":
+    def other(self) -> SimSocketEnd:
         return self.sock.ends[1 - self.side]
 
     def __repr__(self) -> str:
@@ -110,9 +112,9 @@ class SimNetwork:
         self.clock = FakeClock(0)
         self._heap: list[SimEvent] = []
         self._seq = 0
-        self.endpoints: dict[str, "SimEndpoint"] = {}   # by str(name): the current incarnation
-        self.retired: list["SimEndpoint"] = []           # earlier incarnations (restarts)
-        self._by_ipport: dict[tuple[str, int], "SimEndpoint"] = {}
+        self.endpoints: dict[str, SimEndpoint] = {}   # by str(name): the current incarnation
+        self.retired: list[SimEndpoint] = []           # earlier incarnations (restarts)
+        self._by_ipport: dict[tuple[str, int], SimEndpoint] = {}
         self.sockets: list[SimSocket] = []
         self._partitions: set[frozenset[str]] = set()
         self._next_uid = 0
@@ -186,7 +188,7 @@ class SimNetwork:
 
     # --- topology ---------------------------------------------------------------------------------
     def add_endpoint(self, name: EntityName, config: Config | None = None, listen: bool = True,
-                     **kwargs) -> "SimEndpoint":
+                     **kwargs: Any) -> SimEndpoint:
         """A new endpoint at 10.0.<n>.1:6800 with a nonce from the seed."""
         from msgr.sim.endpoint import SimEndpoint
         key = str(name)
@@ -201,15 +203,15 @@ class SimNetwork:
     def _new_nonce(self) -> int:
         return self.rng.randrange(1, 1 << 32)
 
-    def _install(self, ep: "SimEndpoint") -> None:
+    def _install(self, ep: SimEndpoint) -> None:
         self.endpoints[str(ep.my_name)] = ep
         self._by_ipport[(ep.ip, ep.port)] = ep
         self.log(f"endpoint {ep.my_name} up at {ep.get_myaddr()}")
 
-    def endpoint(self, name: str | EntityName) -> "SimEndpoint":
+    def endpoint(self, name: str | EntityName) -> SimEndpoint:
         return self.endpoints[str(name)]
 
-    def restart(self, name: str | EntityName) -> "SimEndpoint":
+    def restart(self, name: str | EntityName) -> SimEndpoint:
         """Crash the endpoint (sockets reset, state lost) and start it again with a new nonce."""
         old = self.endpoints[str(name)]
         old.crash()
@@ -220,18 +222,19 @@ class SimNetwork:
         return ep
 
     # --- partitions -------------------------------------------------------------------------------
-    def partition(self, a: "str | SimEndpoint", b: "str | SimEndpoint") -> None:
+    def partition(self, a: str | SimEndpoint, b: str | SimEndpoint) -> None:
         pa, pb = self._ip(a), self._ip(b)
         if pa != pb:
             self._partitions.add(frozenset((pa, pb)))
             self.stats["partitions"] += 1
             self.log(f"partition {pa} | {pb}")
 
-    def heal(self, a: "str | SimEndpoint | None" = None, b: "str | SimEndpoint | None" = None) -> None:
+    def heal(self, a: str | SimEndpoint | None = None, b: str | SimEndpoint | None = None) -> None:
         """Heal one partition (or all with no arguments); stalled bytes flow again, in order."""
         if a is None:
             self._partitions.clear()
         else:
+            assert b is not None   # one partition is named by both of its sides
             self._partitions.discard(frozenset((self._ip(a), self._ip(b))))
         self.log("heal")
         for s in self.sockets:
@@ -244,11 +247,11 @@ class SimNetwork:
     def partitioned(self, ip_a: str, ip_b: str) -> bool:
         return frozenset((ip_a, ip_b)) in self._partitions
 
-    def _ip(self, x: "str | SimEndpoint") -> str:
+    def _ip(self, x: str | SimEndpoint) -> str:
         return self.endpoints[x].ip if isinstance(x, str) else x.ip
 
     # --- sockets (called by SimConnection, the owner) ----------------------------------------------
-    def connect(self, conn: "SimConnection", addr: EntityAddr) -> None:
+    def connect(self, conn: SimConnection, addr: EntityAddr) -> None:
         """A non-blocking TCP connect from ``conn``: later on_connected or on_socket_error."""
         self.stats["connects"] += 1
         token = conn.net_begin_connect()
@@ -330,7 +333,7 @@ class SimNetwork:
             owner = end.owner
             self._kill_end(end)
             if owner is not None:
-                self.call_later(0, lambda o=owner, e=end: o.net_error(e, reason), f"rst {sock.id}")
+                self.call_later(0, functools.partial(owner.net_error, end, reason), f"rst {sock.id}")
 
     def live_sockets(self) -> list[SimSocket]:
         return [s for s in self.sockets if not s.dead]
@@ -348,7 +351,7 @@ class SimNetwork:
             step = rng.randint(1, 3)
             return [data[i:i + step] for i in range(0, n, step)]
         cuts = sorted(rng.sample(range(1, n), min(n - 1, rng.randint(1, p.max_chunks - 1))))
-        return [data[a:b] for a, b in zip([0] + cuts, cuts + [n])]
+        return [data[a:b] for a, b in zip([0, *cuts], [*cuts, n], strict=True)]
 
     def _schedule_chunk(self, s: SimSocket, direction: int, chunk: bytes, epoch: int) -> None:
         s.flight[direction].append(chunk)

@@ -11,9 +11,11 @@ Everything is driven by one seeded RNG, so a run is reproducible from its seed.
 """
 from __future__ import annotations
 
+import functools
 import random
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from msgr.connection_core import ConnectionCore
 from msgr.entity import EntityAddr
@@ -43,7 +45,7 @@ class Link:
 class WireConn(ConnectionCore):
     """The owner of one ProtocolV1 in a WireNet: the connection core's primitives on links."""
 
-    def __init__(self, net: "WireNet", host: FakeHost) -> None:
+    def __init__(self, net: WireNet, host: FakeHost) -> None:
         self._init_core()
         self.net = net
         self.proto = ProtocolV1(host, self)
@@ -192,6 +194,9 @@ class WireNet:
         link.ends[i] = None
         link.pipes[i].clear()   # bytes still travelling to a closed socket are lost
 
+    def _socket_error(self, proto: ProtocolV1, reason: str) -> None:
+        self.apply(proto, proto.on_socket_error(reason, self.now_us))
+
     def break_link(self, proto: ProtocolV1, reason: str = "injected connection reset") -> bool:
         """Both ends of ``proto``'s link see a socket error (in-flight bytes are lost)."""
         link = self.link.get(proto)
@@ -200,7 +205,7 @@ class WireNet:
         for end in list(link.ends):
             if end is not None:
                 self.link.pop(end, None)
-                self.pending.append(lambda e=end: self.apply(e, e.on_socket_error(reason, self.now_us)))
+                self.pending.append(functools.partial(self._socket_error, end, reason))
         link.ends = [None, None]
         link.dead = True
         link.pipes[0].clear()
@@ -214,7 +219,7 @@ class WireNet:
         while self.pending:
             self.pending.popleft()()
             progress = True
-        links = list({id(l): l for l in self.link.values()}.values())
+        links = list({id(lk): lk for lk in self.link.values()}.values())
         self.rng.shuffle(links)
         for link in links:
             for i in (0, 1):

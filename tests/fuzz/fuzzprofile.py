@@ -8,7 +8,6 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-
 PROFILE = os.environ.get("MSGR_FUZZ_PROFILE", "ci")
 LONG = PROFILE == "long"
 _common = dict(deadline=None, derandomize=not LONG, print_blob=True,

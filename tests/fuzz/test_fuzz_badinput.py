@@ -1,13 +1,12 @@
 """Bad input at every state of both roles: a typed error and a clean fault, never a crash or a huge allocation."""
 from __future__ import annotations
 
-import struct
-
-import pytest
-from hypothesis import given, strategies as st
-
 import badinput as B
+import pytest
 from fuzzprofile import FUZZ_SETTINGS, count
+from hypothesis import given
+from hypothesis import strategies as st
+
 from msgr.protocol.states import State
 from msgr.wire import BANNER
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from fuzzprofile import LONG, count
+
 from msgr.sim.chaos import run_seed
 
 N_SEEDS = 10_000 if LONG else 300
