@@ -258,10 +258,12 @@ class Config:
         return out
 
     def items(self) -> Iterator[tuple[str, Any]]:
+        """``(name, value)`` of every option, in the option table's order."""
         for name in OPTIONS:
             yield name, getattr(self, name)
 
     def copy(self) -> Config:
+        """An independent copy with the same values."""
         new = Config()
         for name in OPTIONS:
             object.__setattr__(new, name, getattr(self, name))

@@ -25,6 +25,16 @@ _registry: dict[int, type[Message]] = {}
 
 
 class Message:
+    """The base of every message type: Ceph's header fields plus three payload segments.
+
+    Subclass it with a ``TYPE`` number (the subclass registers itself, so a received message of
+    that type is built as your class), override :meth:`encode_payload` to fill ``front`` (and
+    ``middle``/``data``) and :meth:`decode_payload` to read them back; ``HEAD_VERSION`` and
+    ``COMPAT_VERSION`` go into the header as Ceph's do. A subclass must be constructible with no
+    arguments (the receiver builds it that way before ``decode_payload``). Unknown types arrive
+    as a plain ``Message`` with ``header.type`` set and the raw segments.
+    """
+
     TYPE: ClassVar[int] = 0
     HEAD_VERSION: ClassVar[int] = 1
     COMPAT_VERSION: ClassVar[int] = 1
@@ -68,13 +78,16 @@ class Message:
 
     # --- accessors as Ceph names them --------------------------------------
     def get_type(self) -> int:
+        """The message type number (``header.type``)."""
         return self.header.type
 
     def get_seq(self) -> int:
+        """The session sequence number it was sent or received with (0 before it is sent)."""
         return self.header.seq
 
     @property
     def tid(self) -> int:
+        """The transaction id (``header.tid``): set it on a request, echo it in the reply."""
         return self.header.tid
 
     @tid.setter
@@ -82,21 +95,27 @@ class Message:
         self.header.tid = value
 
     def get_priority(self) -> int:
+        """The send priority (``header.priority``; 0 = the messenger's default at send time)."""
         return self.header.priority
 
     def set_priority(self, prio: int) -> None:
+        """Set the send priority (higher goes out first, as Ceph's CEPH_MSG_PRIO_*)."""
         self.header.priority = prio
 
     def get_source(self) -> EntityName:
+        """The sender's entity name, as the header carries it."""
         return EntityName(self.header.src_type, self.header.src_num)
 
     def get_connection(self) -> Connection | None:
+        """The connection a received message came in on (reply through it); None for one built here."""
         return self._connection
 
     def set_connection(self, conn: Connection | None) -> None:
+        """Attach the connection the message belongs to (done by the receiving side)."""
         self._connection = conn
 
     def get_payload_len(self) -> int:
+        """Bytes of front + middle + data."""
         return len(self.front) + len(self.middle) + len(self.data)
 
     def release_throttles(self) -> None:
