@@ -4,9 +4,9 @@ from msgr.connection import Connection
 from msgr.dispatcher import Dispatcher
 from msgr.entity import EntityAddr, EntityName
 from msgr.message import Message
-from msgr.messenger import Messenger
+from msgr.messenger import AsyncMessenger, Messenger
 from msgr.policy import Policy
 from msgr.rpc import RpcClient, reply_to
 
-__all__ = ["Config", "Connection", "Dispatcher", "EntityAddr", "EntityName", "Message", "Messenger", "Policy",
-           "RpcClient", "reply_to"]
+__all__ = ["AsyncMessenger", "Config", "Connection", "Dispatcher", "EntityAddr", "EntityName", "Message",
+           "Messenger", "Policy", "RpcClient", "reply_to"]

@@ -14,6 +14,7 @@ import random
 import socket
 import threading
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from eventcenter import EVENT_READABLE, NetworkStack
@@ -100,7 +101,15 @@ def _noop() -> None:
 
 
 class Messenger:
-    """The factory of the public API: ``Messenger.create(name, nonce=..., config=...)``."""
+    """A Ceph messenger (msgr v1): one entity's endpoint for sessions with its peers.
+
+    Make one with :meth:`create`, then: set policies per peer type (:meth:`set_policy`), add
+    dispatchers (:meth:`add_dispatcher_tail`), optionally :meth:`bind` to listen, :meth:`start`;
+    talk through :meth:`connect_to` (a :class:`~msgr.connection_base.Connection`) or
+    :meth:`send_to`; end with :meth:`shutdown` then :meth:`wait`. Every method may be called from
+    any thread. Dispatcher callbacks run on the messenger's threads (the dispatch thread, or a
+    worker for fast dispatch): don't block in them. ``AsyncMessenger`` is the implementation.
+    """
 
     @staticmethod
     def create(name: EntityName, nonce: int | None = None, config: Config | None = None,
@@ -154,9 +163,12 @@ class AsyncMessenger(Messenger):
 
     # --- ProtocolHost ---------------------------------------------------------
     def get_myaddr(self) -> EntityAddr:
+        """Our address: the bound one, or (unbound) blank until a peer tells us how it sees us."""
         return self._myaddr
 
     def learned_addr(self, seen: EntityAddr) -> None:
+        """ProtocolHost (for the protocol, not applications): a peer sees us at ``seen``; adopt its IP
+        if ours is blank."""
         with self._lock:
             if self._learned or not self._myaddr.is_blank_ip() or not self.config.ms_learn_addr_from_peer:
                 return
@@ -165,16 +177,20 @@ class AsyncMessenger(Messenger):
             _log.info("%s learned my addr %s", self.my_name, self._myaddr)
 
     def get_global_seq(self, at_least: int = 0) -> int:
+        """ProtocolHost: the next value of the process-wide connect counter (at least ``at_least`` + 1)."""
         return _next_global_seq(at_least)
 
     def get_policy(self, peer_type: int) -> Policy:
+        """The policy for peers of ``peer_type`` (the default policy if none was set)."""
         return self._policies.get(peer_type, self._default_policy)
 
     def lookup_conn(self, peer_addr: EntityAddr) -> ProtocolV1 | None:
+        """ProtocolHost: the registered session for ``peer_addr``, if any."""
         with self._lock:
             return self._conns.get(peer_addr)
 
     def register_conn(self, proto: ProtocolV1) -> bool:
+        """ProtocolHost: register ``proto`` under its peer address; False if another one is registered."""
         with self._lock:
             addr = proto.peer_addr
             assert addr is not None   # a protocol registers once it knows its peer
@@ -185,12 +201,14 @@ class AsyncMessenger(Messenger):
             return True
 
     def unregister_conn(self, proto: ProtocolV1) -> None:
+        """ProtocolHost: forget ``proto`` (only where it is the one registered)."""
         with self._lock:
             for key in (proto.peer_addr, getattr(proto.connection, "target", None)):
                 if key is not None and self._conns.get(key) is proto:
                     del self._conns[key]
 
     def wall_clock(self) -> tuple[int, int]:
+        """ProtocolHost: (sec, nsec) of the wall clock, for KEEPALIVE2 stamps."""
         ns = time.time_ns()
         return ns // 1_000_000_000, ns % 1_000_000_000
 
@@ -216,25 +234,31 @@ class AsyncMessenger(Messenger):
         return self.default_send_priority
 
     def set_default_send_priority(self, prio: int) -> None:
+        """Set the priority given at send time to messages whose priority is 0."""
         self.default_send_priority = int(prio)
 
     # --- policies and dispatchers ----------------------------------------------
     def set_policy(self, peer_type: int, policy: Policy) -> None:
+        """Use ``policy`` for sessions with peers of ``peer_type`` (``EntityName.TYPE_*``); set it before start."""
         self._policies[peer_type] = policy
 
     def set_default_policy(self, policy: Policy) -> None:
+        """Use ``policy`` for peer types without their own (see :meth:`set_policy`)."""
         self._default_policy = policy
 
     def set_policy_throttlers(self, peer_type: int, bytes_throttle: Throttle | None,
                               msgs_throttle: Throttle | None) -> None:
+        """Receive throttles (bytes, messages) for sessions with peers of ``peer_type``, as Ceph's."""
         p = self.get_policy(peer_type).copy()
         p.throttler_bytes, p.throttler_messages = bytes_throttle, msgs_throttle
         self._policies[peer_type] = p
 
     def add_dispatcher_head(self, d: Dispatcher) -> None:
+        """Add ``d`` before the dispatchers already added (it is offered each message first)."""
         self.dispatchers.add_head(d)
 
     def add_dispatcher_tail(self, d: Dispatcher) -> None:
+        """Add ``d`` after the dispatchers already added."""
         self.dispatchers.add_tail(d)
 
     # --- binding and life ---------------------------------------------------------
@@ -324,6 +348,7 @@ class AsyncMessenger(Messenger):
             worker.center.dispatch_event_external(functools.partial(conn.start_accept, sock))
 
     def is_started(self) -> bool:
+        """True between :meth:`start` and the end of :meth:`wait`."""
         return self._started
 
     def shutdown(self, linger: float = 0.0) -> None:
@@ -425,25 +450,47 @@ class AsyncMessenger(Messenger):
         return conn
 
     def connect_to_type(self, peer_type: int, addr: EntityAddr) -> Connection:
+        """The same as :meth:`connect_to` (Ceph's other name for it)."""
         return self.connect_to(peer_type, addr)
 
     def get_loopback_connection(self) -> Connection:
+        """Our connection to ourselves: messages sent on it are dispatched here, without a socket."""
         return self._loopback
 
     def send_to(self, msg: Message, peer_type: int, addr: EntityAddr) -> None:
         """Send ``msg`` to ``addr`` (connecting first if needed); any thread."""
         self.connect_to(peer_type, addr).send_message(msg)
 
-    def send_message(self, msg: Message, addr: EntityAddr, peer_type: int = EntityName.TYPE_OSD) -> None:
+    def send_message(self, msg: Message, peer_type: int | EntityAddr | None = None,
+                     addr: EntityAddr | int | None = None) -> None:
+        """Send ``msg`` to the peer of type ``peer_type`` at ``addr``: Ceph's argument order, the
+        same as :meth:`send_to`. Keywords work in any order.
+
+        The old order ``send_message(msg, addr[, peer_type])`` still works but is deprecated (a
+        DeprecationWarning); as before, a missing ``peer_type`` means an OSD.
+        """
+        if isinstance(peer_type, EntityAddr):   # the old positional order (msg, addr[, peer_type])
+            warnings.warn("Messenger.send_message(msg, addr, peer_type) is deprecated: use "
+                          "send_message(msg, peer_type, addr), Ceph's order, as send_to",
+                          DeprecationWarning, stacklevel=2)
+            peer_type, addr = addr, peer_type
+        if not isinstance(addr, EntityAddr):
+            raise TypeError(f"send_message needs the peer's EntityAddr, got {addr!r}")
+        if peer_type is None:
+            peer_type = EntityName.TYPE_OSD   # the default the old signature had
+        if not isinstance(peer_type, int):
+            raise TypeError(f"send_message needs the peer's entity type, got {peer_type!r}")
         self.send_to(msg, peer_type, addr)
 
     def mark_down(self, addr: EntityAddr) -> None:
+        """End the session with ``addr`` now, as ``Connection.mark_down`` (no-op if there is none)."""
         with self._lock:
             proto = self._conns.get(addr)
         if proto is not None:
             proto.connection.mark_down()
 
     def mark_down_all(self) -> None:
+        """End every session now (no reset callbacks); ``is_connected()`` is False for each when this returns."""
         with self._lock:
             conns = list(self._all)
         for c in conns:
@@ -469,6 +516,7 @@ class AsyncMessenger(Messenger):
             self._all.discard(conn)
 
     def connections(self) -> list[AsyncConnection]:
+        """Every live connection (registered sessions and ones still in their handshake)."""
         with self._lock:
             return list(self._all)
 
