@@ -108,7 +108,21 @@ class Messenger:
     talk through :meth:`connect_to` (a :class:`~msgr.connection_base.Connection`) or
     :meth:`send_to`; end with :meth:`shutdown` then :meth:`wait`. Every method may be called from
     any thread. Dispatcher callbacks run on the messenger's threads (the dispatch thread, or a
-    worker for fast dispatch): don't block in them. ``AsyncMessenger`` is the implementation.
+    worker for fast dispatch): don't block in them. ``AsyncMessenger`` is the implementation;
+    ``help(msgr.AsyncMessenger)`` documents each method:
+
+    ============================================  ==============================================
+    ``set_policy(peer_type, policy)``             policy per peer type (``set_default_policy``)
+    ``add_dispatcher_head(d)`` / ``_tail(d)``     who receives messages and connection events
+    ``bind(addr) -> EntityAddr``                  listen (port 0 picks one); returns the address
+    ``start()``                                   workers, dispatch thread, listener
+    ``connect_to(peer_type, addr) -> Connection`` the session to a peer (connects in background)
+    ``send_to(msg, peer_type, addr)``             send without keeping the Connection
+    ``send_message(msg, peer_type, addr)``        the same (Ceph's order; the old one is deprecated)
+    ``mark_down(addr)`` / ``mark_down_all()``     end sessions now
+    ``get_myaddr()``, ``perf_dump()``             our address; counters as Ceph's ``perf dump``
+    ``shutdown(linger=0.0)`` then ``wait()``      stop (``linger``: flush first); restartable
+    ============================================  ==============================================
     """
 
     @staticmethod
