@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test bench fuzz lint deps ceph-deps clean
+.PHONY: test test-workers bench fuzz lint deps ceph-deps clean
 
 # A venv with pymsgr (editable, C fast path built) and everything tests and bench need.
 $(STAMP): setup.py pyproject.toml msgr/_build_fastpath.py $(wildcard csrc/*.c csrc/*.h)
@@ -27,6 +27,12 @@ ceph-deps:
 
 test: deps ceph-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The whole suite with ms_async_op_threads = 1 and = 3 wherever a test does not set it
+# (MSGR_TEST_ASYNC_OP_THREADS, tests/conftest.py): one worker and several must behave alike.
+test-workers: deps ceph-deps
+	MSGR_TEST_ASYNC_OP_THREADS=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+	MSGR_TEST_ASYNC_OP_THREADS=3 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Static checks (.ci/run runs them before the tests; `make test` does not need them).
 lint: deps

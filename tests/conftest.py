@@ -15,6 +15,15 @@ Fixtures:
   ceph_cli          skips/fails unless the ``ceph`` CLI exists; returns the CephMon.ceph_cli caller
   tshark            ``tshark.capture(port)`` context -> TsharkCapture (``.pcap``);
                     ``tshark.decode(pcap, port, fmt="text"|"json")``
+
+Every test (autouse ``_no_error_logs``): an ERROR or worse from the ``msgr`` or ``eventcenter``
+loggers (or their children, from any thread) fails the test, unless it is marked
+``@pytest.mark.allow_error_log`` (every line) or ``@pytest.mark.allow_error_log("regex", ...)``
+(the lines whose message matches one of the patterns).
+
+MSGR_TEST_ASYNC_OP_THREADS=N runs the suite with ``ms_async_op_threads`` = N wherever a test does
+not set the option itself: the hook changes Config's default in the test process only (``make
+test-workers`` runs the suite with 1 and with 3).
 """
 from __future__ import annotations
 
@@ -39,8 +48,10 @@ from cephmon import (  # noqa: E402  (path set just above)
     missing_binaries,
     tshark_decode,
 )
+from errorlog import WATCHED_LOGGERS, ErrorLines, describe  # noqa: E402
 
 REQUIRE_ENV = "MSGR_REQUIRE_CEPH"
+WORKERS_ENV = "MSGR_TEST_ASYNC_OP_THREADS"
 
 # Fixtures whose users get the "ceph" marker, so `-m "not ceph"` deselects them.
 _CEPH_FIXTURES = {"ceph_mon", "fresh_ceph_mon", "ceph_mon_factory", "ceph_cli", "tshark",
@@ -77,6 +88,47 @@ def pytest_configure(config: pytest.Config) -> None:
     # teardown; as an interrupt, pytest still stops the mons and removes their dirs.
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    workers = os.environ.get(WORKERS_ENV, "")
+    if workers:
+        _set_default_async_op_threads(int(workers))
+
+
+def _set_default_async_op_threads(n: int) -> None:
+    """Make ``Config()`` start with ms_async_op_threads = n in this process (tests only).
+
+    Config takes its defaults from msgr.config.OPTIONS; a test that passes the option keeps its
+    value. Checked at once, so a Config that stops working this way fails loudly, not silently."""
+    import dataclasses
+
+    from msgr import Config
+    from msgr.config import OPTIONS
+    opt = OPTIONS["ms_async_op_threads"]
+    OPTIONS[opt.name] = dataclasses.replace(opt, default=opt.parse(n))
+    if Config().ms_async_op_threads != n or Config(ms_async_op_threads=1).ms_async_op_threads != 1:
+        raise pytest.UsageError(f"{WORKERS_ENV}: cannot change Config's default (conftest needs an update)")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from msgr import Config
+    return f"ms_async_op_threads default: {Config().ms_async_op_threads} ({WORKERS_ENV} to change)"
+
+
+@pytest.fixture(autouse=True)
+def _no_error_logs(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test when msgr/eventcenter log at ERROR or above, unless it says it expects that."""
+    lines = ErrorLines()
+    lines.start()
+    try:
+        yield
+    finally:
+        lines.stop()
+    marker = request.node.get_closest_marker("allow_error_log")
+    if marker is not None and not marker.args:
+        return
+    bad = lines.unexpected(marker.args if marker is not None else ())
+    if bad:
+        pytest.fail(f"{len(bad)} ERROR line(s) from {'/'.join(WATCHED_LOGGERS)} (mark the test "
+                    f"@pytest.mark.allow_error_log if they are expected):\n{describe(bad)}", pytrace=False)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -107,6 +107,7 @@ def test_dispatch_queue_codes_map_to_callbacks_and_release_throttle():
     assert thr.current == 0
 
 
+@pytest.mark.allow_error_log("dispatcher raised on")   # the test provokes this line
 def test_dispatch_queue_survives_a_raising_dispatcher_and_restarts():
     class Boom(Dispatcher):
         def ms_dispatch(self, msg):
@@ -340,7 +341,7 @@ def test_partial_writes_keep_memoryviews_and_resume_on_writable(worker):
     assert worker.center.submit_to(lambda: (conn._wbufs, conn._writing)) == ([], False)
     perf = ms.perf.totals()
     assert perf["msgr_eagain"] > 0 and perf["msgr_send_bytes"] == len(expected)
-    a.close()
+    worker.center.submit_to(conn._drop_socket)   # on the worker: closing a polled fd under it races EBADF
     b.close()
 
 
@@ -360,7 +361,7 @@ def test_send_message_from_another_thread_coalesces_into_one_write(worker):
     assert [m.header.tid for m in proto.sent_msgs] == list(range(500))
     assert proto.take_calls == 1          # one drain of the list, one take_output
     assert ms.perf.totals()["msgr_send_calls"] <= 3
-    a.close()
+    worker.center.submit_to(conn._drop_socket)   # on the worker: closing a polled fd under it races EBADF
     b.close()
 
 
@@ -395,10 +396,11 @@ def test_read_path_and_read_interest_follow_wants_read(worker):
     data += b"later"
     worker.center.submit_to(lambda: worker.center.create_time_event(0, check))
     assert done.wait(5)
-    a.close()
+    worker.center.submit_to(conn._drop_socket)   # on the worker: closing a polled fd under it races EBADF
     b.close()
 
 
+@pytest.mark.allow_error_log("unexpected error in read")   # the test provokes this line
 def test_socket_error_and_callback_exception_fault_only_that_connection(worker):
     a, b = socket.socketpair()
     proto = FakeProto()
