@@ -3,13 +3,18 @@
 Steps, each printed as it finishes: handshake (negotiated features),
 KEEPALIVE2 round trips (p50/p99), auth none (global_id), monmap (fsid,
 epoch, monitors), then the osdmap version and ``mon stat`` when the peer is
-a monitor that answers them. Any failed step makes the exit status non-zero.
-Built on the public API only (Messenger, Dispatcher, messages).
+a monitor that answers them. A failed step sets the exit status
+(:class:`ExitCode`) by what went wrong: unreachable, not a Ceph v1 peer,
+authentication refused, or another failure. Built on the public API only
+(Messenger, Dispatcher, messages).
 """
 from __future__ import annotations
 
+import enum
+import errno
 import json
 import queue
+import socket
 import statistics
 import sys
 import time
@@ -33,11 +38,129 @@ from msgr.messages import (
     MMonMap,
     MMonSubscribe,
 )
-from msgr.wire import Priority
+from msgr.messages.auth import CEPH_AUTH_CEPHX, CEPH_AUTH_NONE, CEPH_AUTH_UNKNOWN
+from msgr.wire import BANNER, Priority
+
+_AUTH_METHOD_NAMES = {CEPH_AUTH_UNKNOWN: "unknown", CEPH_AUTH_NONE: "none", CEPH_AUTH_CEPHX: "cephx",
+                      4: "gss"}
+
+#: how many bytes of a foreign greeting an error message quotes
+QUOTED_GREETING_BYTES = 10
+
+
+class ExitCode(enum.IntEnum):
+    """Exit status of the ``msgr`` command, by what went wrong."""
+
+    OK = 0
+    FAILED = 1        # the peer answered, but a step failed (timeout, refusal, bad answer)
+    USAGE = 2         # bad command line or address (missing port, v2:, bad number)
+    UNREACHABLE = 3   # the host does not resolve, or nothing accepts the connection
+    NOT_CEPH_V1 = 4   # something answered, but not a Ceph msgr v1 peer (SSH, HTTP, msgr2 only)
+    AUTH_REFUSED = 5  # the peer refused our authentication
+
+    def describe(self) -> str:
+        return {
+            ExitCode.OK: "every step succeeded",
+            ExitCode.FAILED: "the peer answered but a step failed (timeout, refusal, bad answer)",
+            ExitCode.USAGE: "bad command line or address (no port, v2:, bad number)",
+            ExitCode.UNREACHABLE: "the host does not resolve or nothing accepts the connection",
+            ExitCode.NOT_CEPH_V1: "the peer is not a Ceph msgr v1 peer (e.g. SSH, HTTP, msgr2 only)",
+            ExitCode.AUTH_REFUSED: "the peer refused authentication (e.g. it requires cephx)",
+        }[self]
 
 
 class ProbeError(MsgrError):
-    """A probe step failed (timeout, refusal, bad answer)."""
+    """A probe step failed (timeout, refusal, bad answer); ``exit_code`` says how."""
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def auth_method_name(method: int) -> str:
+    return _AUTH_METHOD_NAMES.get(method, f"method {method}")
+
+
+def explain_auth_refusal(reply: MAuthReply, offered: list[int]) -> str:
+    """What a non-zero MAuthReply means, in words, with what to do about it.
+
+    A monitor answers a negotiation (protocol 0) that offers none of the
+    methods it allows with result -EOPNOTSUPP and protocol 0; v1 monitors
+    know ``none`` and ``cephx``, so a refused ``none`` means cephx is required.
+    """
+    code = -reply.result
+    # 95 is both ENOTSUP and EOPNOTSUPP on Linux; Ceph's code says EOPNOTSUPP
+    name = "EOPNOTSUPP" if code == errno.EOPNOTSUPP else errno.errorcode.get(code, "?")
+    detail = f"result {reply.result} ({name})" + (f" {reply.result_msg!r}" if reply.result_msg else "")
+    offered_names = "/".join(auth_method_name(m) for m in offered)
+    if code in (errno.EOPNOTSUPP, errno.ENOTSUP) and reply.protocol == CEPH_AUTH_UNKNOWN:
+        if CEPH_AUTH_CEPHX not in offered:
+            return (f"auth refused: the monitor requires cephx; pass --name and --keyring "
+                    f"(it does not allow auth {offered_names}: {detail})")
+        return f"auth refused: the monitor allows none of the offered methods ({offered_names}) [{detail}]"
+    if code == errno.EACCES:
+        return f"auth refused: permission denied (wrong key or name?) [{detail}]"
+    if code == errno.EPERM:
+        return f"auth refused: not permitted [{detail}]"
+    return (f"auth refused: result {reply.result} ({name}) protocol "
+            f"{auth_method_name(reply.protocol)} {reply.result_msg!r}")
+
+
+def sniff_peer(ip: str, port: int, timeout: float = 2.0) -> ProbeError | None:
+    """Connect once more to learn why a handshake failed: None if a Ceph v1 peer answers.
+
+    A v1 server writes its banner at once; SSH servers greet at once too. A peer
+    that says nothing gets our banner, then a short wait, before being judged.
+    """
+    where = f"{ip}:{port}" if ":" not in ip else f"[{ip}]:{port}"
+    try:
+        sock = socket.create_connection((ip, port), timeout=timeout)
+    except ConnectionRefusedError:
+        return ProbeError(f"connection refused by {where} (is the daemon running, and is this its "
+                          "v1 port?)", ExitCode.UNREACHABLE)
+    except TimeoutError:
+        return ProbeError(f"no answer from {where} within {timeout:g} s", ExitCode.UNREACHABLE)
+    except OSError as exc:
+        return ProbeError(f"cannot connect to {where}: {exc.strerror or exc}", ExitCode.UNREACHABLE)
+    with sock:
+        got, closed = _read_greeting(sock, timeout)
+        if not got and not closed:
+            try:
+                sock.sendall(BANNER)
+                got, closed = _read_greeting(sock, timeout / 2)
+            except OSError:
+                closed = True
+    if got.startswith(BANNER):
+        return None
+    if got.startswith(b"ceph v2"):
+        return ProbeError(f"{where} speaks msgr2 only (banner {got[:8]!r}), not v1: use its v1 "
+                          "address (a monitor's v1 port is 6789)", ExitCode.NOT_CEPH_V1)
+    if not got:
+        what = "closed the connection without a word" if closed else "sent nothing"
+        return ProbeError(f"not a Ceph v1 peer: {where} {what} (a v1 peer sends its banner "
+                          f"{BANNER!r} at once)", ExitCode.NOT_CEPH_V1)
+    return ProbeError(f"not a Ceph v1 peer: got {got[:QUOTED_GREETING_BYTES]!r}", ExitCode.NOT_CEPH_V1)
+
+
+def _read_greeting(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
+    """Up to a banner's worth of bytes (what came before the peer closed or went quiet), closed."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    while len(got) < max(len(BANNER), QUOTED_GREETING_BYTES):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(64)
+        except TimeoutError:
+            break
+        except OSError:
+            return got, True
+        if not chunk:
+            return got, True
+        got += chunk
+    return got, False
 
 
 class _Collector(Dispatcher):
@@ -67,14 +190,24 @@ class _Collector(Dispatcher):
 
 @dataclass
 class ProbeResult:
+    """Every step run, in order; ``exit_code``/``error`` come from the first failed one."""
+
     ok: bool = True
     steps: list[dict[str, Any]] = field(default_factory=list)
+    exit_code: ExitCode = ExitCode.OK
+    error: str = ""
 
     def add(self, step: str, ok: bool, **info: Any) -> dict[str, Any]:
         entry = {"step": step, "ok": ok, **info}
         self.steps.append(entry)
         self.ok &= ok
         return entry
+
+    def fail(self, step: str, exc: Exception) -> dict[str, Any]:
+        code = exc.exit_code if isinstance(exc, ProbeError) else ExitCode.FAILED
+        if self.ok:
+            self.exit_code, self.error = code, str(exc)
+        return self.add(step, False, error=str(exc))
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -146,7 +279,7 @@ class Probe:
             info = fn()
             entry = self.result.add(name, True, **info)
         except (MsgrError, OSError) as exc:
-            entry = self.result.add(name, False, error=str(exc))
+            entry = self.result.fail(name, exc)
         self._say(entry)
         ok: bool = entry["ok"]
         return ok
@@ -155,7 +288,11 @@ class Probe:
     def _connect(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         self.conn = self.ms.connect_to(EntityName.TYPE_MON, self.addr)
-        self._wait(lambda k, o: k == "connect" and o is self.conn, "the handshake")
+        try:
+            self._wait(lambda k, o: k == "connect" and o is self.conn, "the handshake")
+        except ProbeError as exc:
+            # the messenger only knows the session ended: ask the peer itself what it is
+            raise sniff_peer(self.addr.ip, self.addr.port, min(self.timeout, 2.0)) or exc from None
         return {"peer": str(self.addr), "features": f"{self.conn.features:#018x}",
                 "handshake_ms": round((time.perf_counter() - t0) * 1e3, 3)}
 
@@ -181,10 +318,11 @@ class Probe:
     def _auth(self) -> dict[str, Any]:
         if self.auth is not None and self.auth.cephx:
             return self._auth_cephx(self.auth)
-        self._send(MAuth.none_request(methods=self.auth.methods if self.auth is not None else None))
+        offered = list(self.auth.methods) if self.auth is not None else [CEPH_AUTH_NONE]
+        self._send(MAuth.none_request(methods=offered))
         r = self._wait_msg(MAuthReply, "MAuthReply")
         if r.result != 0:
-            raise ProbeError(f"auth refused: result {r.result} protocol {r.protocol} {r.result_msg!r}")
+            raise ProbeError(explain_auth_refusal(r, offered), ExitCode.AUTH_REFUSED)
         self.global_id = r.global_id
         return {"protocol": "none" if r.protocol == 1 else r.protocol, "result": r.result,
                 "global_id": r.global_id}
@@ -197,9 +335,9 @@ class Probe:
             rounds = authenticate(client, self._send, lambda: self._wait_msg(MAuthReply, "MAuthReply"))
         except PermissionDeniedError as exc:
             raise ProbeError(f"cephx refused for {auth.name}: wrong key, or the monitor does not know "
-                             f"{auth.name} [{exc}]") from None
+                             f"{auth.name} [{exc}]", ExitCode.AUTH_REFUSED) from None
         except AuthError as exc:
-            raise ProbeError(f"cephx as {auth.name} failed: {exc}") from None
+            raise ProbeError(f"cephx as {auth.name} failed: {exc}", ExitCode.AUTH_REFUSED) from None
         self.global_id = client.global_id
         tickets = ",".join(EntityName.type_name(t) for t in sorted(client.tickets.handlers))
         return {"protocol": "cephx", "name": str(auth.name), "global_id": client.global_id,
@@ -250,7 +388,7 @@ class Probe:
         return self.result
 
 
-def _probe_auth(name: str | None, keyring: str | None) -> ClientAuth | None:
+def auth_from_options(name: str | None, keyring: str | None) -> ClientAuth | None:
     """What --name/--keyring ask for (docs/CEPHX.md): None keeps the probe at auth none."""
     if name is None and keyring is None:
         return None
@@ -259,39 +397,3 @@ def _probe_auth(name: str | None, keyring: str | None) -> ClientAuth | None:
         cfg.keyring = keyring
         cfg.auth_client_required = "cephx"
     return client_auth(cfg)
-
-
-def run_probe(argv: list[str]) -> int:
-    import argparse
-    p = argparse.ArgumentParser(prog="python -m msgr probe",
-                                description="Probe a msgr v1 peer (e.g. a ceph-mon) as a client.")
-    p.add_argument("addr", help="v1:HOST:PORT")
-    p.add_argument("--count", type=int, default=10, help="KEEPALIVE2 round trips (default 10)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per step (default 10)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
-    p.add_argument("--name", "-n", metavar="TYPE.ID",
-                   help="authenticate as this entity (default client.admin) with cephx")
-    p.add_argument("--keyring", "-k", metavar="FILE",
-                   help="keyring holding the entity's key (as ceph-authtool writes it); with it, "
-                        "cephx is required. Without --name/--keyring: auth none")
-    args = p.parse_args(argv)
-    try:
-        addr = EntityAddr.parse(args.addr)
-    except MsgrError as exc:
-        p.error(str(exc))
-    try:
-        auth = _probe_auth(args.name, args.keyring)
-    except MsgrError as exc:  # a keyring that cannot be read, or lacks the entity
-        print(f"python -m msgr probe: {exc}", file=sys.stderr)
-        return 2
-    probe = Probe(addr, max(1, args.count), args.timeout, out=None if args.json else print, auth=auth)
-    res = probe.run()
-    if args.json:
-        print(json.dumps({"ok": res.ok, "addr": str(addr), "steps": res.steps}, indent=1))
-    else:
-        print("probe:", "ok" if res.ok else "FAILED")
-        failed = [st for st in res.steps if not st["ok"]]
-        if failed:
-            print(f"python -m msgr probe: {failed[0]['step']}: {failed[0].get('error', '')}",
-                  file=sys.stderr)
-    return 0 if res.ok else 1
