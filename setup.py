@@ -1,52 +1,52 @@
-"""Build and install pymsgr.
+"""Build pymsgr's optional C fast path; the package metadata lives in pyproject.toml.
 
 The C fast path (``msgr._fastpath``) is compiled by cffi in API/out-of-line
-mode from ``msgr/_build_fastpath.py``.  If it cannot be built (no compiler,
-or ``MSGR_NO_CEXT=1`` at build time) the install still succeeds and the pure
-Python fallback is used at run time.
+mode from ``msgr/_build_fastpath.py``. If it cannot be built (no compiler, no
+Python headers) the install still succeeds, warns, and the Python fallback
+runs (see msgr/crc.py); ``MSGR_REQUIRE_CEXT=1`` makes such a build an error
+instead, and ``MSGR_NO_CEXT=1`` skips the C build on purpose.
 """
 import os
 import sys
 
-from setuptools import find_packages, setup
+from setuptools import setup
 from setuptools.command.build_ext import build_ext
+
+_NOT_BUILT = """
+************************************************************************
+pymsgr: the C fast path msgr._fastpath was NOT built:
+    {exc}
+pymsgr still works, but slower: CRC-32C falls back to the crc32c package
+if it is installed, else to crcmod (pure Python without a compiler, about
+13 MB/s). To fix: install a C compiler and the Python headers (e.g.
+`apt-get install gcc python3-dev`) and reinstall pymsgr, or at least
+`pip install crc32c`. Set MSGR_REQUIRE_CEXT=1 to make this an error.
+************************************************************************
+"""
 
 
 class OptionalBuildExt(build_ext):
-    """Build the cffi extension, but never fail the install because of it."""
+    """Build the cffi extension; a failure warns (or fails under MSGR_REQUIRE_CEXT=1)."""
 
     def run(self):
         try:
             super().run()
         except Exception as exc:  # compiler missing, headers missing, ...
-            print(f"pymsgr: C fast path not built ({exc}); using the pure fallback", file=sys.stderr)
+            self._not_built(exc)
 
     def build_extension(self, ext):
         try:
             super().build_extension(ext)
         except Exception as exc:
-            print(f"pymsgr: C fast path not built ({exc}); using the pure fallback", file=sys.stderr)
+            self._not_built(exc)
+
+    @staticmethod
+    def _not_built(exc):
+        if os.environ.get("MSGR_REQUIRE_CEXT") == "1":
+            raise exc
+        print(_NOT_BUILT.format(exc=exc), file=sys.stderr)
 
 
 cffi_modules = [] if os.environ.get("MSGR_NO_CEXT") == "1" else ["msgr/_build_fastpath.py:ffibuilder"]
 
-setup(
-    name="pymsgr",
-    version="0.1.0",
-    description="Ceph AsyncMessenger (msgr v1) reimplemented in Python",
-    python_requires=">=3.11",
-    packages=find_packages(include=["msgr", "msgr.*", "eventcenter", "eventcenter.*"]),
-    # PEP 561: the packages are typed; _fastpath.pyi types the compiled C module
-    package_data={"msgr": ["py.typed", "_fastpath.pyi"], "eventcenter": ["py.typed"]},
-    setup_requires=["cffi>=1.15"],
-    install_requires=["cffi>=1.15", "crcmod>=1.7", "cryptography>=3.4"],  # cryptography: cephx AES
-    cffi_modules=cffi_modules,
-    cmdclass={"build_ext": OptionalBuildExt},
-    extras_require={
-        # uvloop: msgr.aio is tested under it too; mypy and ruff pinned: a new release can add
-        # checks, and CI (make lint) must not turn red by itself
-        "test": ["pytest>=7", "hypothesis>=6", "mypy==2.4.1", "ruff==0.17.6", "uvloop"],
-        # baselines only: uvloop and crc32c are measured against, never used by pymsgr itself
-        "bench": ["uvloop", "crc32c", "matplotlib"],
-    },
-)
+setup(cffi_modules=cffi_modules, cmdclass={"build_ext": OptionalBuildExt})

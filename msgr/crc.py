@@ -9,27 +9,42 @@ Backends, chosen once at import:
 
 * ``"c-sse42"`` / ``"c-soft"``: ``msgr._fastpath`` (SSE4.2 instruction or slicing-by-8 tables,
   picked by the C code from cpuid).  The call runs without the GIL.
-* ``"crcmod"``: the pure fallback, used when the C module is missing or ``MSGR_NO_CEXT=1``.
+* ``"crc32c"``: when the C module is not built, the ``crc32c`` wheel if it is installed (its
+  own hardware/software C code).
+* ``"crcmod"``: the pure fallback: with ``MSGR_NO_CEXT=1`` (no C code at all, on purpose), or
+  when neither C module is there. crcmod ships no wheel, so without a compiler it is pure
+  Python (about 13 MB/s).
+
+A C module that is not built (not asked for with ``MSGR_NO_CEXT=1``) is reported once at import
+with a ``RuntimeWarning`` naming the CRC in use and how to fix it; with ``MSGR_REQUIRE_CEXT=1``
+it is an ``ImportError`` instead (CI sets it so a broken C build cannot pass unnoticed).
 """
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 
 __all__ = ["crc32c", "crc32c_zeros", "BACKEND"]
 
 Buffer = bytes | bytearray | memoryview
+Backend = tuple[Callable[[int, Buffer], int], Callable[[int, int], int], str]
 
 _ZERO_CHUNK = 1 << 16
 
 
-def _load_c() -> tuple[Callable[[int, Buffer], int], Callable[[int, int], int], str] | None:
+class _CModuleMissing(Exception):
+    """msgr._fastpath could not be imported (the reason is the message)."""
+
+
+def _load_c() -> Backend | None:
+    """The C backend; None when ``MSGR_NO_CEXT=1``; raises _CModuleMissing when it is not built."""
     if os.environ.get("MSGR_NO_CEXT") == "1":
         return None
     try:
         from msgr._fastpath import ffi, lib
-    except ImportError:
-        return None
+    except ImportError as exc:
+        raise _CModuleMissing(str(exc)) from None
     c_crc = lib.msgr_crc32c
     from_buffer = ffi.from_buffer
 
@@ -53,12 +68,47 @@ def _load_c() -> tuple[Callable[[int, Buffer], int], Callable[[int, int], int], 
     return crc32c, crc32c_zeros, "c-sse42" if lib.msgr_crc32c_backend() else "c-soft"
 
 
-def _load_crcmod() -> tuple[Callable[[int, Buffer], int], Callable[[int, int], int], str]:
+def _zeros_by_chunks(crc32c: Callable[[int, Buffer], int]) -> Callable[[int, int], int]:
+    zeros = bytes(_ZERO_CHUNK)
+
+    def crc32c_zeros(crc: int, length: int) -> int:
+        """Ceph's ceph_crc32c(crc, NULL, length): the CRC of ``length`` zero bytes."""
+        if length < 0:
+            raise ValueError("length must be >= 0")
+        while length >= _ZERO_CHUNK:
+            crc = crc32c(crc, zeros)
+            length -= _ZERO_CHUNK
+        return crc32c(crc, zeros[:length])
+
+    return crc32c_zeros
+
+
+def _load_crc32c_package() -> Backend | None:
+    """The ``crc32c`` wheel, if installed: standard CRC-32C, converted to Ceph's convention."""
+    try:
+        import crc32c as package
+    except ImportError:
+        return None
+    fun = package.crc32c
+
+    def crc32c(crc: int, data: Buffer) -> int:
+        """Ceph's ceph_crc32c(crc, data, len(data)) (seed used as-is, no inversion)."""
+        if not 0 <= crc <= 0xFFFFFFFF:
+            raise OverflowError("crc seed must fit in 32 bits")
+        # the package inverts on the way in and out (iSCSI convention); Ceph does neither
+        try:
+            return fun(data, crc ^ 0xFFFFFFFF) ^ 0xFFFFFFFF
+        except BufferError:  # non-contiguous view: copy once
+            return fun(memoryview(data).tobytes(), crc ^ 0xFFFFFFFF) ^ 0xFFFFFFFF
+
+    return crc32c, _zeros_by_chunks(crc32c), "crc32c"
+
+
+def _load_crcmod() -> Backend:
     import crcmod
 
     # rev=True with initCrc/xorOut 0: the raw reflected register update, seed passed per call
     fun: Callable[[Buffer, int], int] = crcmod.mkCrcFun(0x11EDC6F41, initCrc=0, rev=True, xorOut=0)
-    zeros = bytes(_ZERO_CHUNK)
 
     def crc32c(crc: int, data: Buffer) -> int:
         """Ceph's ceph_crc32c(crc, data, len(data)) (seed used as-is, no inversion)."""
@@ -69,16 +119,45 @@ def _load_crcmod() -> tuple[Callable[[int, Buffer], int], Callable[[int, int], i
         except BufferError:  # non-contiguous view: copy once
             return fun(memoryview(data).tobytes(), crc)
 
-    def crc32c_zeros(crc: int, length: int) -> int:
-        """Ceph's ceph_crc32c(crc, NULL, length): the CRC of ``length`` zero bytes."""
-        if length < 0:
-            raise ValueError("length must be >= 0")
-        while length >= _ZERO_CHUNK:
-            crc = fun(zeros, crc)
-            length -= _ZERO_CHUNK
-        return fun(zeros[:length], crc)
-
-    return crc32c, crc32c_zeros, "crcmod"
+    return crc32c, _zeros_by_chunks(crc32c), "crcmod"
 
 
-crc32c, crc32c_zeros, BACKEND = _load_c() or _load_crcmod()
+def _load_fallback() -> Backend:
+    return _load_crc32c_package() or _load_crcmod()
+
+
+def _crcmod_is_compiled() -> bool:
+    try:
+        import crcmod._crcfunext  # noqa: F401  (crcmod's optional C extension)
+    except ImportError:
+        return False
+    return True
+
+
+def _missing_c_message(reason: str, backend: str) -> str:
+    if backend == "crc32c":
+        crc = "CRC-32C uses the crc32c package (fast)"
+        extra = ""
+    else:
+        speed = "C code" if _crcmod_is_compiled() else "pure Python, about 13 MB/s"
+        crc = f"CRC-32C falls back to crcmod ({speed})"
+        extra = ", or `pip install crc32c` for a fast CRC without rebuilding"
+    return (f"pymsgr: the C fast path msgr._fastpath is not built ({reason}): {crc} and frames are "
+            f"packed and checked in Python. To fix, install a C compiler and the Python headers "
+            f"(e.g. `apt-get install gcc python3-dev`) and reinstall pymsgr{extra}. "
+            f"MSGR_NO_CEXT=1 selects the pure fallback on purpose and silences this warning.")
+
+
+def _load() -> Backend:
+    try:
+        return _load_c() or _load_crcmod()
+    except _CModuleMissing as exc:
+        if os.environ.get("MSGR_REQUIRE_CEXT") == "1":
+            raise ImportError(f"MSGR_REQUIRE_CEXT=1 but the C fast path msgr._fastpath cannot be "
+                              f"imported: {exc}") from None
+        backend = _load_fallback()
+        warnings.warn(_missing_c_message(str(exc), backend[2]), RuntimeWarning, stacklevel=3)
+        return backend
+
+
+crc32c, crc32c_zeros, BACKEND = _load()

@@ -1,4 +1,4 @@
-"""CRC-32C with Ceph's semantics, on every backend: C SSE4.2, C slicing-by-8, crcmod."""
+"""CRC-32C with Ceph's semantics, on every backend: C SSE4.2, C slicing-by-8, the crc32c package, crcmod."""
 from __future__ import annotations
 
 import array
@@ -19,6 +19,8 @@ except ImportError:  # the C module is optional; its backends are then not testa
     ffi = lib = None
 
 _crcmod_crc, _crcmod_zeros, _ = msgr_crc._load_crcmod()
+_PACKAGE = msgr_crc._load_crc32c_package()  # None without the crc32c wheel
+NOT_BUILT_NAME = "crcmod" if _PACKAGE is None else "crc32c"  # the CRC when the C module is missing
 
 
 def _c(fn):
@@ -29,6 +31,8 @@ def _c(fn):
 
 
 BACKENDS = {"crcmod": _crcmod_crc, "public": msgr_crc.crc32c}
+if _PACKAGE is not None:
+    BACKENDS["crc32c-package"] = _PACKAGE[0]
 if lib is not None:
     BACKENDS["c-dispatch"] = _c(lib.msgr_crc32c)  # SSE4.2 where the CPU has it
     BACKENDS["c-soft"] = _c(lib.msgr_crc32c_soft)
@@ -46,7 +50,7 @@ VECTORS = [  # Ceph's src/test/common/test_crc32c.cc, plus computed check values
     (77, b"", 77),
 ]
 
-# Headers captured from real Ceph 16.2.15 traffic (real-ceph-findings.md §5): the 49 bytes before
+# Headers captured from real Ceph 16.2.15 traffic (docs/REAL_CEPH.md §5): the 49 bytes before
 # the crc field and the crc that was on the wire.
 MAUTH_HEADER49 = bytes.fromhex(
     "0100000000000000" "0000000000000000" "1100" "7f00" "0100" "3c000000" "00000000" "00000000"
@@ -78,8 +82,10 @@ def test_not_the_standard_crc(crc):
 
 
 def test_backend_name():
-    if lib is None or os.environ.get("MSGR_NO_CEXT") == "1":
+    if os.environ.get("MSGR_NO_CEXT") == "1":
         assert msgr_crc.BACKEND == "crcmod"
+    elif lib is None:
+        assert msgr_crc.BACKEND == NOT_BUILT_NAME
     else:
         assert msgr_crc.BACKEND == ("c-sse42" if lib.msgr_crc32c_backend() == 1 else "c-soft")
 
@@ -143,6 +149,8 @@ def test_zeros(n):
     want = _crcmod_crc(0xDEADBEEF, bytes(n))
     assert msgr_crc.crc32c_zeros(0xDEADBEEF, n) == want
     assert _crcmod_zeros(0xDEADBEEF, n) == want
+    if _PACKAGE is not None:
+        assert _PACKAGE[1](0xDEADBEEF, n) == want
     if lib is not None:
         assert lib.msgr_crc32c_zeros(0xDEADBEEF, n) == want
 
@@ -167,3 +175,50 @@ def test_c_backend_selected_without_env():
     out = subprocess.run([sys.executable, "-c", "import msgr.crc; print(msgr.crc.BACKEND)"],
                          env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert out in ("c-sse42", "c-soft")
+
+
+# --- a missing C module: one clear warning, or an error under MSGR_REQUIRE_CEXT=1 -------------------
+
+def _import_without_c(*hide: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``import msgr`` in a child where msgr._fastpath (and ``hide``) cannot be imported."""
+    code = ("import sys, warnings\n"
+            f"for name in {('msgr._fastpath', *hide)!r}: sys.modules[name] = None\n"
+            "with warnings.catch_warnings(record=True) as seen:\n"
+            "    warnings.simplefilter('always')\n"
+            "    import msgr, msgr.crc, msgr._cwire, msgr.protocol.outq\n"
+            "print(msgr.crc.BACKEND, msgr.crc.crc32c(0, b'foo bar baz'))\n"
+            "for w in seen: print(w.category.__name__, w.message)\n")
+    base = {k: v for k, v in os.environ.items() if k not in ("MSGR_NO_CEXT", "MSGR_REQUIRE_CEXT")}
+    return subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.mark.skipif(_PACKAGE is None, reason="the crc32c wheel is not installed")
+def test_missing_c_module_prefers_crc32c_package_and_warns_once():
+    r = _import_without_c()
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "crc32c 4119623852"
+    assert len(lines) == 2, lines  # exactly one warning
+    assert lines[1].startswith("RuntimeWarning pymsgr: the C fast path msgr._fastpath is not built")
+    assert "crc32c package" in lines[1] and "apt-get install gcc python3-dev" in lines[1]
+
+
+def test_missing_c_module_falls_back_to_crcmod_and_says_how_to_fix():
+    r = _import_without_c("crc32c")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "crcmod 4119623852" and len(lines) == 2, lines
+    assert "falls back to crcmod" in lines[1] and "pip install crc32c" in lines[1]
+
+
+def test_require_cext_makes_a_missing_c_module_an_error():
+    r = _import_without_c(MSGR_REQUIRE_CEXT="1")
+    assert r.returncode != 0
+    assert "ImportError: MSGR_REQUIRE_CEXT=1 but the C fast path msgr._fastpath cannot be imported" in r.stderr
+
+
+def test_no_cext_is_deliberate_and_silent():
+    r = _import_without_c(MSGR_NO_CEXT="1", MSGR_REQUIRE_CEXT="1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["crcmod 4119623852"]
