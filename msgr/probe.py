@@ -26,7 +26,7 @@ from msgr import Config, Dispatcher, EntityAddr, EntityName, Message, Messenger,
 from msgr.auth import AuthError, CephxClient, PermissionDeniedError
 from msgr.auth.mon_exchange import authenticate
 from msgr.auth.settings import ClientAuth, client_auth
-from msgr.errors import MsgrError
+from msgr.errors import BadBannerError, MsgrError
 from msgr.features import CEPH_FEATURES_ALL_PACIFIC, MSGR_KEEPALIVE2, has_feature
 from msgr.messages import (
     MAuth,
@@ -281,8 +281,7 @@ class Probe:
         except (MsgrError, OSError) as exc:
             entry = self.result.fail(name, exc)
         self._say(entry)
-        ok: bool = entry["ok"]
-        return ok
+        return bool(entry["ok"])
 
     # --- steps -------------------------------------------------------------
     def _connect(self) -> dict[str, Any]:
@@ -291,10 +290,22 @@ class Probe:
         try:
             self._wait(lambda k, o: k == "connect" and o is self.conn, "the handshake")
         except ProbeError as exc:
-            # the messenger only knows the session ended: ask the peer itself what it is
-            raise sniff_peer(self.addr.ip, self.addr.port, min(self.timeout, 2.0)) or exc from None
+            raise self._why_no_handshake() or exc from None
         return {"peer": str(self.addr), "features": f"{self.conn.features:#018x}",
                 "handshake_ms": round((time.perf_counter() - t0) * 1e3, 3)}
+
+    def _why_no_handshake(self) -> ProbeError | None:
+        """What the fault says (a non-Ceph banner), else what the peer says to a second connect."""
+        err = getattr(self.conn, "last_fault_error", None)
+        if isinstance(err, BadBannerError):
+            if err.got.startswith(b"ceph v2"):
+                return ProbeError(f"{self.addr.ip}:{self.addr.port} speaks msgr2 only (banner "
+                                  f"{err.got[:8]!r}), not v1: use its v1 address (a monitor's v1 "
+                                  "port is 6789)", ExitCode.NOT_CEPH_V1)
+            return ProbeError(f"not a Ceph v1 peer: got {err.got[:QUOTED_GREETING_BYTES]!r}",
+                              ExitCode.NOT_CEPH_V1)
+        # the messenger only knows the session ended: ask the peer itself what it is
+        return sniff_peer(self.addr.ip, self.addr.port, min(self.timeout, 2.0))
 
     def _keepalives(self) -> dict[str, Any]:
         if not has_feature(self.conn.features, MSGR_KEEPALIVE2):

@@ -6,8 +6,9 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from cephmon import free_port
@@ -267,3 +268,28 @@ def test_probe_auth_refused_exit_status(capsys: pytest.CaptureFixture[str]) -> N
     assert rc == ExitCode.AUTH_REFUSED, out + err
     assert "the monitor requires cephx; pass --name and --keyring" in err
     assert any(line.startswith("auth") and "FAIL" in line for line in out.splitlines())
+
+
+@pytest.mark.parametrize("greeting,needle", [
+    (b"SSH-2.0-OpenSSH_9.2p1\r\n", "not a Ceph v1 peer: got b'SSH-2.0-Op'"),
+    (b"ceph v2\n\x10\x00\x00\x00", "speaks msgr2 only"),
+])
+def test_probe_uses_the_messengers_banner_error(greeting: bytes, needle: str,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # the handshake's own BadBannerError names the peer; no second connection is needed
+    def no_sniff(*a: Any, **k: Any) -> None:
+        raise AssertionError("sniff_peer should not run")
+    monkeypatch.setattr("msgr.probe.sniff_peer", no_sniff)
+    with _fake_server(greeting) as port:
+        rc, out, err = _run("probe", f"v1:127.0.0.1:{port}", "--timeout", "5", capsys=capsys)
+    assert rc == ExitCode.NOT_CEPH_V1, out + err
+    assert needle in err
+
+
+def test_probe_real_cephx_mon_says_cephx_is_required(cephx_mon: Any) -> None:
+    r = subprocess.run([sys.executable, "-m", "msgr", "probe", cephx_mon.addr, "--count", "1",
+                        "--timeout", "10"], cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert r.returncode == ExitCode.AUTH_REFUSED, r.stdout + r.stderr
+    assert "the monitor requires cephx; pass --name and --keyring" in r.stderr
+    assert "-95 (EOPNOTSUPP)" in r.stderr
