@@ -1,4 +1,4 @@
-"""Ceph's ``encode()``/``decode()`` rules for message payloads (docs §10.1).
+"""Ceph's ``encode()``/``decode()`` rules for message payloads (docs/PROTOCOL.md §10.1).
 
 :class:`Decoder` reads a buffer through a memoryview with bounds checks on
 every field; :class:`Encoder` appends to one bytearray. Versioned structs

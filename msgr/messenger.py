@@ -137,7 +137,7 @@ class Messenger:
 
 
 class AsyncMessenger(Messenger):
-    """Messenger over EventCenter workers (see api-contract.md for the public surface)."""
+    """Messenger over EventCenter workers (docs/USER_GUIDE.md describes the public surface)."""
 
     def __init__(self, name: EntityName, nonce: int, config: Config,
                  stack: NetworkStack | None = None) -> None:

@@ -9,7 +9,7 @@ Stdlib only, so benchmarks and recording scripts can import it too:
     mon.stop()                       # SIGTERM, SIGKILL after a grace period; dir removed
 
 The recipe (conf keys, `mkdir mon`, monmaptool, mkfs) is the one in
-docs/real-ceph-findings.md. The mon runs in the foreground (`-f`) as our child,
+docs/REAL_CEPH.md §1. The mon runs in the foreground (`-f`) as our child,
 so a failed bind shows up as an exit status instead of a silent daemon death.
 """
 from __future__ import annotations

@@ -30,7 +30,7 @@ def test_parse_and_str():
 
 
 def test_legacy_example_from_spec():
-    # ceph-msgr-v1.md §2.2: 192.168.1.10:6789, nonce 0x12345678
+    # PROTOCOL.md §2.2: 192.168.1.10:6789, nonce 0x12345678
     raw = EntityAddr.parse("v1:192.168.1.10:6789/305419896").encode_legacy()
     assert raw[:16] == bytes.fromhex("00000000" "78563412" "00021a85" "c0a8010a")
     assert raw[16:] == bytes(120) and len(raw) == 136
@@ -70,7 +70,7 @@ def test_addrvec():
 
 
 def test_race_order_is_ceph_memcmp():
-    # real-ceph-findings §11.6: a nonzero nonce makes our address larger than the mon's .../0
+    # REAL_CEPH.md §11.6: a nonzero nonce makes our address larger than the mon's .../0
     mon = EntityAddr.parse("v1:127.0.0.1:17789/0")
     ours_nonce = EntityAddr.parse("v1:127.0.0.1:1000/5")
     ours_low_port = EntityAddr.parse("v1:127.0.0.1:17273/0")

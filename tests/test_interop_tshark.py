@@ -1,7 +1,7 @@
 """tshark's Ceph dissector on pymsgr traffic: the probe vs a real mon, a real client vs minimon.
 
 tshark 4.0's dissector marks every MON_MAP (monmap v9) as Malformed even when
-the real mon sends it (real-ceph-findings §9), so frames carrying MON_MAP are
+the real mon sends it (docs/REAL_CEPH.md §9), so frames carrying MON_MAP are
 left out of the Malformed check on the minimon side; everything else pymsgr
 sends must decode cleanly.
 """

@@ -169,7 +169,7 @@ def test_client_messages_match_recorded_client_bytes() -> None:
 
 
 def test_mauth_front_is_findings_section_6() -> None:
-    # real-ceph-findings §6: paxos head, protocol 0, bufferlist(30) {1, {1}, (8,"admin"), 0}, epoch 0
+    # REAL_CEPH.md §6: paxos head, protocol 0, bufferlist(30) {1, {1}, (8,"admin"), 0}, epoch 0
     want = (struct.pack("<QhQ", 0, -1, 0) + struct.pack("<I", 0) + struct.pack("<I", 30)
             + b"\x01" + struct.pack("<II", 1, 1) + struct.pack("<II", 8, 5) + b"admin"
             + bytes(8) + struct.pack("<I", 0))

@@ -143,7 +143,7 @@ def test_fault_after_the_success_reply_keeps_the_lossless_session(adopted):
 
 
 def test_half_accepted_session_with_nothing_queued_still_closes():
-    """The rule itself stays (Ceph, real-ceph-findings §9.3 step 4): before any success reply it closes."""
+    """The rule itself stays (Ceph, PROTOCOL.md §9.3 step 4): before any success reply it closes."""
     host = FakeHost(EntityName.osd(1), MY_ADDR, default_policy=Policy.lossless_peer(), seed=3)
     peer = RawPeer(host)
     assert peer.proto.state is State.ACCEPTING_WAIT_CONNECT_MSG

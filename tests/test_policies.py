@@ -1,7 +1,7 @@
 """Policies with Ceph's fields and values, and what they do on real sockets (issue 5).
 
 * The six kinds (plus stateless_registered_server) carry Ceph's flags
-  (ceph-msgr-v1.md §9.4; register_lossy_clients false only for stateless_server).
+  (docs/PROTOCOL.md §9.4; register_lossy_clients false only for stateless_server).
 * features_required missing on the peer: the server answers FEATURES, the
   client faults; lossy -> ms_handle_reset, lossless -> retries with backoff and
   never opens; nothing is delivered, and the queued message is reported.

@@ -1,4 +1,4 @@
-"""The server decision table of §7, row by row, reproducing real-ceph-findings §11 (E0-E7)."""
+"""The server decision table of PROTOCOL.md §7, row by row, reproducing REAL_CEPH.md §11 (E0-E7)."""
 from __future__ import annotations
 
 import pytest
@@ -87,7 +87,7 @@ def test_e1_e2_sequence_matches_the_real_monitor():
     p.close()
     assert E.state is State.STANDBY and host.lookup_conn(PEER_ADDR) is E
     p = RawPeer(host)
-    steps = [  # (connect kwargs, expected (tag, g, c)) straight from real-ceph-findings §11.3
+    steps = [  # (connect kwargs, expected (tag, g, c)) straight from REAL_CEPH.md §11.3
         (dict(cseq=1, gseq=102), ("RETRY_SESSION", 0, 2)),
         (dict(cseq=2, gseq=103), ("RETRY_GLOBAL", 101, 0)),
         (dict(cseq=2, gseq=104), ("SEQ", None, 3)),

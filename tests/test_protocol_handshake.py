@@ -40,7 +40,7 @@ def _to_reply_wait(policy=None, peer_type=MON):
     return p, host, _out(p)
 
 
-# --- byte-exact against the real pacific client and monitor (real-ceph-findings §2, §4) ------------------------
+# --- byte-exact against the real pacific client and monitor (REAL_CEPH.md §2, §4) ---------------------------------
 def test_client_connect_bytes_equal_the_real_client():
     p, host, out = _to_reply_wait()
     assert out[:136] == CLIENT_ADDR.with_ip("127.0.0.1").encode_legacy()   # learned our IP from the server
@@ -72,7 +72,7 @@ def test_ready_without_reconnect_seq_has_no_u64():
     assert Tag(r.tag) is Tag.READY and tail == b"" and peer.proto.state is State.OPEN
 
 
-# --- every reply tag on the client (§8) --------------------------------------------------------------------------
+# --- every reply tag on the client (PROTOCOL.md §8) --------------------------------------------------------------
 def _reply(tag, gseq=0, cseq=0, features=CEPH_FEATURES_ALL_PACIFIC, flags=0) -> bytes:
     return ConnectReply(tag, features, gseq, cseq, 13, 0, flags).pack()
 

@@ -1,4 +1,4 @@
-"""OPEN state: framing bytes (§5.6), bulk traffic with random chunking, CRC modes, old header/footer,
+"""OPEN state: framing bytes (PROTOCOL.md §5.5), bulk traffic with random chunking, CRC modes, old header/footer,
 throttles, keepalives, acks, direct reads, and garbage -> Fault."""
 from __future__ import annotations
 

@@ -10,12 +10,12 @@ from msgr.entity import EntityAddr
 from msgr.errors import BadAddressError, BadBannerError, BadCrcError, BadLengthError, DecodeError, ShortBufferError
 from msgr.wire import ConnectMsg, ConnectReply, MsgFooter, MsgFooterOld, MsgHeader, MsgHeaderOld, Tag
 
-# real-ceph-findings.md §2: the connect a real pacific `ceph` client sent
+# REAL_CEPH.md §2: the connect a real pacific `ceph` client sent
 REAL_CLIENT_CONNECT = bytes.fromhex("fffffdffbdcf013f" "08000000" "01000000" "00000000" "0f000000"
                                     "00000000" "00000000" "00")
-# §4: the SEQ reply a real monitor sent
+# REAL_CEPH.md §4: the SEQ reply a real monitor sent
 REAL_MON_REPLY = bytes.fromhex("0d" "fffffdffbdcf013f" "43000000" "01000000" "0f000000" "00000000" "01")
-# §5: the real client's MAuth header (49 bytes + crc on the wire)
+# REAL_CEPH.md §5: the real client's MAuth header (49 bytes + crc on the wire)
 REAL_MAUTH_HEADER49 = bytes.fromhex("0100000000000000" "0000000000000000" "1100" "7f00" "0100" "3c000000"
                                     "00000000" "00000000" "0000" "08" "ffffffffffffffff" "0100" "0000")
 REAL_AUTH_REPLY_HEADER49 = bytes.fromhex(

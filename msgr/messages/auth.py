@@ -1,4 +1,4 @@
-"""MAuth (17) and MAuthReply (18): authentication with a monitor (docs §10.2-10.3).
+"""MAuth (17) and MAuthReply (18): authentication with a monitor (docs/PROTOCOL.md §10.2-10.3).
 
 pymsgr speaks auth ``none`` only: the first MAuth carries protocol 0
 ("negotiate") and a payload listing the methods the client accepts; with

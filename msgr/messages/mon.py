@@ -1,4 +1,4 @@
-"""Monitor client messages: versions, subscriptions, maps, commands, config (docs §10.4-10.7).
+"""Monitor client messages: versions, subscriptions, maps, commands, config (docs/PROTOCOL.md §10.4-10.7).
 
 Header versions are the ones a Ceph 16 peer sends (checked on a real mon).
 """

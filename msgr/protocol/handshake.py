@@ -1,11 +1,11 @@
-"""Both roles of the v1 handshake, with the server's decision table (§7) as data.
+"""Both roles of the v1 handshake, with the server's decision table (PROTOCOL.md §7) as data.
 
 Client: banner -> read the server's 281 bytes -> our address + connect ->
-reply, handled by ``CLIENT_REPLIES`` (§8). Server: banner + addresses ->
+reply, handled by ``CLIENT_REPLIES`` (PROTOCOL.md §8). Server: banner + addresses ->
 read 145 -> connect (+ authorizer) -> ``decide()`` walks ``SERVER_DECISIONS``
 top to bottom; the first row whose condition holds says what to do. Rows
-follow ceph-msgr-v1.md §7 with the corrections observed on a real pacific
-monitor (real-ceph-findings.md §11-12).
+follow docs/PROTOCOL.md §7 with the corrections observed on a real pacific
+monitor (docs/REAL_CEPH.md §11-12).
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def verify_authorizer(peer_type: int, protocol: int, blob: bytes) -> bool:
     return len(blob) >= 9 + slen + 8
 
 
-# --- the server decision table (§7) -------------------------------------------------------------------
+# --- the server decision table (PROTOCOL.md §7) --------------------------------------------------------
 
 class Do(enum.Enum):
     REPLY = "reply"      # a non-success reply; then wait for another connect on this socket
@@ -145,7 +145,7 @@ def _cseq1(x: ConnectCtx) -> int:
     return x.ex.cseq + 1
 
 
-#: (row of §7, condition, outcome). Row 2 is folded into ``required``; row 5 (cephx challenge) and
+#: (row of PROTOCOL.md §7, condition, outcome). Row 2 is folded into ``required``; row 5 (cephx challenge) and
 #: row 7 (existing is this connection -> treated as none) are settled while building the context.
 SERVER_DECISIONS: list[tuple[int, str, Callable[[ConnectCtx], bool], Outcome]] = [
     (1, "protocol_version is not ours", lambda x: x.c.protocol_version != x.my_proto,
@@ -186,7 +186,7 @@ def decide(x: ConnectCtx) -> Decision:
     raise AssertionError("row 20 always matches")  # pragma: no cover
 
 
-# --- the client's handling of reply tags (§8): tag -> method -----------------------------------------
+# --- the client's handling of reply tags (PROTOCOL.md §8): tag -> method ------------------------------
 CLIENT_REPLIES: dict[int, str] = {
     Tag.FEATURES: "_on_reply_refused",
     Tag.BADPROTOVER: "_on_reply_refused",
@@ -463,14 +463,14 @@ class HandshakeMixin(ProtocolBase):
         return None
 
     def _error_reply(self, c: ConnectMsg, policy: Policy, tag: Tag, gseq: int = 0, cseq: int = 0) -> bytes:
-        """A non-success reply (§4.5): our protocol version, features = offered & supported | required."""
+        """A non-success reply (PROTOCOL.md §4.5): our protocol version, features = offered & supported | required."""
         required = policy.features_required | (CEPHX_V2 if c.authorizer_protocol == CEPH_AUTH_CEPHX else 0)
         return ConnectReply(tag, (c.features & policy.features_supported) | required, gseq, cseq,
                             proto_version(self.host.my_name.type, c.host_type, False), 0, 0).pack()
 
     def _server_open(self, c: ConnectMsg, policy: Policy, reset_from_peer: bool, now_us: int,
                      acts: list[Action]) -> None:
-        """open() (§7.2): the success reply, then SEQ exchange or READY."""
+        """open() (PROTOCOL.md §7.2): the success reply, then SEQ exchange or READY."""
         host = self.host
         self.policy = policy
         self.peer_type = c.host_type

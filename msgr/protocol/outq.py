@@ -4,7 +4,7 @@ Ceph keeps one FIFO per priority and always writes the head of the highest
 one. On a lossless session every written message also goes to ``sent``
 until the peer acks it; on a fault the sent list goes back to the front of
 the HIGHEST queue with ``out_seq`` rewound, so the same messages are re-sent
-with the same seqs (§9.2 of ceph-msgr-v1.md). ``discard_requeued_up_to``
+with the same seqs (docs/PROTOCOL.md §9.2). ``discard_requeued_up_to``
 then drops what the peer already had (its in_seq from the SEQ exchange).
 
 Framing turns a message into a list of buffers for one ``sendmsg``: tag +

@@ -1,4 +1,4 @@
-"""Session life: sending, faults (§9.3), session resets, reconnects, replace, close.
+"""Session life: sending, faults (PROTOCOL.md §9.3), session resets, reconnects, replace, close.
 
 ``_fault`` is the one place a broken socket or bad input ends up; it follows
 Ceph's ProtocolV1::fault order: lossy -> close with a reset callback;
@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _SEQ_MASK = 0x7FFFFFFF
 _EARLY_CONNECT = frozenset({S.CONNECTING, S.CONNECTING_RE})
-# where §9.3 step 4 (half-accepted, nothing queued: just close) applies: as Ceph, up to the connect
+# where PROTOCOL.md §9.3 step 4 (half-accepted, nothing queued: just close) applies: as Ceph, up to the connect
 # message only; once the success reply is out the peer holds the session (connect_seq + 1) and a
 # fault must keep it, or the peer's reconnect meets RESETSESSION and both queues are discarded
 _HALF_ACCEPTED = ACCEPTING_STATES - {S.ACCEPTING_WAIT_SEQ, S.ACCEPTING_READY}
@@ -229,7 +229,7 @@ class SessionMixin(ProtocolBase):
 
     def adopt_socket(self, sock_peer: EntityAddr, sock_local: EntityAddr, now_us: int,
                      reset_session: bool) -> list[Action]:
-        """Lossless replace (§7.1, as observed): take over an accepted socket, answer RETRY_GLOBAL."""
+        """Lossless replace (PROTOCOL.md §7.1): take over an accepted socket, answer RETRY_GLOBAL."""
         if self.state is S.CLOSED:
             return [CloseSocket("replace target is closed")]
         acts: list[Action] = []

@@ -193,7 +193,7 @@ class Cluster:
                 c.mark_down()
 
     def connect_both(self, i: int, j: int) -> None:
-        """Both sides connect at the same instant (the connection race of §7 rows 17/18)."""
+        """Both sides connect at the same instant (the connection race of PROTOCOL.md §7 rows 17/18)."""
         a, b = self.ep(i), self.ep(j)
         if a is not b and self._can_connect(a, b) and self._can_connect(b, a):
             a.connect_to(b.my_name.type, b.get_myaddr()).send_keepalive()
