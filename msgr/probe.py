@@ -16,7 +16,6 @@ import json
 import queue
 import socket
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
