@@ -188,6 +188,8 @@ def _run_probe(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
 
 
 def _run_bench(prog: str, argv: list[str]) -> int:
+    if os.path.isfile(os.path.join("bench", "harness.py")) and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # the `msgr` script run at the root of a checkout
     try:
         from bench import harness  # the repository's bench/ package: run from a checkout
     except ModuleNotFoundError as exc:
