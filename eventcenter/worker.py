@@ -20,7 +20,14 @@ from .center import EventCenter
 from .clock import Clock
 from .errors import EventCenterError, WrongThreadError
 
-__all__ = ["Worker", "NetworkStack"]
+__all__ = ["Worker", "NetworkStack", "on_worker_thread"]
+
+_this_thread = threading.local()
+
+
+def on_worker_thread() -> bool:
+    """True on the loop thread of any running Worker (code there must not block on another worker)."""
+    return getattr(_this_thread, "worker", None) is not None
 
 
 class Worker:
@@ -85,11 +92,13 @@ class Worker:
             started.set()
             return
         started.set()
+        _this_thread.worker = self
         process = center.process_events
         try:
             while not self._stopping:
                 process(None)  # block until work: stop() wakes us through the queue
         finally:
+            _this_thread.worker = None
             center._stop_owning()
 
     def stop(self) -> None:

@@ -20,6 +20,7 @@ in a protocol call or a worker-side callback faults only this connection.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import socket
 import threading
@@ -28,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from eventcenter import EVENT_READABLE, EVENT_WRITABLE
+from eventcenter.worker import on_worker_thread
 from msgr import debug
 from msgr._typing import BytesLike
 from msgr.connection_base import Connection, LoopbackConnection  # noqa: F401 (re-exported)
@@ -51,6 +53,16 @@ READ_ROUNDS = 16    # recv_into calls per readable event before yielding to othe
 
 _mono_ns = time.monotonic_ns   # perf running times (real time, whatever clock the protocol runs on)
 _dbg = debug.gate   # debug_ms: the hot paths read one of its booleans before any log line
+
+
+def _locked(fn: Callable) -> Callable:
+    """An entry point of the worker into this connection: it runs under the session lock, which an
+    accept deciding on this session holds too (msgr/connection_host.py, docs/ARCHITECTURE.md)."""
+    @functools.wraps(fn)
+    def run(self: "AsyncConnection", *args: Any) -> Any:
+        with self._lock:
+            return fn(self, *args)
+    return run
 
 
 class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
@@ -79,6 +91,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         self._wbufs: list[memoryview] = []
         self._turn_us = 0             # now_us of the read event being handled (sends inside it)
         self._out_lock = threading.Lock()
+        self._lock = threading.RLock()   # the session lock: every protocol call, and foreign deciders
         self._out_pending: list[Message] = []
         self._out_posted = False
         self._posted_ns = 0           # when the pending burst was posted to the worker
@@ -119,7 +132,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         return sec + nsec * 1e-9
 
     def is_connected(self) -> bool:
-        return not self.closed and self.proto.is_connected()
+        return not self._down and not self.closed and self.proto.is_connected()
 
     def status(self) -> dict[str, Any]:
         """A snapshot for the admin socket's ``dump_connections`` (any thread; not atomic)."""
@@ -148,24 +161,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         if _dbg.messages:
             debug.trace_sent(self, msg)
         if self.center.in_thread():
-            # on our worker: straight to the protocol, no lock, no posted event
-            if self._down or self.closed:
-                self._unsent((msg,))
-                return None
-            if self._out_pending:
-                self._send_on_worker(msg)   # messages queued from other threads go first
-                return None
-            try:
-                acts = self.proto.send_message(msg, self._turn_us if self._in_read else self.now_us())
-                if acts:
-                    self._handle(acts)
-                perf = self.perf
-                perf.msgr_send_messages += 1
-                perf.queue_lat_n += 1   # straight to the protocol: no queueing wait
-                if not self._in_read:   # inside our read handler its final write carries this
-                    self._after()
-            except Exception as exc:
-                self._internal_error(exc, "send_message")
+            self._send_here(msg)   # on our worker: straight to the protocol, no posted event
             return None
         with self._out_lock:
             if self._down or self.closed:
@@ -178,6 +174,26 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
             self._posted_ns = _mono_ns()   # msgr_send_messages_queue_lat: the burst's wait
         self._post(self._flush_pending)
         return None
+
+    @_locked
+    def _send_here(self, msg: Message) -> None:
+        if self._down or self.closed:
+            self._unsent((msg,))
+            return
+        if self._out_pending:
+            self._send_on_worker(msg)   # messages queued from other threads go first
+            return
+        try:
+            acts = self.proto.send_message(msg, self._turn_us if self._in_read else self.now_us())
+            if acts:
+                self._handle(acts)
+            perf = self.perf
+            perf.msgr_send_messages += 1
+            perf.queue_lat_n += 1   # straight to the protocol: no queueing wait
+            if not self._in_read:   # inside our read handler its final write carries this
+                self._after()
+        except Exception as exc:
+            self._internal_error(exc, "send_message")
 
     def _send_on_worker(self, msg: Message) -> None:
         with self._out_lock:
@@ -207,7 +223,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
             return
         if self._down:  # mark_down / shutdown: the caller ended it (Ceph drops them without a word)
             _log.debug("%r: dropping %d message(s), connection is down", self, len(msgs))
-            self.msgr._note_dropped(len(msgs))
+            self.msgr.note_dropped_unsent(len(msgs))
             return
         _log.warning("%r: session closed before %d message(s) could be queued", self, len(msgs))
         self.msgr.dispatch_queue.queue_discarded(self, tuple(msgs))
@@ -229,10 +245,31 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
                 return
             self._down = True
             if self._out_pending:
-                self.msgr._note_dropped(len(self._out_pending))
+                self.msgr.note_dropped_unsent(len(self._out_pending))
                 self._out_pending.clear()
-        self.msgr._forget(self)
-        self._post(lambda: self._call(self.proto.mark_down))
+        self.msgr.connection_marked_down(self)
+        # immediate, as Ceph's (the protocol stops under the session lock, in the caller): the session is
+        # CLOSED and unregistered when this returns; releasing the socket and timers is posted to the worker.
+        # Blocking for the lock is safe from the application and from our own worker (reentrant); on
+        # another worker (a fast-dispatch callback holding its own session lock) it could close a cycle
+        # with an accept deciding on that session, so there the stop is posted (is_connected() is False
+        # either way: it reads the down mark)
+        if self._lock.acquire(blocking=self.center.in_thread() or not on_worker_thread()):
+            try:
+                acts = self.proto.mark_down(self.now_us())
+            finally:
+                self._lock.release()
+            if acts:
+                self._post(lambda: self._perform(acts, "mark_down"))
+        else:
+            self._post(lambda: self._call(self.proto.mark_down))
+
+    def is_down(self) -> bool:
+        """Marked down by the user or the messenger (never handed out by connect_to again)."""
+        return self._down
+
+    def session_lock(self) -> threading.RLock:
+        return self._lock
 
     # --- posting work to the worker -------------------------------------------
     def _post(self, fn: Callable[[], None], what: str = "") -> None:
@@ -241,6 +278,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         except Exception as exc:  # the worker is gone (shutdown): nothing left to do
             _log.debug("%r: cannot post to worker: %s", self, exc)
 
+    @_locked
     def _call(self, fn: Callable[..., list[A.Action]], *args: Any) -> None:
         """Run one protocol entry point on the worker and perform what it asks."""
         if self.closed:
@@ -251,6 +289,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         except Exception as exc:
             self._internal_error(exc, getattr(fn, "__name__", "call"))
 
+    @_locked
     def _flush_pending(self) -> None:
         with self._out_lock:
             msgs, self._out_pending = self._out_pending, []
@@ -281,6 +320,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         acts = self.proto.start_connect(self.target, self.target_type, self.now_us())
         self._post(lambda: self._perform(acts, "start_connect"))
 
+    @_locked
     def _perform(self, acts: list[A.Action], where: str) -> None:
         """On the worker: perform actions a protocol call made elsewhere returned."""
         if self.closed:
@@ -291,6 +331,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         except Exception as exc:
             self._internal_error(exc, where)
 
+    @_locked
     def start_accept(self, sock: socket.socket) -> None:
         if self.closed or self._down:  # the messenger was shut down while this accept was queued
             sock.close()
@@ -347,6 +388,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         else:
             self._socket_error(OSError(err, errno.errorcode.get(err, str(err))), "connect")
 
+    @_locked
     def _on_connect_ready(self, fd: int, mask: int) -> None:
         sock = self.sock
         if sock is None or fd != self.fd:
@@ -373,6 +415,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         if self._idle_us > 0 and self._idle_timer is None:
             self._idle_timer = self.center.create_time_event(self._idle_us, self._on_idle_tick)
 
+    @_locked
     def _on_idle_tick(self) -> None:
         self._idle_timer = None
         if self.closed or self.sock is None or self._connecting:
@@ -424,9 +467,9 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
                     self._hold_back(msg, delay)
                     return
         chain = self.msgr.dispatchers
-        for d in chain._pre:
+        for d in chain.preprocessors:
             d.ms_fast_preprocess(msg)
-        for d in chain._fast:   # the chain's walk, inlined: this runs once per message
+        for d in chain.fast_dispatchers:   # the chain's walk, inlined: this runs once per message
             if d.ms_can_fast_dispatch(msg):
                 t0 = _mono_ns()
                 try:
@@ -468,7 +511,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
             # mark_down / shutdown: the caller ended the session; Ceph drops the queue without a word,
             # so only a debug line (the ms_handle_discarded hook still sees them, a no-op by default)
             _log.debug("%r: marked down with %d unsent message(s)", self, len(msgs))
-            self.msgr._note_dropped(len(msgs))
+            self.msgr.note_dropped_unsent(len(msgs))
         else:
             _log.warning("%r: session reset discarded %d unsent message(s)", self, len(msgs))
         self._fail_flushes()
@@ -508,17 +551,23 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         _log.warning("%r: %s", self, text)
 
     def _registered(self) -> None:
-        self.msgr._registered(self)
+        self.msgr.connection_registered(self)
 
     def _unregister(self, reason: str) -> None:
         _log.debug("%r: session closed: %s", self, reason)
         self.msgr.unregister_conn(self.proto)
 
-    def _abandon(self) -> None:
+    @_locked
+    def abandon(self) -> None:
         """The messenger's wait(), on our worker: end whatever is left without telling anyone."""
         self._down = True
         self._finish()
         self.msgr.unregister_conn(self.proto)
+
+    def orphan(self) -> None:
+        """Our worker is gone (a caller-owned stack stopped under the messenger): close, from any thread."""
+        self._drop_socket()
+        self.closed = True
 
     def _released(self) -> None:
         """ConnectionCore._finish closed the socket and the protocol's timers: release the rest."""
@@ -537,7 +586,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         self._fail_flushes()
         self.perf.msgr_active_connections -= 1
         self.worker.release()
-        self.msgr._dropped(self)
+        self.msgr.connection_closed(self)
 
     # --- socket plumbing --------------------------------------------------------
     def _tune(self, sock: socket.socket) -> None:
@@ -614,6 +663,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
             self.msgr.unregister_conn(self.proto)
 
     # --- reading -------------------------------------------------------------------
+    @_locked
     def _on_readable(self, fd: int, mask: int) -> None:
         sock = self.sock
         if sock is None or fd != self.fd or self._connecting:
@@ -774,6 +824,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
                 perf.msgr_eagain += 1
                 return  # a short write: the socket buffer is full
 
+    @_locked
     def _on_writable(self, fd: int, mask: int) -> None:
         if self.sock is None or fd != self.fd:
             return

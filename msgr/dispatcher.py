@@ -89,6 +89,16 @@ class DispatcherChain:
     def dispatchers(self) -> tuple[Dispatcher, ...]:
         return self._all
 
+    @property
+    def fast_dispatchers(self) -> tuple[Dispatcher, ...]:
+        """Those that may take a message fast (a snapshot; the connection's inlined walk reads it)."""
+        return self._fast
+
+    @property
+    def preprocessors(self) -> tuple[Dispatcher, ...]:
+        """Those overriding ms_fast_preprocess (usually none)."""
+        return self._pre
+
     # --- messages ----------------------------------------------------------
     def fast_dispatcher_for(self, msg: Message) -> Dispatcher | None:
         """The first dispatcher that wants ``msg`` fast, or None (the usual, cheap case)."""

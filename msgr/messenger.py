@@ -411,7 +411,7 @@ class AsyncMessenger(Messenger):
             for conn in leftovers:
                 by_worker.setdefault(conn.worker, []).append(conn)
             for worker, conns in by_worker.items():
-                self._run_on(worker, lambda conns=conns: [c._abandon() for c in conns])
+                self._run_on(worker, lambda conns=conns: [c.abandon() for c in conns])
             self._release_stack(stack)
         self.dispatch_queue.wait()
         with self._lock:
@@ -419,8 +419,7 @@ class AsyncMessenger(Messenger):
             self._all.clear()
             self._conns.clear()
         for conn in leftovers:  # only if a worker was already gone: nothing runs them any more
-            conn._drop_socket()
-            conn.closed = True
+            conn.orphan()
         with self._lock:
             dropped, self._dropped_unsent = self._dropped_unsent, 0
         if dropped:
@@ -451,7 +450,7 @@ class AsyncMessenger(Messenger):
             raise MsgrError(f"{self.my_name}: connect_to before start()")
         with self._lock:
             proto = self._conns.get(addr)
-            if proto is not None and not proto.connection._down and not proto.connection.closed:
+            if proto is not None and not proto.connection.is_down() and not proto.connection.closed:
                 found: Connection = proto.connection
                 return found
             worker = self._stack.get_worker()
@@ -510,22 +509,26 @@ class AsyncMessenger(Messenger):
         for c in conns:
             c.mark_down()
 
-    def _forget(self, conn: AsyncConnection) -> None:
+    # --- ConnectionHost (msgr/connection_host.py) ------------------------------------------------
+    def session_lock(self, proto: "ProtocolV1") -> Any:
+        return proto.connection.session_lock()
+
+    def connection_marked_down(self, conn: AsyncConnection) -> None:
         """mark_down: connect_to must not hand this session out any more."""
         with self._lock:
             for key, proto in list(self._conns.items()):
                 if proto is conn.proto:
                     del self._conns[key]
 
-    def _registered(self, conn: AsyncConnection) -> None:
+    def connection_registered(self, conn: AsyncConnection) -> None:
         pass  # the map was updated by register_conn; kept as a hook for logging
 
-    def _note_dropped(self, count: int) -> None:
+    def note_dropped_unsent(self, count: int) -> None:
         """A connection marked down (or shut down) dropped ``count`` unsent messages."""
         with self._lock:
             self._dropped_unsent += count
 
-    def _dropped(self, conn: AsyncConnection) -> None:
+    def connection_closed(self, conn: AsyncConnection) -> None:
         with self._lock:
             self._all.discard(conn)
 

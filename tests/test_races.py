@@ -269,3 +269,56 @@ def test_connect_to_racing_an_incoming_connect_before_its_worker_started_it(clus
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith(("msgr", "eventcenter"))]
     assert not errors, [r.getMessage() for r in errors]
     assert pa.n == 1 and pb.n == 1
+
+
+# --- issue 11, defect 1: mark_down is immediate ------------------------------------------------------------
+def _open_pair(cluster):
+    a, _ = cluster.make(EntityName.osd(0), next(_nonces))
+    b, rb = cluster.make(EntityName.osd(1), next(_nonces))
+    ca = a.connect_to(OSD, b.get_myaddr())
+    ca.send_keepalive()
+    wait_for(lambda: ca.is_connected() and rb.count("accept") == 1, what="a session open on both sides")
+    (cb,) = [c for kind, c in rb.events if kind == "accept"]
+    wait_for(cb.is_connected, what="the accepting side open")
+    return a, b, ca, cb
+
+
+class _WorkersHeld:
+    """Keep every worker of a messenger busy, so nothing posted to them runs until the block ends."""
+
+    def __init__(self, *msgrs) -> None:
+        self.release = threading.Event()
+        self.workers = {w for ms in msgrs for w in ms._stack.workers}
+
+    def __enter__(self):
+        held = threading.Barrier(len(self.workers) + 1)
+        for w in self.workers:
+            w.center.dispatch_event_external(lambda: (held.wait(), self.release.wait(10)))
+        held.wait(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release.set()
+
+
+@pytest.mark.parametrize("how", ["conn.mark_down", "mark_down_all", "shutdown"])
+def test_mark_down_is_immediate_on_both_sides_objects(cluster, how):
+    """Ceph's test_msgr asserts is_connected() is False right after mark_down / mark_down_all, on the
+    connecting and on the accepting side; it was True until the worker got to the posted stop."""
+    a, b, ca, cb = _open_pair(cluster)
+    with _WorkersHeld(a, b):   # the workers are busy: only what the call itself did can be seen
+        if how == "conn.mark_down":
+            ca.mark_down()
+            cb.mark_down()
+        elif how == "mark_down_all":
+            a.mark_down_all()
+            b.mark_down_all()
+        else:
+            a.shutdown()
+            b.shutdown()
+        assert not ca.is_connected() and not cb.is_connected()
+        assert ca.proto.state.name == "CLOSED" and cb.proto.state.name == "CLOSED"
+        if how != "shutdown":
+            assert a.connect_to(OSD, b.get_myaddr()) is not ca   # never handed out again
+    wait_for(lambda: ca.closed and cb.closed, what="sockets and timers released on the workers")
+    assert not ca.is_connected() and not cb.is_connected()

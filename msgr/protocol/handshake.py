@@ -418,16 +418,27 @@ class HandshakeMixin(ProtocolBase):
         # (a retry with authorizer_len 0 re-checks the previous bytes: observed on pacific)
         host = self.host
         policy = host.get_policy(c.host_type).copy()
-        my = host.my_name.type
-        e_view, existing = None, None
+        existing = None
         if not (policy.server and policy.lossy):
             existing = host.lookup_conn(self.peer_addr)
             if existing is self:
                 existing = None
-            if existing is not None:
-                e_view = Existing(existing.state is S.CLOSED, existing._replacing, existing.peer_global_seq,
-                                  existing.connect_seq, existing.policy.lossy,
-                                  existing.state is S.STANDBY or existing.is_connected(), existing.policy.server)
+        if existing is None:
+            return self._decide_and_act(c, policy, None, now_us, acts)
+        # as Ceph holds existing->lock here: the existing session's own calls (on its worker) run under the
+        # same lock, so it cannot move between what we read of it, the decision and the marks we set on it
+        with host.session_lock(existing):
+            return self._decide_and_act(c, policy, existing, now_us, acts)
+
+    def _decide_and_act(self, c: ConnectMsg, policy: Policy, existing, now_us: int, acts: list):
+        """The decision table on a consistent view of ``existing`` (its session lock is held), and its outcome."""
+        host = self.host
+        my = host.my_name.type
+        e_view = None
+        if existing is not None:
+            e_view = Existing(existing.state is S.CLOSED, existing._replacing, existing.peer_global_seq,
+                              existing.connect_seq, existing.policy.lossy,
+                              existing.state is S.STANDBY or existing.is_connected(), existing.policy.server)
         x = ConnectCtx(c, proto_version(my, c.host_type, False),
                        policy.features_required | (CEPHX_V2 if c.authorizer_protocol == CEPH_AUTH_CEPHX else 0),
                        verify_authorizer(c.host_type, c.authorizer_protocol, self._authorizer_in),

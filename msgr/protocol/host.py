@@ -7,7 +7,7 @@ sockets, threads or the OS clock, so the protocol stays sans-IO.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, ContextManager, Protocol
 
 from msgr.config import Config
 from msgr.entity import EntityAddr, EntityName
@@ -47,3 +47,9 @@ class ProtocolHost(Protocol):
 
     def wall_clock(self) -> tuple[int, int]:
         """(sec, nsec) of the wall clock, for KEEPALIVE2 stamps."""
+
+    def session_lock(self, proto: "ProtocolV1") -> ContextManager[Any]:
+        """Held while this machine reads and changes ``proto``, another session of the messenger (an
+        accept deciding on the registered session, as Ceph holds ``existing->lock``): that session's own
+        calls run under the same lock, so the decision and its marks are atomic. A single-threaded host
+        returns a no-op context."""

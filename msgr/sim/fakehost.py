@@ -6,8 +6,10 @@ dispatch throttle, a seeded RNG and a fake wall clock. Single-threaded.
 """
 from __future__ import annotations
 
+import contextlib
 import random
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 from msgr.config import Config
 from msgr.entity import EntityAddr, EntityName
@@ -64,6 +66,9 @@ class InMemoryHost:
             return False
         self.conns[proto.peer_addr] = proto
         return True
+
+    def session_lock(self, proto: ProtocolV1) -> AbstractContextManager[Any]:
+        return contextlib.nullcontext()   # single-threaded: nothing runs between two steps
 
     def unregister_conn(self, proto: ProtocolV1) -> None:
         # a session may also be known by the address it was dialled at (its connection's target)

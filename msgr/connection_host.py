@@ -1,0 +1,84 @@
+"""The interface between connections and their messenger, in both directions.
+
+As :class:`~msgr.protocol.host.ProtocolHost` is what a protocol machine may ask of
+its messenger, these are what a connection (the owner of one machine, its socket
+and its timers) and the messenger may ask of each other, and what one session may
+ask of another of the same messenger (replace, race, lossy stop). No module uses
+another's private names: ``AsyncMessenger``/``AsyncConnection`` implement these
+and the simulator (``msgr.sim``) implements the same.
+
+Threads (see docs/ARCHITECTURE.md, "Who owns what"): a connection's protocol
+machine is changed only on the connection's worker or by a holder of
+``session_lock``; every :class:`SessionControl` call returns at once and does its
+work on the session's own worker.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ContextManager, Protocol
+
+from msgr.protocol.host import ProtocolHost
+
+if TYPE_CHECKING:  # pragma: no cover
+    from msgr.protocol.protocol_v1 import ProtocolV1
+
+
+class ConnectionHost(ProtocolHost, Protocol):
+    """What a connection asks of its messenger, besides what its protocol asks (ProtocolHost)."""
+
+    def connection_registered(self, conn: Any) -> None:
+        """``conn``'s session is now known by its peer's address (a hook: the map was updated)."""
+
+    def connection_marked_down(self, conn: Any) -> None:
+        """``conn`` was marked down: ``connect_to`` must not hand it out any more."""
+
+    def connection_closed(self, conn: Any) -> None:
+        """``conn`` released everything it held: the messenger forgets it."""
+
+    def note_dropped_unsent(self, count: int) -> None:
+        """mark_down/shutdown dropped ``count`` messages never handed to the protocol (counted, logged once)."""
+
+
+class SessionControl(Protocol):
+    """What a connection asks of another session of its messenger.
+
+    Every call returns at once; the work runs on that session's own worker (as the
+    cross-worker steps of Ceph's replace), so it never races the session's own calls.
+    """
+
+    proto: "ProtocolV1"
+
+    def hand_over(self, handle: Any, reset_session: bool) -> None:
+        """Lossless replace: adopt the accepted socket ``handle`` (the transport's own kind)."""
+
+    def poke(self) -> None:
+        """Lost race (WAIT): send a keepalive so this session's own connect completes."""
+
+    def stop_replaced(self, reason: str) -> None:
+        """Lossy replace: this session faults (and, being lossy, closes with a reset callback)."""
+
+
+class MessengerConnection(SessionControl, Protocol):
+    """What the messenger asks of one of its connections."""
+
+    @property
+    def closed(self) -> bool:
+        """The session is over and the connection released everything."""
+
+    def is_down(self) -> bool:
+        """Marked down (by the user or the messenger): never handed out again."""
+
+    def begin_connect(self) -> None:
+        """Start the protocol toward the target now (before the session is published)."""
+
+    def mark_down(self) -> None:
+        """End the session now: is_connected() is False when this returns."""
+
+    def abandon(self) -> None:
+        """On the connection's worker (the messenger's wait): end whatever is left, silently."""
+
+    def orphan(self) -> None:
+        """The worker is gone: close the socket and mark the connection closed, from any thread."""
+
+    def session_lock(self) -> ContextManager[Any]:
+        """Held by the connection's worker around every protocol call; a foreign reader/changer of
+        this session (an accept deciding on it) holds it too."""
