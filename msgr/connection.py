@@ -360,7 +360,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
             # or the peer's banner would be read (and dropped) before on_connected
             if self.sock is not None and not self._connecting:
                 self._update_read_interest()
-        if self._flushes:
+        if self._flushes and not self._down:   # marked down: the stop posted here fails them
             self._check_flushes()
 
     def _socket_open(self) -> bool:
@@ -830,7 +830,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
             return
         try:
             self._write()
-            if self._flushes:
+            if self._flushes and not self._down:
                 self._check_flushes()
         except Exception as exc:
             self._internal_error(exc, "write")
