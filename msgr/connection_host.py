@@ -14,7 +14,8 @@ work on the session's own worker.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ContextManager, Protocol
+from contextlib import AbstractContextManager as ContextManager
+from typing import TYPE_CHECKING, Any, Protocol
 
 from msgr.protocol.host import ProtocolHost
 
@@ -45,7 +46,7 @@ class SessionControl(Protocol):
     cross-worker steps of Ceph's replace), so it never races the session's own calls.
     """
 
-    proto: "ProtocolV1"
+    proto: ProtocolV1
 
     def hand_over(self, handle: Any, reset_session: bool) -> None:
         """Lossless replace: adopt the accepted socket ``handle`` (the transport's own kind)."""

@@ -21,12 +21,12 @@ import itertools
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pytest
-
 from lossless_util import Cluster, check_exact, live_sessions, send_range, wait_for
+
 from msgr import Config, EntityName, Policy
 
 LONG = os.environ.get("MSGR_FUZZ_PROFILE", "ci") == "long"
