@@ -55,11 +55,11 @@ _mono_ns = time.monotonic_ns   # perf running times (real time, whatever clock t
 _dbg = debug.gate   # debug_ms: the hot paths read one of its booleans before any log line
 
 
-def _locked(fn: Callable) -> Callable:
+def _locked(fn: Callable[..., Any]) -> Callable[..., Any]:
     """An entry point of the worker into this connection: it runs under the session lock, which an
     accept deciding on this session holds too (msgr/connection_host.py, docs/ARCHITECTURE.md)."""
     @functools.wraps(fn)
-    def run(self: "AsyncConnection", *args: Any) -> Any:
+    def run(self: AsyncConnection, *args: Any) -> Any:
         with self._lock:
             return fn(self, *args)
     return run

@@ -510,7 +510,7 @@ class AsyncMessenger(Messenger):
             c.mark_down()
 
     # --- ConnectionHost (msgr/connection_host.py) ------------------------------------------------
-    def session_lock(self, proto: "ProtocolV1") -> Any:
+    def session_lock(self, proto: ProtocolV1) -> Any:
         return proto.connection.session_lock()
 
     def connection_marked_down(self, conn: AsyncConnection) -> None:

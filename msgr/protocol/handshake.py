@@ -430,10 +430,12 @@ class HandshakeMixin(ProtocolBase):
         with host.session_lock(existing):
             return self._decide_and_act(c, policy, existing, now_us, acts)
 
-    def _decide_and_act(self, c: ConnectMsg, policy: Policy, existing, now_us: int, acts: list):
+    def _decide_and_act(self, c: ConnectMsg, policy: Policy, existing: ProtocolV1 | None, now_us: int,
+                        acts: list[Action]) -> Blocked | None:
         """The decision table on a consistent view of ``existing`` (its session lock is held), and its outcome."""
         host = self.host
         my = host.my_name.type
+        assert self.peer_addr is not None   # read with the banner
         e_view = None
         if existing is not None:
             e_view = Existing(existing.state is S.CLOSED, existing._replacing, existing.peer_global_seq,

@@ -7,7 +7,8 @@ sockets, threads or the OS clock, so the protocol stays sans-IO.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any, ContextManager, Protocol
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol
 
 from msgr.config import Config
 from msgr.entity import EntityAddr, EntityName
@@ -48,7 +49,7 @@ class ProtocolHost(Protocol):
     def wall_clock(self) -> tuple[int, int]:
         """(sec, nsec) of the wall clock, for KEEPALIVE2 stamps."""
 
-    def session_lock(self, proto: "ProtocolV1") -> ContextManager[Any]:
+    def session_lock(self, proto: ProtocolV1) -> AbstractContextManager[Any]:
         """Held while this machine reads and changes ``proto``, another session of the messenger (an
         accept deciding on the registered session, as Ceph holds ``existing->lock``): that session's own
         calls run under the same lock, so the decision and its marks are atomic. A single-threaded host
