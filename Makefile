@@ -43,7 +43,7 @@ bench: deps
 	$(PY) -m msgr bench $(BENCH_ARGS)
 
 fuzz: deps
-	MSGR_FUZZ_PROFILE=long $(PY) -m pytest -q -p no:cacheprovider tests/fuzz $(PYTEST_ARGS)
+	MSGR_FUZZ_PROFILE=long $(PY) -m pytest -q -p no:cacheprovider tests/fuzz tests/test_race_stress.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info msgr/_fastpath*.so msgr/_fastpath.c .hypothesis .pytest_cache .mypy_cache .ruff_cache
