@@ -511,6 +511,7 @@ class AsyncMessenger(Messenger):
 
     # --- ConnectionHost (msgr/connection_host.py) ------------------------------------------------
     def session_lock(self, proto: ProtocolV1) -> Any:
+        """The session lock of ``proto``'s connection (ProtocolHost: an accept deciding on that session)."""
         return proto.connection.session_lock()
 
     def connection_marked_down(self, conn: AsyncConnection) -> None:
@@ -521,6 +522,7 @@ class AsyncMessenger(Messenger):
                     del self._conns[key]
 
     def connection_registered(self, conn: AsyncConnection) -> None:
+        """ConnectionHost: ``conn``'s session is known by its peer's address (the map is already updated)."""
         pass  # the map was updated by register_conn; kept as a hook for logging
 
     def note_dropped_unsent(self, count: int) -> None:
@@ -529,6 +531,7 @@ class AsyncMessenger(Messenger):
             self._dropped_unsent += count
 
     def connection_closed(self, conn: AsyncConnection) -> None:
+        """ConnectionHost: ``conn`` released everything it held; forget it."""
         with self._lock:
             self._all.discard(conn)
 
