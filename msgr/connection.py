@@ -42,7 +42,7 @@ from msgr.protocol import actions as A
 
 if TYPE_CHECKING:  # pragma: no cover
     from msgr.message import Message
-    from msgr.messenger import AsyncMessenger
+    from msgr.messenger import MessengerHost
 
 __all__ = ["AsyncConnection", "Connection", "LoopbackConnection"]   # the last two re-exported
 
@@ -68,21 +68,22 @@ def _locked(fn: Callable[..., Any]) -> Callable[..., Any]:
 class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
     """A session with one peer: its protocol machine, its socket and its worker."""
 
-    def __init__(self, msgr: AsyncMessenger, worker: Any, target: EntityAddr | None = None,
+    def __init__(self, host: MessengerHost, worker: Any, target: EntityAddr | None = None,
                  target_type: int | None = None, proto: Any = None) -> None:
         self._init_core()   # closed, _down, _timers, last_fault(_error), fault_count
-        self.msgr = msgr
+        self.host = host    # the messenger's side of msgr/connection_host.py (per session, not per message)
+        self.msgr = msgr = host.messenger
         self.worker = worker
         self.center = worker.center
         self.perf = msgr.perf.worker_block(worker.index)
         self.now_us: Callable[[], int] = msgr.clock.now_us
         if proto is None:
             from msgr.protocol.protocol_v1 import ProtocolV1
-            proto = ProtocolV1(msgr, self)
+            proto = ProtocolV1(host, self)
         self.proto = proto
         self.target = target
         self.target_type = target_type
-        self.inject = msgr.fault_injector()
+        self.inject = host.fault_injector()
         self.sock: socket.socket | None = None
         self.fd = -1
         self._connecting = False      # TCP connect in flight (waiting for WRITABLE)
@@ -223,7 +224,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
             return
         if self._down:  # mark_down / shutdown: the caller ended it (Ceph drops them without a word)
             _log.debug("%r: dropping %d message(s), connection is down", self, len(msgs))
-            self.msgr.note_dropped_unsent(len(msgs))
+            self.host.note_dropped_unsent(len(msgs))
             return
         _log.warning("%r: session closed before %d message(s) could be queued", self, len(msgs))
         self.msgr.dispatch_queue.queue_discarded(self, tuple(msgs))
@@ -245,9 +246,9 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
                 return
             self._down = True
             if self._out_pending:
-                self.msgr.note_dropped_unsent(len(self._out_pending))
+                self.host.note_dropped_unsent(len(self._out_pending))
                 self._out_pending.clear()
-        self.msgr.connection_marked_down(self)
+        self.host.connection_marked_down(self)
         # immediate, as Ceph's (the protocol stops under the session lock, in the caller): the session is
         # CLOSED and unregistered when this returns; releasing the socket and timers is posted to the worker.
         # Blocking for the lock is safe from the application and from our own worker (reentrant); on
@@ -511,7 +512,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
             # mark_down / shutdown: the caller ended the session; Ceph drops the queue without a word,
             # so only a debug line (the ms_handle_discarded hook still sees them, a no-op by default)
             _log.debug("%r: marked down with %d unsent message(s)", self, len(msgs))
-            self.msgr.note_dropped_unsent(len(msgs))
+            self.host.note_dropped_unsent(len(msgs))
         else:
             _log.warning("%r: session reset discarded %d unsent message(s)", self, len(msgs))
         self._fail_flushes()
@@ -551,18 +552,18 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         _log.warning("%r: %s", self, text)
 
     def _registered(self) -> None:
-        self.msgr.connection_registered(self)
+        self.host.connection_registered(self)
 
     def _unregister(self, reason: str) -> None:
         _log.debug("%r: session closed: %s", self, reason)
-        self.msgr.unregister_conn(self.proto)
+        self.host.unregister_conn(self.proto)
 
     @_locked
     def abandon(self) -> None:
         """The messenger's wait(), on our worker: end whatever is left without telling anyone."""
         self._down = True
         self._finish()
-        self.msgr.unregister_conn(self.proto)
+        self.host.unregister_conn(self.proto)
 
     def orphan(self) -> None:
         """Our worker is gone (a caller-owned stack stopped under the messenger): close, from any thread."""
@@ -586,7 +587,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         self._fail_flushes()
         self.perf.msgr_active_connections -= 1
         self.worker.release()
-        self.msgr.connection_closed(self)
+        self.host.connection_closed(self)
 
     # --- socket plumbing --------------------------------------------------------
     def _tune(self, sock: socket.socket) -> None:
@@ -660,7 +661,7 @@ class AsyncConnection(FlushingConnection, Connection, ConnectionCore):
         except Exception:
             _log.exception("%r: protocol failed to handle a fault; closing the session", self)
             self._finish()
-            self.msgr.unregister_conn(self.proto)
+            self.host.unregister_conn(self.proto)
 
     # --- reading -------------------------------------------------------------------
     @_locked

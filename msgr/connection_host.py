@@ -4,8 +4,9 @@ As :class:`~msgr.protocol.host.ProtocolHost` is what a protocol machine may ask 
 its messenger, these are what a connection (the owner of one machine, its socket
 and its timers) and the messenger may ask of each other, and what one session may
 ask of another of the same messenger (replace, race, lossy stop). No module uses
-another's private names: ``AsyncMessenger``/``AsyncConnection`` implement these
-and the simulator (``msgr.sim``) implements the same.
+another's private names: ``MessengerHost`` (the messenger's internal host, in
+msgr/messenger.py) and ``AsyncConnection`` implement these and the simulator
+(``msgr.sim``) implements the same.
 
 Threads (see docs/ARCHITECTURE.md, "Who owns what"): a connection's protocol
 machine is changed only on the connection's worker or by a holder of

@@ -1,9 +1,11 @@
 """AsyncMessenger: listening, the connection map, policies, dispatch and shutdown.
 
-It is also the :class:`~msgr.protocol.host.ProtocolHost` of its protocol
-machines: they look sessions up and register them through it (under one
-messenger-wide lock, since they run on several workers), draw ``global_seq``
-from the process-wide counter and tell it the address the peer sees us at.
+Its protocol machines and connections talk to it through one internal
+:class:`MessengerHost` (their ProtocolHost and ConnectionHost): they look
+sessions up and register them through it (under one messenger-wide lock, since
+they run on several workers), draw ``global_seq`` from the process-wide counter
+and tell it the address the peer sees us at. That interface is not the
+application's: it stays off ``AsyncMessenger``'s public surface.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from msgr.throttle import Throttle
 from msgr.wire import Priority
 
 if TYPE_CHECKING:  # pragma: no cover
+    from msgr.connection_host import ConnectionHost
     from msgr.message import Message
     from msgr.protocol.protocol_v1 import ProtocolV1
 
@@ -136,6 +139,128 @@ class Messenger:
         return AsyncMessenger(name, nonce, config or Config(), stack)
 
 
+class MessengerHost:
+    """The messenger as its protocol machines and connections see it: the
+    :class:`~msgr.protocol.host.ProtocolHost` and :class:`~msgr.connection_host.ConnectionHost`
+    of every AsyncConnection, kept off the messenger's public surface.
+
+    Part of the messenger (it reads and changes the messenger's connection map, address and
+    counters under the messenger lock). What the per-message path reads (``config``,
+    ``dispatch_throttle``, ``my_name``) are plain attributes, so that path pays no extra call.
+    """
+
+    def __init__(self, messenger: AsyncMessenger) -> None:
+        self.messenger = messenger
+        self.my_name = messenger.my_name
+        self.config = messenger.config
+        self.rng = messenger.rng
+        self.dispatch_throttle = Throttle(f"msgr_dispatch_throttler-{messenger.my_name}",
+                                          messenger.config.ms_dispatch_throttle_bytes)
+        self._rng_lock = threading.Lock()
+        self._inert_injector: FaultInjector | None = None
+
+    # --- ProtocolHost ---------------------------------------------------------------
+    def get_myaddr(self) -> EntityAddr:
+        """The messenger's address (bound, learned, or blank)."""
+        return self.messenger._myaddr
+
+    def get_policy(self, peer_type: int) -> Policy:
+        """The messenger's policy for peers of ``peer_type``."""
+        return self.messenger.get_policy(peer_type)
+
+    def learned_addr(self, seen: EntityAddr) -> None:
+        """A peer sees us at ``seen``; adopt its IP if ours is blank."""
+        m = self.messenger
+        with m._lock:
+            if m._learned or not m._myaddr.is_blank_ip() or not self.config.ms_learn_addr_from_peer:
+                return
+            m._myaddr = m._myaddr.with_ip(seen.ip)
+            m._learned = True
+            _log.info("%s learned my addr %s", self.my_name, m._myaddr)
+
+    def get_global_seq(self, at_least: int = 0) -> int:
+        """The next value of the process-wide connect counter (at least ``at_least`` + 1)."""
+        return _next_global_seq(at_least)
+
+    def lookup_conn(self, peer_addr: EntityAddr) -> ProtocolV1 | None:
+        """The registered session for ``peer_addr``, if any."""
+        m = self.messenger
+        with m._lock:
+            found: ProtocolV1 | None = m._conns.get(peer_addr)
+            return found
+
+    def register_conn(self, proto: ProtocolV1) -> bool:
+        """Register ``proto`` under its peer address; False if another one is registered."""
+        m = self.messenger
+        with m._lock:
+            addr = proto.peer_addr
+            assert addr is not None   # a protocol registers once it knows its peer
+            cur = m._conns.get(addr)
+            if cur is not None and cur is not proto:
+                return False
+            m._conns[addr] = proto
+            return True
+
+    def unregister_conn(self, proto: ProtocolV1) -> None:
+        """Forget ``proto`` (only where it is the one registered)."""
+        m = self.messenger
+        with m._lock:
+            for key in (proto.peer_addr, getattr(proto.connection, "target", None)):
+                if key is not None and m._conns.get(key) is proto:
+                    del m._conns[key]
+
+    def wall_clock(self) -> tuple[int, int]:
+        """(sec, nsec) of the wall clock, for KEEPALIVE2 stamps."""
+        ns = time.time_ns()
+        return ns // 1_000_000_000, ns % 1_000_000_000
+
+    def session_lock(self, proto: ProtocolV1) -> Any:
+        """The session lock of ``proto``'s connection (an accept deciding on that session)."""
+        return proto.connection.session_lock()
+
+    # --- ConnectionHost (msgr/connection_host.py) -----------------------------------
+    def fault_injector(self) -> FaultInjector:
+        """A new connection's FaultInjector: its own RNG (replayable) when any injection is on, else
+        one shared, inert injector (an idle connection then carries no Random of ~2.5 KiB)."""
+        cfg = self.config
+        if cfg.ms_inject_socket_failures or (cfg.ms_inject_delay_type.split()
+                                              and cfg.ms_inject_delay_probability > 0):
+            return FaultInjector(cfg, self.fork_rng())
+        inert = self._inert_injector
+        if inert is None or inert.internal_delay_s != cfg.ms_inject_internal_delays:
+            inert = self._inert_injector = FaultInjector(cfg, self.rng)
+        return inert
+
+    def fork_rng(self) -> random.Random:
+        """A per-connection RNG drawn from the messenger's seeded one (replayable injection)."""
+        with self._rng_lock:
+            return random.Random(self.rng.getrandbits(64))
+
+    def connection_registered(self, conn: AsyncConnection) -> None:
+        """``conn``'s session is known by its peer's address."""
+        pass  # the map was updated by register_conn; kept as a hook for logging
+
+    def connection_marked_down(self, conn: AsyncConnection) -> None:
+        """mark_down: connect_to must not hand this session out any more."""
+        m = self.messenger
+        with m._lock:
+            for key, proto in list(m._conns.items()):
+                if proto is conn.proto:
+                    del m._conns[key]
+
+    def connection_closed(self, conn: AsyncConnection) -> None:
+        """``conn`` released everything it held; forget it."""
+        m = self.messenger
+        with m._lock:
+            m._all.discard(conn)
+
+    def note_dropped_unsent(self, count: int) -> None:
+        """A connection marked down (or shut down) dropped ``count`` unsent messages."""
+        m = self.messenger
+        with m._lock:
+            m._dropped_unsent += count
+
+
 class AsyncMessenger(Messenger):
     """Messenger over EventCenter workers (docs/USER_GUIDE.md describes the public surface)."""
 
@@ -146,9 +271,6 @@ class AsyncMessenger(Messenger):
         self.config = config
         self.clock = MonotonicClock()
         self.rng = random.Random(config.ms_inject_seed)
-        self._rng_lock = threading.Lock()
-        self._inert_injector: FaultInjector | None = None
-        self.dispatch_throttle = Throttle(f"msgr_dispatch_throttler-{name}", config.ms_dispatch_throttle_bytes)
         self.perf = MessengerPerf(str(name))
         self.dispatchers = DispatcherChain()
         self.dispatch_queue = DispatchQueue(self.dispatchers, str(name), self.perf)
@@ -169,79 +291,25 @@ class AsyncMessenger(Messenger):
         self._stopping = threading.Event()
         self._learned = False
         self._dropped_unsent = 0           # messages mark_down/shutdown dropped (logged by wait())
+        self._host = MessengerHost(self)   # what connections and protocols ask of us
         # Ceph: a monitor sends at HIGH by default, everyone else at DEFAULT
         self.default_send_priority = int(Priority.HIGH if name.type == EntityName.TYPE_MON else Priority.DEFAULT)
 
     def __repr__(self) -> str:
         return f"<AsyncMessenger {self.my_name} {self._myaddr}>"
 
-    # --- ProtocolHost ---------------------------------------------------------
     def get_myaddr(self) -> EntityAddr:
         """Our address: the bound one, or (unbound) blank until a peer tells us how it sees us."""
         return self._myaddr
-
-    def learned_addr(self, seen: EntityAddr) -> None:
-        """ProtocolHost (for the protocol, not applications): a peer sees us at ``seen``; adopt its IP
-        if ours is blank."""
-        with self._lock:
-            if self._learned or not self._myaddr.is_blank_ip() or not self.config.ms_learn_addr_from_peer:
-                return
-            self._myaddr = self._myaddr.with_ip(seen.ip)
-            self._learned = True
-            _log.info("%s learned my addr %s", self.my_name, self._myaddr)
-
-    def get_global_seq(self, at_least: int = 0) -> int:
-        """ProtocolHost: the next value of the process-wide connect counter (at least ``at_least`` + 1)."""
-        return _next_global_seq(at_least)
 
     def get_policy(self, peer_type: int) -> Policy:
         """The policy for peers of ``peer_type`` (the default policy if none was set)."""
         return self._policies.get(peer_type, self._default_policy)
 
-    def lookup_conn(self, peer_addr: EntityAddr) -> ProtocolV1 | None:
-        """ProtocolHost: the registered session for ``peer_addr``, if any."""
-        with self._lock:
-            return self._conns.get(peer_addr)
-
-    def register_conn(self, proto: ProtocolV1) -> bool:
-        """ProtocolHost: register ``proto`` under its peer address; False if another one is registered."""
-        with self._lock:
-            addr = proto.peer_addr
-            assert addr is not None   # a protocol registers once it knows its peer
-            cur = self._conns.get(addr)
-            if cur is not None and cur is not proto:
-                return False
-            self._conns[addr] = proto
-            return True
-
-    def unregister_conn(self, proto: ProtocolV1) -> None:
-        """ProtocolHost: forget ``proto`` (only where it is the one registered)."""
-        with self._lock:
-            for key in (proto.peer_addr, getattr(proto.connection, "target", None)):
-                if key is not None and self._conns.get(key) is proto:
-                    del self._conns[key]
-
-    def wall_clock(self) -> tuple[int, int]:
-        """ProtocolHost: (sec, nsec) of the wall clock, for KEEPALIVE2 stamps."""
-        ns = time.time_ns()
-        return ns // 1_000_000_000, ns % 1_000_000_000
-
-    def fault_injector(self) -> FaultInjector:
-        """A new connection's FaultInjector: its own RNG (replayable) when any injection is on, else
-        one shared, inert injector (an idle connection then carries no Random of ~2.5 KiB)."""
-        cfg = self.config
-        if cfg.ms_inject_socket_failures or (cfg.ms_inject_delay_type.split()
-                                              and cfg.ms_inject_delay_probability > 0):
-            return FaultInjector(cfg, self.fork_rng())
-        inert = self._inert_injector
-        if inert is None or inert.internal_delay_s != cfg.ms_inject_internal_delays:
-            inert = self._inert_injector = FaultInjector(cfg, self.rng)
-        return inert
-
-    def fork_rng(self) -> random.Random:
-        """A per-connection RNG drawn from the messenger's seeded one (replayable injection)."""
-        with self._rng_lock:
-            return random.Random(self.rng.getrandbits(64))
+    @property
+    def dispatch_throttle(self) -> Throttle:
+        """The messenger-wide ``ms_dispatch_throttle_bytes`` throttle (a fresh one after each wait())."""
+        return self._host.dispatch_throttle
 
     def get_default_send_priority(self) -> int:
         """The priority given at send time to a message whose priority is 0."""
@@ -356,7 +424,7 @@ class AsyncMessenger(Messenger):
                 _log.info("%s: accept: %s", self.my_name, exc)
                 continue
             worker = self._stack.get_worker()
-            conn = AsyncConnection(self, worker)
+            conn = AsyncConnection(self._host, worker)
             with self._lock:
                 self._all.add(conn)
             worker.center.dispatch_event_external(functools.partial(conn.start_accept, sock))
@@ -426,7 +494,8 @@ class AsyncMessenger(Messenger):
             _log.info("%s: shutdown dropped %d unsent message(s) (shutdown(linger=SECONDS) delivers them "
                       "first)", self.my_name, dropped)
         self._started = False
-        self.dispatch_throttle = Throttle(self.dispatch_throttle.name, self.config.ms_dispatch_throttle_bytes)
+        old = self._host.dispatch_throttle
+        self._host.dispatch_throttle = Throttle(old.name, self.config.ms_dispatch_throttle_bytes)
 
     @staticmethod
     def _run_on(worker: Any, fn: Any) -> None:
@@ -454,7 +523,7 @@ class AsyncMessenger(Messenger):
                 found: Connection = proto.connection
                 return found
             worker = self._stack.get_worker()
-            conn = AsyncConnection(self, worker, addr, peer_type)
+            conn = AsyncConnection(self._host, worker, addr, peer_type)
             # started before it is published: an accept deciding on it must see CONNECTING and its
             # peer address, never a session that has not begun (issue 11, defect 2)
             conn.begin_connect()
@@ -509,32 +578,6 @@ class AsyncMessenger(Messenger):
         for c in conns:
             c.mark_down()
 
-    # --- ConnectionHost (msgr/connection_host.py) ------------------------------------------------
-    def session_lock(self, proto: ProtocolV1) -> Any:
-        """The session lock of ``proto``'s connection (ProtocolHost: an accept deciding on that session)."""
-        return proto.connection.session_lock()
-
-    def connection_marked_down(self, conn: AsyncConnection) -> None:
-        """mark_down: connect_to must not hand this session out any more."""
-        with self._lock:
-            for key, proto in list(self._conns.items()):
-                if proto is conn.proto:
-                    del self._conns[key]
-
-    def connection_registered(self, conn: AsyncConnection) -> None:
-        """ConnectionHost: ``conn``'s session is known by its peer's address (the map is already updated)."""
-        pass  # the map was updated by register_conn; kept as a hook for logging
-
-    def note_dropped_unsent(self, count: int) -> None:
-        """A connection marked down (or shut down) dropped ``count`` unsent messages."""
-        with self._lock:
-            self._dropped_unsent += count
-
-    def connection_closed(self, conn: AsyncConnection) -> None:
-        """ConnectionHost: ``conn`` released everything it held; forget it."""
-        with self._lock:
-            self._all.discard(conn)
-
     def connections(self) -> list[AsyncConnection]:
         """Every live connection (registered sessions and ones still in their handshake)."""
         with self._lock:
@@ -552,3 +595,8 @@ class AsyncMessenger(Messenger):
             "connections": {"registered": len(self._conns), "live": len(self._all)},
         }
         return self.perf.dump(extra, logger, counter)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    def _host_implements_the_interfaces(host: MessengerHost) -> ConnectionHost:
+        return host   # mypy checks MessengerHost against ConnectionHost (and so ProtocolHost)

@@ -68,7 +68,7 @@ class AsyncAdapter:
         self.msgr.wait()
 
     def new_conn(self) -> AsyncConnection:
-        return AsyncConnection(self.msgr, self.msgr._stack.get_worker())
+        return AsyncConnection(self.msgr._host, self.msgr._stack.get_worker())
 
     def run(self, conn: AsyncConnection, fn) -> None:
         conn.center.submit_to(fn, wait=True)

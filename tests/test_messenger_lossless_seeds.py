@@ -42,7 +42,7 @@ def _conn_state(c) -> str:
             f"has_socket={p._has_socket} fd={c.fd} connecting={c._connecting} reading={c._reading} "
             f"writing={c._writing} wants_read={p.wants_read} wbufs={sum(map(len, c._wbufs))}B "
             f"rbuf={p._rend - p._rpos}B down={c._down} closed={c.closed} faults={c.fault_count} "
-            f"last_fault={c.last_fault!r} registered={c.msgr.lookup_conn(p.peer_addr) is p if p.peer_addr else None}")
+            f"last_fault={c.last_fault!r} registered={c.host.lookup_conn(p.peer_addr) is p if p.peer_addr else None}")
 
 
 def dump_connections(*msgrs) -> str:

@@ -314,7 +314,7 @@ def worker():
 
 def _conn(worker, proto, sock):
     ms = Messenger.create(EntityName.osd(0), nonce=1)
-    conn = AsyncConnection(ms, worker, proto=proto)
+    conn = AsyncConnection(ms._host, worker, proto=proto)
     proto.connection = conn
     worker.center.submit_to(lambda: conn._install_socket(sock))
     return ms, conn

@@ -88,3 +88,38 @@ def test_send_message_without_an_address_is_a_clear_error(loopback):
     ms, _ = loopback
     with pytest.raises(TypeError, match="EntityAddr"):
         ms.send_message(_Ping(), EntityName.TYPE_OSD)
+
+
+# what protocol machines and connections ask of their messenger (msgr/protocol/host.py,
+# msgr/connection_host.py): the messenger's internal host answers them, not its public surface
+_INTERNAL = ("register_conn", "lookup_conn", "unregister_conn", "get_global_seq", "learned_addr",
+             "wall_clock", "fork_rng", "fault_injector", "session_lock", "connection_closed",
+             "connection_registered", "connection_marked_down", "note_dropped_unsent")
+
+
+def test_protocol_and_connection_host_methods_are_not_public_on_a_started_messenger(loopback):
+    ms, _inbox = loopback
+    public = {n for n in dir(ms) if not n.startswith("_")}
+    assert not public & set(_INTERNAL), sorted(public & set(_INTERNAL))
+    for name in ("get_myaddr", "get_policy", "connect_to", "send_to", "send_message", "mark_down",
+                 "mark_down_all", "perf_dump", "set_policy", "bind", "shutdown", "wait",
+                 "get_default_send_priority", "dispatch_throttle"):
+        assert hasattr(ms, name), name
+
+
+def test_connections_talk_to_the_messenger_through_its_internal_host(loopback):
+    ms, _inbox = loopback
+    peer = Messenger.create(EntityName.osd(1), nonce=4343)
+    peer.bind(EntityAddr.parse("v1:127.0.0.1:0"))
+    peer.start()
+    try:
+        conn = ms.connect_to(EntityName.TYPE_OSD, peer.get_myaddr())
+        conn.send_message(_Ping())
+        assert conn.msgr is ms                       # the application's view stays the messenger
+        host = conn.host
+        assert host is not ms and host.messenger is ms
+        assert conn.proto.host is host               # the protocol machine gets the host too
+        assert host.dispatch_throttle is ms.dispatch_throttle
+    finally:
+        peer.shutdown()
+        peer.wait()

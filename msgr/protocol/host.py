@@ -1,6 +1,6 @@
 """What a ProtocolV1 needs from the messenger it belongs to.
 
-The real implementation is ``msgr.messenger.AsyncMessenger``; the simulator
+The real implementation is ``msgr.messenger.MessengerHost``; the simulator
 (``msgr.sim``) and unit tests provide their own. Nothing here touches
 sockets, threads or the OS clock, so the protocol stays sans-IO.
 """
