@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import test_rpc
 from test_flush import socket_nobody_listens_on
 from test_messenger_loopback import MTest
 from test_rpc import Echo
 
-from msgr import Config, EntityAddr, EntityName, Messenger, Policy, RpcClient
+from msgr import EntityName, Policy, RpcClient
 from msgr.aio import AsyncDispatcher, flush, request, shutdown
 from msgr.errors import DispatcherClosed, RequestTimeout
 
@@ -38,26 +39,8 @@ def run(request):
     return _run
 
 
-@pytest.fixture
-def world():
-    made: list = []
-
-    def make(name: EntityName, nonce: int, policy: Policy, *dispatchers, bind: bool = True, **cfg):
-        ms = Messenger.create(name, nonce=nonce, config=Config(ms_initial_backoff=0.02, ms_max_backoff=0.2,
-                                                                **cfg))
-        ms.set_default_policy(policy)
-        for d in dispatchers:
-            ms.add_dispatcher_tail(d)
-        if bind:
-            ms.bind(EntityAddr.parse("v1:127.0.0.1:0"))
-        ms.start()
-        made.append(ms)
-        return ms
-    yield make
-    for ms in made:
-        ms.shutdown()
-    for ms in made:
-        ms.wait()
+# the messengers of a test, shut down and waited for at teardown (the fixture of test_rpc)
+world = test_rpc.world
 
 
 async def _until(pred, what: str, timeout: float = 30.0) -> None:

@@ -43,8 +43,9 @@ class Echo(Dispatcher):
 def world():
     made: list = []
 
-    def make(name: EntityName, nonce: int, policy: Policy, *dispatchers, bind: bool = True):
-        ms = Messenger.create(name, nonce=nonce, config=Config(ms_initial_backoff=0.02, ms_max_backoff=0.2))
+    def make(name: EntityName, nonce: int, policy: Policy, *dispatchers, bind: bool = True, **cfg):
+        ms = Messenger.create(name, nonce=nonce, config=Config(ms_initial_backoff=0.02, ms_max_backoff=0.2,
+                                                                **cfg))
         ms.set_default_policy(policy)
         for d in dispatchers:
             ms.add_dispatcher_tail(d)
