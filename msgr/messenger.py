@@ -409,8 +409,12 @@ class AsyncMessenger(Messenger):
         w.center.submit_to(lambda: w.center.create_file_event(lsock.fileno(), EVENT_READABLE, self._on_accept))
 
     def _on_accept(self, fd: int, mask: int) -> None:
-        lsock = self._listen
-        if lsock is None or self._stack is None:
+        # shutdown() and wait() clear _listen and _stack from an application thread while this runs on
+        # the listening worker: read them once, and decide under the messenger lock whether an accepted
+        # socket still belongs to this listener (shutdown() clears _listen under the same lock before
+        # mark_down_all, so a session either is marked down by it or is never started)
+        lsock, stack = self._listen, self._stack
+        if lsock is None or stack is None:
             return
         for _ in range(ACCEPT_BATCH):
             try:
@@ -423,10 +427,17 @@ class AsyncMessenger(Messenger):
                     return
                 _log.info("%s: accept: %s", self.my_name, exc)
                 continue
-            worker = self._stack.get_worker()
-            conn = AsyncConnection(self._host, worker)
+            worker = stack.get_worker()
             with self._lock:
-                self._all.add(conn)
+                conn = None
+                if self._listen is lsock:
+                    conn = AsyncConnection(self._host, worker)
+                    self._all.add(conn)
+            if conn is None:
+                worker.release()
+                _log.debug("%s: accepted %s while shutting down: closed", self.my_name, _peer)
+                sock.close()
+                return
             worker.center.dispatch_event_external(functools.partial(conn.start_accept, sock))
 
     def is_started(self) -> bool:
@@ -446,9 +457,10 @@ class AsyncMessenger(Messenger):
         if not self._started:
             self._stopping.set()
             return
+        with self._lock:  # first: an accept running now then starts no session mark_down_all misses
+            lsock, w = self._listen, self._listen_worker
+            self._listen = None
         self.mark_down_all()
-        lsock, w = self._listen, self._listen_worker
-        self._listen = None
         if lsock is not None:
             def close_listener() -> None:
                 w.center.delete_file_event(lsock.fileno(), EVENT_READABLE)
