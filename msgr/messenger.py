@@ -38,6 +38,7 @@ from msgr.wire import Priority
 if TYPE_CHECKING:  # pragma: no cover
     from msgr.connection_host import ConnectionHost
     from msgr.message import Message
+    from msgr.protocol.host import AuthClient, ConnectAuthorizer
     from msgr.protocol.protocol_v1 import ProtocolV1
 
 _log = logging.getLogger("msgr.messenger")
@@ -214,6 +215,11 @@ class MessengerHost:
         ns = time.time_ns()
         return ns // 1_000_000_000, ns % 1_000_000_000
 
+    def get_authorizer(self, peer_type: int) -> ConnectAuthorizer | None:
+        """The auth client's authorizer for a connect to ``peer_type`` (None without one: auth none)."""
+        ac = self.messenger._auth_client
+        return None if ac is None else ac.get_authorizer(peer_type)
+
     def session_lock(self, proto: ProtocolV1) -> Any:
         """The session lock of ``proto``'s connection (an accept deciding on that session)."""
         return proto.connection.session_lock()
@@ -292,6 +298,7 @@ class AsyncMessenger(Messenger):
         self._learned = False
         self._dropped_unsent = 0           # messages mark_down/shutdown dropped (logged by wait())
         self._host = MessengerHost(self)   # what connections and protocols ask of us
+        self._auth_client: AuthClient | None = None   # cephx authorizers for our connects (set_auth_client)
         # Ceph: a monitor sends at HIGH by default, everyone else at DEFAULT
         self.default_send_priority = int(Priority.HIGH if name.type == EntityName.TYPE_MON else Priority.DEFAULT)
 
@@ -334,6 +341,11 @@ class AsyncMessenger(Messenger):
         p = self.get_policy(peer_type).copy()
         p.throttler_bytes, p.throttler_messages = bytes_throttle, msgs_throttle
         self._policies[peer_type] = p
+
+    def set_auth_client(self, auth_client: AuthClient | None) -> None:
+        """Who builds the authorizers of our connects (cephx: ``msgr.auth.auth_client.CephxAuthClient``,
+        which ``msgr.monc.MonAuth.login`` sets); None: auth none. Connections opened afterwards use it."""
+        self._auth_client = auth_client
 
     def add_dispatcher_head(self, d: Dispatcher) -> None:
         """Add ``d`` before the dispatchers already added (it is offered each message first)."""

@@ -35,6 +35,7 @@ OSD = EntityName.TYPE_OSD
 CEPH_MSG_COMMAND, CEPH_MSG_COMMAND_REPLY = 97, 98
 FOOTER_COMPLETE, FOOTER_SIGNED = 1, 4
 OSD_PROTOCOL = 24  # CEPH_OSDC_PROTOCOL: what a client puts in its connect to an OSD
+SIGNATURE_FAILED = "Signature check failed"  # what ceph-osd 16 logs (level 0) for a bad signature
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +179,11 @@ def test_osd_refuses_a_badly_signed_message(osd_cluster):
             sess.recv_msg()
     finally:
         sess.close()
+    # and it says why in its log (what test_cephx_messenger.py checks is absent for our messenger)
+    deadline = time.monotonic() + 10
+    while SIGNATURE_FAILED not in osd.log_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the OSD did not log the signature failure"
+        time.sleep(0.1)
 
 
 def test_tshark_decodes_the_osd_session_as_the_real_clients(osd_cluster, tshark):

@@ -27,6 +27,14 @@ class CryptoDecodeError(DecodeError, AuthError):
     """A sealed blob whose length, padding or envelope is malformed."""
 
 
+class BadSignatureError(DecodeError, AuthError):
+    """A message whose footer signature is not the one its session key gives (or is missing)."""
+
+
+class BadAuthorizerReplyError(DecodeError, BadKeyError):
+    """A service's authorizer reply that does not prove it opened our ticket."""
+
+
 class AuthRefusedError(AuthError):
     """The monitor answered an auth request with a negative result (``-errno``)."""
 

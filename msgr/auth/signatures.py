@@ -17,8 +17,10 @@ from __future__ import annotations
 import struct
 
 from msgr.auth.crypto import AUTH_ENC_MAGIC, aes_encrypt
+from msgr.auth.errors import BadSignatureError
+from msgr.features import CEPHX_V2, MSG_AUTH
 
-__all__ = ["sign_legacy", "sign_v2", "message_signature"]
+__all__ = ["sign_legacy", "sign_v2", "message_signature", "SessionSigner"]
 
 _LEGACY = struct.Struct("<BQI4I")
 _V2 = struct.Struct("<8I")
@@ -48,3 +50,45 @@ def message_signature(secret: bytes, cephx_v2: bool, *, header_crc: int, front_c
         return sign_v2(secret, header_crc, front_crc, front_len, middle_crc, middle_len,
                        data_crc, data_len, seq)
     return sign_legacy(secret, header_crc, front_crc, middle_crc, data_crc)
+
+
+class SessionSigner:
+    """Signs and checks the messages of one session with the key its authorizer carried.
+
+    Implements :class:`msgr.protocol.host.MessageSigner`. Built by :meth:`for_session` only when
+    the session negotiated ``MSG_AUTH`` (a footer with room for a signature) and signing is on
+    (``cephx_sign_messages``), as Ceph signs then and checks then.
+    """
+
+    __slots__ = ("secret", "cephx_v2", "checked", "signed")
+
+    def __init__(self, secret: bytes, cephx_v2: bool) -> None:
+        self.secret = secret
+        self.cephx_v2 = cephx_v2
+        self.signed = 0
+        self.checked = 0
+
+    @classmethod
+    def for_session(cls, secret: bytes, features: int, sign_messages: bool) -> SessionSigner | None:
+        if not sign_messages or features & MSG_AUTH != MSG_AUTH:
+            return None
+        return cls(secret, features & CEPHX_V2 == CEPHX_V2)
+
+    def sign(self, header_crc: int, front_crc: int, front_len: int, middle_crc: int,
+             middle_len: int, data_crc: int, data_len: int, seq: int) -> int:
+        """The footer signature of an outgoing message."""
+        self.signed += 1
+        return message_signature(self.secret, self.cephx_v2, header_crc=header_crc,
+                                 front_crc=front_crc, front_len=front_len, middle_crc=middle_crc,
+                                 middle_len=middle_len, data_crc=data_crc, data_len=data_len, seq=seq)
+
+    def check(self, header_crc: int, front_crc: int, front_len: int, middle_crc: int,
+              middle_len: int, data_crc: int, data_len: int, seq: int, sig: int) -> None:
+        """Raise :class:`BadSignatureError` unless ``sig`` is the signature of this message."""
+        want = message_signature(self.secret, self.cephx_v2, header_crc=header_crc,
+                                 front_crc=front_crc, front_len=front_len, middle_crc=middle_crc,
+                                 middle_len=middle_len, data_crc=data_crc, data_len=data_len, seq=seq)
+        if want != sig:
+            raise BadSignatureError(f"message seq {seq}: signature {sig:#018x} does not match its "
+                                    f"contents (session key gives {want:#018x})")
+        self.checked += 1

@@ -21,8 +21,9 @@ from msgr.auth.cephx_wire import (
     struct_v,
 )
 from msgr.auth.crypto import seal_bl, unseal, unseal_bl
-from msgr.auth.errors import BadKeyError, NoTicketError, TicketExpiredError
+from msgr.auth.errors import BadAuthorizerReplyError, BadKeyError, NoTicketError, TicketExpiredError
 from msgr.auth.keyring import CryptoKey
+from msgr.auth.signatures import SessionSigner
 from msgr.encoding import Decoder, Encoder
 from msgr.entity import EntityName
 from msgr.errors import DecodeError
@@ -30,6 +31,7 @@ from msgr.errors import DecodeError
 __all__ = ["TicketHandler", "TicketManager", "Authorizer", "ENTITY_AUTH"]
 
 ENTITY_AUTH = EntityName.TYPE_AUTH
+CEPH_AUTH_CEPHX = 2
 # A ticket reply names at most one ticket per entity type; anything more is garbage.
 _MAX_TICKETS = 8
 
@@ -51,6 +53,7 @@ class Authorizer:
     nonce: int
     base: bytes
     payload: bytes
+    protocol: int = CEPH_AUTH_CEPHX   # the authorizer_protocol of ceph_msg_connect
 
     def add_challenge(self, sealed_challenge: bytes) -> None:
         """Answer the service's challenge (CHALLENGE_AUTHORIZER): reseal with challenge + 1."""
@@ -61,11 +64,19 @@ class Authorizer:
     def verify_reply(self, reply: bytes) -> AuthorizeReply:
         """Check the service's reply proves it opened our ticket (nonce + 1)."""
         d = Decoder(reply, what="authorizer reply")
-        r = AuthorizeReply.decode(unseal_bl(self.session_key.secret, d))
-        if r.nonce_plus_one != (self.nonce + 1) & 0xFFFFFFFFFFFFFFFF:
-            raise BadKeyError(f"authorizer reply carries nonce+1 {r.nonce_plus_one:#x}, "
-                              f"expected {(self.nonce + 1) & 0xFFFFFFFFFFFFFFFF:#x}")
+        try:
+            r = AuthorizeReply.decode(unseal_bl(self.session_key.secret, d))
+        except BadKeyError as exc:
+            raise BadAuthorizerReplyError(f"authorizer reply not sealed with our session key: {exc}") from None
+        want = (self.nonce + 1) & 0xFFFFFFFFFFFFFFFF
+        if r.nonce_plus_one != want:
+            raise BadAuthorizerReplyError(f"authorizer reply carries nonce+1 {r.nonce_plus_one:#x}, "
+                                          f"expected {want:#x}")
         return r
+
+    def signer(self, features: int, sign_messages: bool) -> SessionSigner | None:
+        """The session's message signer once the service accepted us (None: no signing)."""
+        return SessionSigner.for_session(self.session_key.secret, features, sign_messages)
 
 
 @dataclass(slots=True)

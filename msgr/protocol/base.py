@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from msgr.entity import EntityAddr, EntityName
     from msgr.policy import Policy
     from msgr.protocol.actions import Action, ConnEvent
-    from msgr.protocol.host import ProtocolHost
+    from msgr.protocol.host import MessageSigner, ProtocolHost
     from msgr.protocol.outq import Framer, OutQueue
     from msgr.protocol.states import State
     from msgr.wire import ConnectMsg
@@ -78,6 +78,7 @@ class ProtocolBase:
     _sock_local: EntityAddr | None
     _ready_armed: bool
     _ready_since_us: int
+    _signer: MessageSigner | None      # set when a cephx session signs its messages (handshake.py)
 
     if TYPE_CHECKING:  # pragma: no cover
         # protocol_v1.py

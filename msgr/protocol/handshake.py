@@ -48,11 +48,16 @@ from msgr.wire import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from msgr.protocol.host import ConnectAuthorizer, MessageSigner
     from msgr.protocol.protocol_v1 import ProtocolV1
 
 CEPH_AUTH_UNKNOWN, CEPH_AUTH_NONE, CEPH_AUTH_CEPHX = 0, 1, 2
 #: Families a legacy entity_addr_t may carry (0: a blank address), as EntityAddr.decode_legacy takes them.
 LEGACY_FAMILIES = frozenset({0, AF_INET, AF_INET6})
+#: A cephx authorizer reply is 36 bytes and a challenge 32 (observed); more than this is not a reply.
+MAX_AUTHORIZER_REPLY = 4096
+#: Challenges answered on one socket before the attempt is given up (a real OSD challenges once).
+MAX_AUTH_CHALLENGES = 3
 
 
 # --- authorizers (auth none) ------------------------------------------------------------------------
@@ -191,7 +196,7 @@ CLIENT_REPLIES: dict[int, str] = {
     Tag.FEATURES: "_on_reply_refused",
     Tag.BADPROTOVER: "_on_reply_refused",
     Tag.BADAUTHORIZER: "_on_reply_refused",
-    Tag.CHALLENGE_AUTHORIZER: "_on_reply_refused",   # cephx is not implemented (auth none)
+    Tag.CHALLENGE_AUTHORIZER: "_on_reply_challenge",
     Tag.RESETSESSION: "_on_reply_resetsession",
     Tag.RETRY_GLOBAL: "_on_reply_retry_global",
     Tag.RETRY_SESSION: "_on_reply_retry_session",
@@ -216,6 +221,11 @@ class HandshakeMixin(ProtocolBase):
         self._sock_local: EntityAddr | None = None
         self._ready_armed = False     # CONNECTION_READY timer (ms_connection_ready_timeout) pending
         self._ready_since_us = 0
+        self._authorizer: ConnectAuthorizer | None = None   # ours, on this socket (cephx)
+        self._auth_challenged = False  # the next connect resends the authorizer that answers a challenge
+        self._auth_challenges = 0      # challenges on this socket (a peer that never stops is refused)
+        self._reply_auth = b""         # the authorizer bytes of the connect reply being handled
+        self._signer: MessageSigner | None = None
 
     # ===== early checks: bytes that can never become valid ===================================================
     # Run by ProtocolV1._run while a handshake reader still waits for its bytes (``Row.peek``): a
@@ -255,6 +265,10 @@ class HandshakeMixin(ProtocolBase):
         self._reset_recv()
         self._out = []
         self._authorizer_in = b""
+        self._authorizer = None
+        self._auth_challenged = False
+        self._auth_challenges = 0
+        self._signer = None
         self.global_seq = self.host.get_global_seq()
         self._reconnect_armed = False
         self._to(S.CONNECTING)
@@ -295,7 +309,11 @@ class HandshakeMixin(ProtocolBase):
         host = self.host
         peer_type = self.peer_type
         assert peer_type is not None         # start_connect set it
-        auth_proto, auth = build_authorizer(host.my_name, peer_type)
+        if not self._auth_challenged:
+            self._authorizer = host.get_authorizer(peer_type)   # a fresh one for every connect
+        self._auth_challenged = False
+        a = self._authorizer
+        auth_proto, auth = build_authorizer(host.my_name, peer_type) if a is None else (a.protocol, a.payload)
         c = ConnectMsg(self.policy.features_supported, host.my_name.type, self.global_seq, self.connect_seq,
                        proto_version(host.my_name.type, peer_type, True), auth_proto, len(auth), 0)
         # flags: a real pacific client sends 0 even with a lossy policy (observed); the server decides
@@ -306,6 +324,8 @@ class HandshakeMixin(ProtocolBase):
     def _read_connect_reply(self, buf: memoryview, off: int, n: int, now_us: int, acts: list[Action]) -> None:
         self._reply = ConnectReply.unpack(buf, off)
         self._need_auth = self._reply.authorizer_len
+        if self._need_auth > MAX_AUTHORIZER_REPLY:
+            raise RemoteProtocolError(f"connect reply claims a {self._need_auth}-byte authorizer")
         self._to(S.CONNECTING_WAIT_CONNECT_REPLY_AUTH)
 
     def _last_reply(self) -> ConnectReply:
@@ -316,6 +336,7 @@ class HandshakeMixin(ProtocolBase):
     def _read_connect_reply_auth(self, buf: memoryview, off: int, n: int, now_us: int,
                                  acts: list[Action]) -> Blocked | None:
         # an authorizer reply is only verified with cephx; with auth none it is ignored
+        self._reply_auth = bytes(buf[off:off + n])
         method = CLIENT_REPLIES.get(self._last_reply().tag)
         if method is None:
             raise RemoteProtocolError(f"unknown connect reply tag {self._last_reply().tag}")
@@ -329,6 +350,19 @@ class HandshakeMixin(ProtocolBase):
             why += f" (missing {r.features & ~self.policy.features_supported:#x})"
         acts.extend(self._fault(f"peer refused our connect: {why}", now_us))
         return self._blocked()
+
+    def _on_reply_challenge(self, now_us: int, acts: list[Action]) -> Blocked | None:
+        """CHALLENGE_AUTHORIZER: reseal our authorizer with the answer and connect again on this socket."""
+        a = self._authorizer
+        if a is None:
+            return self._on_reply_refused(now_us, acts)   # auth none has nothing to answer with
+        self._auth_challenges += 1
+        if self._auth_challenges > MAX_AUTH_CHALLENGES:
+            raise RemoteProtocolError(f"peer challenged our authorizer {self._auth_challenges} times")
+        a.add_challenge(self._reply_auth)   # a challenge we cannot open raises: the attempt faults
+        self._auth_challenged = True
+        self._send_connect()
+        return None
 
     def _on_reply_resetsession(self, now_us: int, acts: list[Action]) -> None:
         acts.extend(self._reset_session())
@@ -355,6 +389,8 @@ class HandshakeMixin(ProtocolBase):
         if missing:
             acts.extend(self._fault(f"peer lacks required features {missing:#x}", now_us))
             return self._blocked()
+        if self._authorizer is not None:
+            self._authorizer.verify_reply(self._reply_auth)   # the peer proves it opened our ticket
         if self._last_reply().tag == Tag.SEQ:
             self._to(S.CONNECTING_WAIT_ACK_SEQ)
             return None
@@ -372,6 +408,8 @@ class HandshakeMixin(ProtocolBase):
         self.policy.lossy = bool(r.flags & CONNECT_LOSSY)   # the server's word wins
         self.connect_seq = r.connect_seq
         self.features = r.features & self.policy.features_supported
+        a = self._authorizer
+        self._signer = None if a is None else a.signer(self.features, self.host.config.cephx_sign_messages)
         self._cancel_ready_timer(acts)
         self._to(S.CONNECTING_READY)
         self._ready(now_us, acts, ConnEvent.CONNECT)
@@ -487,6 +525,7 @@ class HandshakeMixin(ProtocolBase):
         host = self.host
         self.policy = policy
         self.peer_type = c.host_type
+        self._signer = None   # a service verifies no cephx authorizers yet: nothing to sign with
         if self.peer_name is None or self.peer_name.type != c.host_type:
             self.peer_name = EntityName(c.host_type)
         self.connect_seq = c.connect_seq + 1

@@ -19,6 +19,44 @@ if TYPE_CHECKING:  # pragma: no cover
     from msgr.protocol.protocol_v1 import ProtocolV1
 
 
+class MessageSigner(Protocol):
+    """Signs and checks message footers on one session (``msgr.auth.signatures.SessionSigner``)."""
+
+    def sign(self, header_crc: int, front_crc: int, front_len: int, middle_crc: int,
+             middle_len: int, data_crc: int, data_len: int, seq: int) -> int:
+        """The signature to put in an outgoing message's footer."""
+
+    def check(self, header_crc: int, front_crc: int, front_len: int, middle_crc: int,
+              middle_len: int, data_crc: int, data_len: int, seq: int, sig: int) -> None:
+        """Raise a DecodeError (a fault of the session) unless ``sig`` signs this incoming message."""
+
+
+class ConnectAuthorizer(Protocol):
+    """One connect attempt's authorizer (``msgr.auth.tickets.Authorizer`` for cephx).
+
+    ``protocol`` and ``payload`` go into ``ceph_msg_connect``; the methods raise a MsgrError
+    (a fault of the attempt) on what the peer answers wrongly."""
+
+    protocol: int
+    payload: bytes
+
+    def add_challenge(self, sealed_challenge: bytes) -> None:
+        """Answer the service's CHALLENGE_AUTHORIZER: ``payload`` becomes the answered authorizer."""
+
+    def verify_reply(self, reply: bytes) -> object:
+        """Check the service's authorizer reply (READY/SEQ) proves it opened our ticket."""
+
+    def signer(self, features: int, sign_messages: bool) -> MessageSigner | None:
+        """The session's message signer for the negotiated ``features`` (None: no signing)."""
+
+
+class AuthClient(Protocol):
+    """What a messenger asks of its auth client (``msgr.auth.auth_client.CephxAuthClient``)."""
+
+    def get_authorizer(self, peer_type: int) -> ConnectAuthorizer | None:
+        """A fresh authorizer for a connect to a peer of this type; None: auth none."""
+
+
 class ProtocolHost(Protocol):
     my_name: EntityName
     config: Config
@@ -48,6 +86,11 @@ class ProtocolHost(Protocol):
 
     def wall_clock(self) -> tuple[int, int]:
         """(sec, nsec) of the wall clock, for KEEPALIVE2 stamps."""
+
+    def get_authorizer(self, peer_type: int) -> ConnectAuthorizer | None:
+        """An authorizer for a connect to a peer of this type (a fresh one per call: the host reads
+        its clock for ticket expiry); None: auth none. May raise a MsgrError (no ticket for that
+        service, an expired one): the attempt faults."""
 
     def session_lock(self, proto: ProtocolV1) -> AbstractContextManager[Any]:
         """Held while this machine reads and changes ``proto``, another session of the messenger (an

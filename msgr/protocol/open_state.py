@@ -85,9 +85,10 @@ class OpenMixin(ProtocolBase):
         self._header_size = 53 if f & NOSRCADDR == NOSRCADDR else 334
         self._footer_size = 21 if f & MSG_AUTH == MSG_AUTH else 13
         me = self.host.my_name
-        self._batch = self._header_size == 53   # the C scanner knows the 53-byte header only
+        # the C scanner knows the 53-byte header only, and checks no signatures (cephx: the state path)
+        self._batch = self._header_size == 53 and self._signer is None
         self._framer = Framer(f, self._crc_header, self._crc_data, me.type, me.num,
-                              self.peer_addr.encode_legacy() if self.peer_addr else bytes(136))
+                              self.peer_addr.encode_legacy() if self.peer_addr else bytes(136), self._signer)
         self._acked_seq = self.in_seq
         self._once_ready = True
         self._backoff_us = 0
@@ -222,6 +223,8 @@ class OpenMixin(ProtocolBase):
                 raise BadCrcError("data", dc, crc32c(0, data))
         h = self._hdr
         assert h is not None
+        if self._signer is not None:
+            self._signer.check(h.crc, fc, len(front), mc, len(middle), dc, len(data), h.seq, sig)
         self._hdr = None
         throttled, self._throttled = self._throttled, []
         try:

@@ -21,7 +21,7 @@ import struct
 from bisect import insort
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from msgr import _cwire
 from msgr._typing import BytesLike
@@ -29,7 +29,10 @@ from msgr.crc import BACKEND as crc_backend
 from msgr.crc import crc32c
 from msgr.features import MSG_AUTH, NOSRCADDR
 from msgr.message import Message
-from msgr.wire import FOOTER_COMPLETE, FOOTER_NOCRC, Priority
+from msgr.wire import FOOTER_COMPLETE, FOOTER_NOCRC, FOOTER_SIGNED, Priority
+
+if TYPE_CHECKING:  # pragma: no cover
+    from msgr.protocol.host import MessageSigner
 
 _TAG_MSG = b"\x07"
 _pack_tag_hdr = struct.Struct("<BQQHHHIIIHBQHH").pack     # tag + the 49 header bytes the crc covers
@@ -204,11 +207,12 @@ class Framer:
     """Builds the wire buffers of messages for one session's negotiated features."""
 
     __slots__ = ("new_header", "new_footer", "crc_header", "crc_data", "src_type", "src_num",
-                 "features", "old_src_addr", "_src_num_u", "_cflags", "_arena", "_apos", "_aend", "_amv")
+                 "features", "old_src_addr", "signer", "_src_num_u", "_cflags", "_arena", "_apos", "_aend", "_amv")
 
     def __init__(self, features: int, crc_header: bool, crc_data: bool, src_type: int, src_num: int,
-                 old_src_addr: bytes = b"") -> None:
+                 old_src_addr: bytes = b"", signer: MessageSigner | None = None) -> None:
         self.features = features
+        self.signer = signer          # cephx: footers are signed (the generic path below does it)
         self.new_header = features & NOSRCADDR == NOSRCADDR
         self.new_footer = features & MSG_AUTH == MSG_AUTH
         self.crc_header = crc_header
@@ -218,7 +222,7 @@ class Framer:
         self.old_src_addr = old_src_addr  # legacy 136 bytes; Ceph's old header carried the peer's address
         self._src_num_u = src_num + (1 << 64) if src_num < 0 else src_num   # the header's u64 bit pattern
         # the C framer handles the current header in every CRC mode; None = the Python paths
-        self._cflags = None if _c_frame is None or not self.new_header else (
+        self._cflags = None if _c_frame is None or not self.new_header or signer is not None else (
             (_F_CRC_HEADER if crc_header else 0) | (_F_CRC_DATA if crc_data else 0)
             | (_F_NEW_FOOTER if self.new_footer else 0))
         self._arena = None            # cffi pointer into the arena bytearray (kept alive by _amv)
@@ -269,7 +273,7 @@ class Framer:
                 out.append(data)
             out.append(mv[pos + 54:end])
             return n + len(front) + len(middle) + len(data)
-        if self.new_header and self.crc_header:
+        if self.new_header and self.crc_header and self.signer is None:
             # the common case in one struct call + one in-place CRC (no wrapper, no extra concat)
             try:
                 head = _pack_tag_hdr(7, h.seq, h.tid, h.type, h.priority, h.version, h.front_len,
@@ -320,7 +324,12 @@ class Framer:
             dc, flags = (crc32c(0, data) if data else 0), FOOTER_COMPLETE
         else:
             dc, flags = 0, FOOTER_COMPLETE | FOOTER_NOCRC
-        out.append(_cwire.pack_footer(fc, mc, dc, 0, flags, self.new_footer))
+        sig = 0
+        if self.signer is not None and self.new_footer:
+            sig = self.signer.sign(int.from_bytes(hdr[-4:], "little"), fc, len(front), mc, len(middle), dc,
+                                   len(data), h.seq)
+            flags |= FOOTER_SIGNED
+        out.append(_cwire.pack_footer(fc, mc, dc, sig, flags, self.new_footer))
         return 1 + len(hdr) + len(front) + len(middle) + len(data) + (21 if self.new_footer else 13)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import random
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from msgr.config import Config
 from msgr.entity import EntityAddr, EntityName
@@ -17,6 +17,7 @@ from msgr.policy import Policy
 from msgr.throttle import Throttle
 
 if TYPE_CHECKING:  # pragma: no cover
+    from msgr.protocol.host import ConnectAuthorizer
     from msgr.protocol.protocol_v1 import ProtocolV1
 
 
@@ -35,6 +36,7 @@ class InMemoryHost:
     policies: dict
     default_policy: Policy
     learned: list
+    auth_client: Any = None   # an object with get_authorizer(peer_type) (cephx), or None: auth none
 
     def get_myaddr(self) -> EntityAddr:
         return self.myaddr
@@ -66,6 +68,10 @@ class InMemoryHost:
             return False
         self.conns[proto.peer_addr] = proto
         return True
+
+    def get_authorizer(self, peer_type: int) -> ConnectAuthorizer | None:
+        ac = self.auth_client
+        return None if ac is None else cast("ConnectAuthorizer | None", ac.get_authorizer(peer_type))
 
     def session_lock(self, proto: ProtocolV1) -> AbstractContextManager[Any]:
         return contextlib.nullcontext()   # single-threaded: nothing runs between two steps

@@ -1,0 +1,133 @@
+"""A pymsgr Messenger as a cephx client of a real cluster (ceph-mon + ceph-osd 16, msgr v1).
+
+``MonAuth.login`` authenticates the messenger with the monitor; its connects to the OSD then
+carry a cephx authorizer, answer the OSD's authorizer challenge, verify the OSD's authorizer
+reply, and sign every message (CEPHX_V2) and check every signature the OSD sends. The OSD
+answers an MCommand ``version``: it accepted our signature; our receive path accepted its.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import struct
+import time
+import uuid
+from typing import Any
+
+import pytest
+from test_cephx_osd import SIGNATURE_FAILED, osd_cluster  # noqa: F401  (module fixture: a cephx mon + osd.0)
+
+from msgr import Config, Dispatcher, EntityAddr, EntityName, Message, Messenger, Policy
+from msgr.auth.errors import AuthError
+from msgr.features import CEPHX_V2, MSG_AUTH, has_feature
+from msgr.monc import MonAuth
+from msgr.wire import FOOTER_SIGNED
+
+pytestmark = pytest.mark.ceph
+OSD, MON = EntityName.TYPE_OSD, EntityName.TYPE_MON
+CEPH_MSG_COMMAND, CEPH_MSG_COMMAND_REPLY = 97, 98
+
+
+class Collector(Dispatcher):
+    def __init__(self) -> None:
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def ms_dispatch(self, msg: Message) -> bool:
+        self.events.put(("msg", msg))
+        return True
+
+    def ms_handle_connect(self, conn: Any) -> None:
+        self.events.put(("connect", conn))
+
+    def ms_handle_reset(self, conn: Any) -> bool:
+        self.events.put(("reset", conn))
+        return True
+
+    def wait(self, kind: str, mtype: int = CEPH_MSG_COMMAND_REPLY, timeout: float = 20.0) -> Any:
+        """The next event of ``kind`` (a message: of type ``mtype``; the monitor's are skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            k, obj = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
+            if k == kind and (k != "msg" or obj.get_type() == mtype):
+                return obj
+
+
+def command(fsid: str, cmd: dict, tid: int) -> Message:
+    """MCommand (type 97): fsid (16 raw bytes) + vector<string> holding the JSON command."""
+    text = json.dumps(cmd).encode()
+    m = Message()
+    m.header.type = CEPH_MSG_COMMAND
+    m.front = uuid.UUID(fsid).bytes + struct.pack("<II", 1, len(text)) + text
+    m.tid = tid
+    return m
+
+
+@pytest.fixture
+def client(osd_cluster):  # noqa: F811
+    mon, osd = osd_cluster
+    cfg = Config(name="client.admin", keyring=str(mon.keyring_path), auth_client_required="cephx")
+    ms = Messenger.create(EntityName.client(), config=cfg)
+    ms.set_policy(MON, Policy.lossy_client())
+    ms.set_policy(OSD, Policy.lossy_client())
+    disp = Collector()
+    ms.add_dispatcher_tail(disp)
+    ms.start()
+    try:
+        yield mon, osd, ms, disp
+    finally:
+        ms.shutdown()
+        ms.wait()
+
+
+def test_messenger_logs_in_and_exchanges_signed_messages_with_the_osd(client):
+    mon, osd, ms, disp = client
+    login = MonAuth(ms, EntityAddr.parse(mon.addr))
+    assert login.login() >= 2 and login.global_id > 0
+    conn = ms.connect_to(OSD, EntityAddr.parse(osd.addr))
+    conn.send_message(command(mon.fsid, {"prefix": "version"}, tid=7))
+    reply = disp.wait("msg")
+    assert reply.get_type() == CEPH_MSG_COMMAND_REPLY and reply.tid == 7
+    assert struct.unpack_from("<i", reply.front)[0] == 0 and b"pacific" in bytes(reply.data)
+    # the OSD signed its reply (our receive path checked it before delivering)
+    assert reply.footer.flags & FOOTER_SIGNED and reply.footer.sig != 0
+    assert has_feature(conn.features, MSG_AUTH) and has_feature(conn.features, CEPHX_V2)
+    assert login.auth_client.built == 1   # one authorizer, challenged once and answered
+    signer = conn.proto._signer
+    assert signer is not None and signer.signed == 1 and signer.checked == 1
+    # more traffic on the same session: every message signed both ways
+    for tid in range(8, 12):
+        conn.send_message(command(mon.fsid, {"prefix": "version"}, tid=tid))
+    got = sorted(disp.wait("msg").tid for _ in range(4))
+    assert got == [8, 9, 10, 11] and signer.checked == 5
+    # keepalives (never signed) are acked on the signed session
+    before = conn.proto.last_keepalive_ack_stamp
+    conn.send_keepalive()
+    deadline = time.monotonic() + 10
+    while conn.proto.last_keepalive_ack_stamp == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert conn.proto.last_keepalive_ack_stamp != before and conn.is_connected()
+    # the OSD found nothing wrong with any of our signatures (it logs a failure at level 0)
+    assert SIGNATURE_FAILED not in osd.log_path.read_text(errors="replace")
+
+
+def test_messenger_without_login_is_refused_by_the_cephx_osd(client):
+    mon, osd, ms, disp = client
+    conn = ms.connect_to(OSD, EntityAddr.parse(osd.addr))   # auth none: the OSD requires cephx
+    conn.send_message(command(mon.fsid, {"prefix": "version"}, tid=1))
+    assert disp.wait("reset") is conn
+    assert "BADAUTHORIZER" in (conn.last_fault or "")
+
+
+def test_login_with_a_wrong_key_is_a_typed_error(client, tmp_path):
+    from msgr.auth import CryptoKey, PermissionDeniedError
+    from msgr.auth.settings import client_auth
+    mon, osd, ms, disp = client
+    bad = tmp_path / "bad.keyring"
+    bad.write_text(f"[client.admin]\n\tkey = {CryptoKey.generate().to_base64()}\n")
+    cfg = Config(name="client.admin", keyring=str(bad), auth_client_required="cephx")
+    with pytest.raises(PermissionDeniedError):
+        MonAuth(ms, EntityAddr.parse(mon.addr), auth=client_auth(cfg)).login()
+    with pytest.raises(AuthError):
+        MonAuth(ms, EntityAddr.parse(mon.addr),
+                auth=client_auth(Config(name="client.admin", keyring=str(tmp_path / "none"),
+                                        auth_client_required="cephx, none")))
