@@ -41,6 +41,7 @@ class Params:
     crc: bool = True                 # ms_crc_header and ms_crc_data
     policy: str = "lossless"         # lossless | lossy
     processes: int = 1               # 2 = the server messengers run in a child process
+    dispatch: str = "fast"           # fast = ms_fast_dispatch on the worker | queued = ms_dispatch
     extra: dict = field(default_factory=dict)   # "config": more Config options of every messenger
 
     @property
@@ -170,15 +171,15 @@ class _Source:
             self.rtt_done.set()
 
 
-def _dispatcher(handler, on_connect=None, on_accept=None):
+def _dispatcher(handler, on_connect=None, on_accept=None, fast: bool = True):
     D = _api().Dispatcher
 
     class BenchDispatcher(D):
         def ms_can_fast_dispatch_any(self) -> bool:
-            return True
+            return fast
 
         def ms_can_fast_dispatch(self, msg) -> bool:
-            return msg.header.type in (BENCH_TYPE, ACK_TYPE)
+            return fast and msg.header.type in (BENCH_TYPE, ACK_TYPE)
 
         def ms_fast_dispatch(self, msg) -> None:
             handler(msg)
@@ -215,7 +216,7 @@ def _start_servers(p: Params, sink: _Sink, n: int, nonce0: int = 1000) -> tuple[
         ms.set_default_policy(server_pol)
         ms.set_policy(msgr.EntityName.TYPE_CLIENT, server_pol)
         addrs.append(ms.bind(msgr.EntityAddr.parse("v1:127.0.0.1:0")))
-        ms.add_dispatcher_head(_dispatcher(sink.dispatch, on_accept=accepted))
+        ms.add_dispatcher_head(_dispatcher(sink.dispatch, on_accept=accepted, fast=p.dispatch == "fast"))
         ms.start()
         servers.append(ms)
     return servers, addrs
@@ -253,7 +254,7 @@ class _Setup:
         self.client = msgr.Messenger.create(msgr.EntityName.client(4100), nonce=os.getpid(),
                                             config=_config(p))
         self.client.set_default_policy(client_pol)
-        self.client.add_dispatcher_head(_dispatcher(self.source.dispatch))
+        self.client.add_dispatcher_head(_dispatcher(self.source.dispatch, fast=p.dispatch == "fast"))
         self.client.start()
         self.conns = [self.client.connect_to(msgr.EntityName.TYPE_OSD, a) for a in addrs]
 
@@ -361,7 +362,7 @@ def _wait_acked(src: _Source, keys: list[int], sent: list[int], timeout: float) 
 
 def _param_cols(p: Params) -> dict:
     return {"connections": p.connections, "workers": p.workers, "window": p.window,
-            "crc": p.crc, "policy": p.policy, "processes": p.processes,
+            "crc": p.crc, "policy": p.policy, "processes": p.processes, "dispatch": p.dispatch,
             "front_size": p.front_size, "data_size": p.data_size}
 
 

@@ -56,6 +56,8 @@ def _suffix(p: cases.Params, defaults: cases.Params) -> str:
         parts.append("nocrc")
     if p.policy != defaults.policy:
         parts.append(p.policy)
+    if p.dispatch != defaults.dispatch:
+        parts.append(p.dispatch)
     if p.data_size and not p.front_size:
         parts.append("data")
     parts.extend(f"{k}{v}" for k, v in sorted(p.extra.get("config", {}).items()))
@@ -85,19 +87,25 @@ def _pymsgr_steps(args, sizes, quick: bool, dur: float) -> list[Step]:
             return row
         return f"{label} {_human(p.size)}", run
 
-    def rtt_step(size: int) -> Step:
-        p = params(size, window=1)
+    def rtt_step(size: int, **over) -> Step:
+        p = params(size, window=1, **over)
+
+        label = "pymsgr.rtt" + _suffix(p, base)
 
         def run() -> dict:
             row = cases.rtt(p)
-            row["case"] = "pymsgr.rtt" + _suffix(p, base)
+            row["case"] = label
             return row
-        return f"pymsgr.rtt {_human(size)}", run
+        return f"{label} {_human(size)}", run
 
     for size in sizes:
         steps.append(pipe_step(params(size)))
+    # the ordinary ms_dispatch path (DispatchQueue thread) beside the fast-dispatch row above
+    if 4096 in sizes:
+        steps.append(pipe_step(params(4096, dispatch="queued")))
     for size in args.rtt_sizes:
         steps.append(rtt_step(size))
+        steps.append(rtt_step(size, dispatch="queued"))
     # the GIL question: 2 workers vs 1 for a small and a large size
     if args.workers == 1:
         for size in (4096, 4 * _MiB) if not quick else (4096,):

@@ -159,6 +159,9 @@ def goals(rows: list[dict]) -> list[str]:
 
     r = _find(rows, "pymsgr.pipelined", 4096)
     line("4 KiB pipelined msgs/s vs uvloop framed", r and r.get("ratio_vs_uvloop"), 1.0, True)
+    r, q = _find(rows, "pymsgr.pipelined", 4096), _find(rows, "pymsgr.pipelined.queued", 4096)
+    line("4 KiB ms_dispatch (DispatchQueue) msgs/s vs fast dispatch",
+         _ratio(q and q.get("msgs_per_s"), r and r.get("msgs_per_s")), 0.6, True)
     r = _find(rows, "pymsgr.pipelined", 4 << 20)
     line("4 MiB 1 conn CRC on MB/s vs loopback TCP", r and r.get("ratio_vs_loopback"), 0.7, True)
     r = _find(rows, "pymsgr.rtt", 16)
