@@ -38,7 +38,7 @@ from msgr.wire import Priority
 if TYPE_CHECKING:  # pragma: no cover
     from msgr.connection_host import ConnectionHost
     from msgr.message import Message
-    from msgr.protocol.host import AuthClient, ConnectAuthorizer
+    from msgr.protocol.host import AuthClient, AuthServer, AuthVerdict, ConnectAuthorizer
     from msgr.protocol.protocol_v1 import ProtocolV1
 
 _log = logging.getLogger("msgr.messenger")
@@ -220,6 +220,12 @@ class MessengerHost:
         ac = self.messenger._auth_client
         return None if ac is None else ac.get_authorizer(peer_type)
 
+    def verify_authorizer(self, peer_type: int, protocol: int, blob: bytes,
+                          challenge: object) -> AuthVerdict | None:
+        """The auth server's verdict on an incoming authorizer (None without one: auth none)."""
+        srv = self.messenger._auth_server
+        return None if srv is None else srv.verify_authorizer(peer_type, protocol, blob, challenge)
+
     def session_lock(self, proto: ProtocolV1) -> Any:
         """The session lock of ``proto``'s connection (an accept deciding on that session)."""
         return proto.connection.session_lock()
@@ -299,6 +305,7 @@ class AsyncMessenger(Messenger):
         self._dropped_unsent = 0           # messages mark_down/shutdown dropped (logged by wait())
         self._host = MessengerHost(self)   # what connections and protocols ask of us
         self._auth_client: AuthClient | None = None   # cephx authorizers for our connects (set_auth_client)
+        self._auth_server: AuthServer | None = None   # verifies incoming authorizers (set_auth_server)
         # Ceph: a monitor sends at HIGH by default, everyone else at DEFAULT
         self.default_send_priority = int(Priority.HIGH if name.type == EntityName.TYPE_MON else Priority.DEFAULT)
 
@@ -346,6 +353,11 @@ class AsyncMessenger(Messenger):
         """Who builds the authorizers of our connects (cephx: ``msgr.auth.auth_client.CephxAuthClient``,
         which ``msgr.monc.MonAuth.login`` sets); None: auth none. Connections opened afterwards use it."""
         self._auth_client = auth_client
+
+    def set_auth_server(self, auth_server: AuthServer | None) -> None:
+        """Who verifies the authorizers of incoming connects (cephx: ``msgr.auth.auth_server.
+        CephxAuthServer``, which ``msgr.monc.MonAuth.serve`` sets); None: auth none rules."""
+        self._auth_server = auth_server
 
     def add_dispatcher_head(self, d: Dispatcher) -> None:
         """Add ``d`` before the dispatchers already added (it is offered each message first)."""

@@ -11,7 +11,10 @@
 a :class:`~msgr.auth.auth_client.CephxAuthClient` on the messenger
 (:meth:`~msgr.messenger.AsyncMessenger.set_auth_client`). Renewal is the application's: call
 :meth:`MonAuth.renew` now and then (it does nothing until a ticket is three quarters through
-its validity). Blocking: call it from an application thread, never from a dispatcher.
+its validity). A daemon entity (``osd.N``) can also :meth:`MonAuth.serve`: fetch its service
+type's rotating secrets and verify the authorizers of incoming connects with them
+(:class:`~msgr.auth.auth_server.CephxAuthServer`). Blocking: call it from an application
+thread, never from a dispatcher.
 """
 from __future__ import annotations
 
@@ -21,9 +24,10 @@ from collections.abc import Callable
 from typing import Any
 
 from msgr.auth.auth_client import CephxAuthClient
+from msgr.auth.auth_server import CephxAuthServer, ServiceSecrets
 from msgr.auth.cephx_client import CephxClient
 from msgr.auth.errors import AuthError
-from msgr.auth.mon_exchange import authenticate, renew
+from msgr.auth.mon_exchange import authenticate, fetch_rotating, renew
 from msgr.auth.settings import ClientAuth, client_auth
 from msgr.dispatcher import Dispatcher
 from msgr.entity import EntityAddr, EntityName
@@ -57,6 +61,8 @@ class MonAuth(Dispatcher):
         self.rounds = 0
         self._replies: queue.Queue[MAuthReply | None] = queue.Queue()
         self._added = False
+        self.service_secrets = ServiceSecrets()
+        self.auth_server: CephxAuthServer | None = None
 
     # --- Dispatcher: the monitor session's MAuthReply and resets ---------------------------------
     def ms_dispatch(self, msg: Message) -> bool:
@@ -111,6 +117,23 @@ class MonAuth(Dispatcher):
             return 0
         self._session()
         return renew(self.cephx, self._send, self._recv, self.clock, lock=self.auth_client.lock)
+
+    def serve(self) -> CephxAuthServer:
+        """A daemon entity (``osd.N``...) after :meth:`login`: fetch our service type's rotating
+        secrets (``CEPHX_GET_ROTATING_KEY``) and make the messenger verify incoming authorizers
+        with them (``set_auth_server``). Call again to refresh the secrets (they rotate)."""
+        self._session()
+        fetch_rotating(self.cephx, self._send, self._recv, self.clock, lock=self.auth_client.lock)
+        rotating = self.cephx.rotating
+        if rotating is None:   # pragma: no cover - fetch_rotating sets it or raises
+            raise AuthError("the monitor sent no rotating secrets")
+        my_type = self.auth.name.type
+        self.service_secrets.set_rotating(my_type, rotating)
+        if self.auth_server is None:
+            self.auth_server = CephxAuthServer(self.service_secrets, my_type, self.messenger.config,
+                                               self.clock)
+            self.messenger.set_auth_server(self.auth_server)
+        return self.auth_server
 
     @property
     def global_id(self) -> int:

@@ -217,3 +217,64 @@ def test_signing_off_sends_unsigned_footers():
     f = MsgFooter.unpack(out, 1 + MsgHeader.SIZE + h.front_len)
     assert f.sig == 0 and not f.flags & FOOTER_SIGNED
     assert struct.unpack_from("<B", out)[0] == Tag.MSG
+
+
+# --- both roles in pymsgr: a cephx client and a cephx service over the in-memory WireNet --------------------
+def _cephx_pair(seed: int):
+    """osd.1 (client: a ticket for the OSD service) -> osd.2 (service: the rotating secret it was sealed with)."""
+    from msgr.auth.auth_server import CephxAuthServer, ServiceSecrets
+    from msgr.auth.cephx_wire import AuthTicket, ExpiringKey, RotatingSecrets, ServiceTicketInfo
+    from msgr.encoding import AuthEntityName
+    from msgr.sim.wire_pair import WireNet
+
+    a_addr, b_addr = EntityAddr.parse("v1:10.0.0.1:6800/11"), EntityAddr.parse("v1:10.0.0.2:6800/22")
+    rotating = CryptoKey(bytes(range(100, 116)))
+    net = WireNet(seed=seed, max_chunk=3000)
+    a = net.add_host(FakeHost(EntityName.osd(1), a_addr, default_policy=Policy.lossless_peer(), seed=1))
+    b = net.add_host(FakeHost(EntityName.osd(2), b_addr, default_policy=Policy.lossless_peer(), seed=2))
+    secrets = ServiceSecrets()
+    secrets.set_rotating(OSD, RotatingSecrets({7: ExpiringKey(rotating, Utime(4_000_000_000, 0))}, 7))
+    b.auth_server = CephxAuthServer(secrets, OSD, b.config, clock=lambda: 1000.0)
+    info = ServiceTicketInfo(AuthTicket(AuthEntityName(OSD, "1"), GLOBAL_ID, Utime(900, 0), Utime(4_000_000_000, 0)),
+                             KEY)
+    ac = a.auth_client = TicketAuthClient()
+    ac.handler.accept(ServiceTicket(KEY, Utime(3600, 0)), TicketBlob(7, seal(rotating.secret, info.encode())), 0.0)
+    return net, a, b, a_addr, b_addr
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_lossless_cephx_session_survives_faults_signed_both_ways(seed):
+    net, a, b, a_addr, b_addr = _cephx_pair(seed)
+    p = net.connect(a, b_addr, OSD)
+    n, breaks = 300, 0
+    for i in range(n):
+        net.send(p, make_msg(i, data_len=net.rng.choice([0, 10, 5000])))
+        s = b.conns.get(a_addr)
+        if s is not None:
+            net.send(s, make_msg(i))
+        if i % 10 == 0:
+            for _ in range(net.rng.randint(1, 25)):
+                net.step()
+            if net.rng.random() < 0.5 and net.break_link(p):
+                breaks += 1
+    net.run()
+    assert breaks >= 3
+    from test_protocol_support import msg_id
+    assert [msg_id(m) for m in net.messages(b)] == list(range(n))
+    s = b.conns[a_addr]
+    assert p.is_connected() and s.is_connected()
+    assert p._signer is not None and s._signer is not None
+    assert b.auth_server.accepted >= 2 and b.auth_server.refused == 0   # reconnects were authorized anew
+    assert len(a.auth_client.built) == b.auth_server.challenged   # a fresh authorizer per attempt, each challenged
+    assert not [e for e in net.events(kind=Fault) if isinstance(e.error, BadSignatureError)]
+
+
+def test_service_refuses_a_client_without_a_ticket_and_the_client_backs_off():
+    net, a, b, a_addr, b_addr = _cephx_pair(0)
+    a.auth_client = None   # auth none toward a service that requires cephx
+    p = net.connect(a, b_addr, OSD)
+    net.send(p, make_msg(1))
+    net.run(max_time_us=2_000_000)
+    assert not p.is_connected() and not net.messages(b)
+    assert any("BADAUTHORIZER" in f.reason for f in net.events(p, Fault))
+    assert b.auth_server.refused >= 1 and "requires cephx" in b.auth_server.last_refusal

@@ -27,14 +27,16 @@ from collections.abc import Callable
 from msgr.auth.cephx_wire import (
     CEPHX_GET_AUTH_SESSION_KEY,
     CEPHX_GET_PRINCIPAL_SESSION_KEY,
+    CEPHX_GET_ROTATING_KEY,
     REQUEST_NAMES,
     Authenticate,
     ChallengeBlob,
     ResponseHeader,
+    RotatingSecrets,
     ServerChallenge,
     ServiceTicketRequest,
 )
-from msgr.auth.crypto import seal_bl
+from msgr.auth.crypto import seal_bl, unseal_bl
 from msgr.auth.errors import AuthError, BadKeyError, TicketExpiredError, refusal
 from msgr.auth.keyring import CryptoKey
 from msgr.auth.tickets import ENTITY_AUTH, Authorizer, TicketManager
@@ -83,6 +85,7 @@ class CephxClient:
         self.protocol = CEPH_AUTH_UNKNOWN
         self._pending: int | None = None  # request type we wait the answer of
         self.extra_ticket_error = ""  # why the tickets that came with the session key were bad
+        self.rotating: RotatingSecrets | None = None  # a service's secrets (CEPHX_GET_ROTATING_KEY)
 
     @property
     def global_id(self) -> int:
@@ -124,6 +127,14 @@ class CephxClient:
             self._pending = CEPHX_GET_PRINCIPAL_SESSION_KEY
         return e.getvalue()
 
+    def build_rotating_request(self) -> bytes:
+        """CEPHX_GET_ROTATING_KEY (a daemon entity, once authenticated): the secrets its service
+        type's tickets are sealed with. The monitor answers them sealed with our own key."""
+        if not self.authenticated:
+            raise AuthError("rotating keys are asked for on an authenticated session")
+        self._pending = CEPHX_GET_ROTATING_KEY
+        return Encoder().u16(CEPHX_GET_ROTATING_KEY).getvalue()
+
     # --- replies --------------------------------------------------------------
     def handle_reply(self, protocol: int, result: int, global_id: int, payload: bytes,
                      now: float, message: str = "") -> bytes | None:
@@ -159,6 +170,12 @@ class CephxClient:
             if auth_key is None:
                 raise AuthError("service tickets arrived before the auth session key")
             self.tickets.read_ticket_reply(auth_key, d, now)
+        elif hdr.request_type == CEPHX_GET_ROTATING_KEY:
+            try:
+                self.rotating = RotatingSecrets.decode(unseal_bl(self.key.secret, d))
+            except BadKeyError as exc:
+                raise BadKeyError(f"our key for {self.name} does not open the rotating secrets: "
+                                  f"{exc}") from None
         self._pending = None
         if self.need_tickets(now):
             return self.build_request(now)

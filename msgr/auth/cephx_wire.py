@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from msgr.auth.keyring import CryptoKey
-from msgr.encoding import Decoder, Encoder, Utime
+from msgr.encoding import AuthEntityName, Decoder, Encoder, Utime
 from msgr.errors import DecodeError
 
 __all__ = [
     "CEPHX_GET_AUTH_SESSION_KEY", "CEPHX_GET_PRINCIPAL_SESSION_KEY", "CEPHX_GET_ROTATING_KEY",
     "ServerChallenge", "ResponseHeader", "TicketBlob", "Authenticate", "ChallengeBlob",
     "ServiceTicket", "ServiceTicketRequest", "Authorize", "AuthorizeReply", "AuthorizeChallenge",
-    "struct_v",
+    "ExpiringKey", "RotatingSecrets", "AuthTicket", "ServiceTicketInfo", "struct_v",
 ]
 
 CEPHX_GET_AUTH_SESSION_KEY = 0x0100
@@ -210,3 +210,97 @@ class AuthorizeChallenge:
         d = Decoder(buf, what="CephXAuthorizeChallenge")
         struct_v(d, "CephXAuthorizeChallenge")
         return cls(d.u64())
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiringKey:
+    """One rotating service secret: the key and when it stops being used."""
+
+    key: CryptoKey
+    expiration: Utime
+
+    def encode_into(self, e: Encoder) -> Encoder:
+        e.u8(1)
+        self.key.encode_into(e)
+        return e.utime(self.expiration)
+
+    @classmethod
+    def decode_from(cls, d: Decoder) -> ExpiringKey:
+        struct_v(d, "ExpiringCryptoKey")
+        return cls(CryptoKey.decode_from(d), d.utime())
+
+
+@dataclass(frozen=True, slots=True)
+class RotatingSecrets:
+    """A service type's rotating secrets by secret_id (CEPHX_GET_ROTATING_KEY's answer)."""
+
+    secrets: dict[int, ExpiringKey]
+    max_ver: int
+
+    def encode(self) -> bytes:
+        e = Encoder().u8(1).u32(len(self.secrets))
+        for sid in sorted(self.secrets):
+            self.secrets[sid].encode_into(e.u64(sid))
+        return e.u64(self.max_ver).getvalue()
+
+    @classmethod
+    def decode(cls, buf: bytes) -> RotatingSecrets:
+        d = Decoder(buf, what="RotatingSecrets")
+        struct_v(d, "RotatingSecrets")
+        n = d.length(8 + 1 + 28 + 8, "rotating secrets")   # u64 id + the smallest key
+        out = {}
+        for _ in range(n):
+            sid = d.u64()
+            out[sid] = ExpiringKey.decode_from(d)
+        return cls(out, d.u64())
+
+
+@dataclass(frozen=True, slots=True)
+class AuthTicket:
+    """What a service learns from a ticket: who (name, global_id), its validity and caps."""
+
+    name: AuthEntityName
+    global_id: int
+    created: Utime
+    expires: Utime
+    caps: bytes = b""
+    allow_all: bool = False
+    flags: int = 0
+
+    def encode_into(self, e: Encoder) -> Encoder:
+        e.u8(2).auth_entity_name(self.name).u64(self.global_id).u64(0xFFFFFFFFFFFFFFFF)  # old auid
+        e.utime(self.created).utime(self.expires)
+        e.u8(1).bool(self.allow_all).bytes(self.caps)   # AuthCapsInfo
+        return e.u32(self.flags)
+
+    @classmethod
+    def decode_from(cls, d: Decoder) -> AuthTicket:
+        v = struct_v(d, "AuthTicket")
+        name = d.auth_entity_name()
+        gid = d.u64()
+        if v >= 2:
+            d.u64()   # the auid Ceph no longer uses
+        created, expires = d.utime(), d.utime()
+        struct_v(d, "AuthCapsInfo")
+        allow_all = d.bool()
+        caps = d.bytes()
+        return cls(name, gid, created, expires, caps, allow_all, d.u32())
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceTicketInfo:
+    """The inside of a ticket blob, sealed with the service's rotating secret: ticket + session key."""
+
+    ticket: AuthTicket
+    session_key: CryptoKey
+
+    def encode(self) -> bytes:
+        e = Encoder().u8(1)
+        self.ticket.encode_into(e)
+        return self.session_key.encode_into(e).getvalue()
+
+    @classmethod
+    def decode(cls, buf: bytes) -> ServiceTicketInfo:
+        d = Decoder(buf, what="CephXServiceTicketInfo")
+        struct_v(d, "CephXServiceTicketInfo")
+        return cls(AuthTicket.decode_from(d), CryptoKey.decode_from(d))

@@ -16,7 +16,7 @@ from msgr.auth.cephx_client import CephxClient
 from msgr.auth.errors import AuthError
 from msgr.messages.auth import CEPH_AUTH_CEPHX, MAuth, MAuthReply
 
-__all__ = ["authenticate", "renew"]
+__all__ = ["authenticate", "renew", "fetch_rotating"]
 
 
 def _loop(client: CephxClient, protocol: int, payload: bytes, send: Callable[[MAuth], None],
@@ -60,3 +60,13 @@ def renew(client: CephxClient, send: Callable[[MAuth], None], recv: Callable[[],
             return 0
         payload = client.build_request(clock())
     return _loop(client, CEPH_AUTH_CEPHX, payload, send, recv, clock, max_rounds, lock)
+
+
+def fetch_rotating(client: CephxClient, send: Callable[[MAuth], None], recv: Callable[[], MAuthReply],
+                   clock: Callable[[], float] = time.time,
+                   lock: AbstractContextManager[Any] | None = None) -> int:
+    """CEPHX_GET_ROTATING_KEY on an authenticated session: ``client.rotating`` is then set."""
+    lock = lock or contextlib.nullcontext()
+    with lock:
+        payload = client.build_rotating_request()
+    return _loop(client, CEPH_AUTH_CEPHX, payload, send, recv, clock, 4, lock)

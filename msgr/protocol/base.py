@@ -79,6 +79,7 @@ class ProtocolBase:
     _ready_armed: bool
     _ready_since_us: int
     _signer: MessageSigner | None      # set when a cephx session signs its messages (handshake.py)
+    _auth_server_challenge: object     # a service's cephx challenge on this socket (handshake.py)
 
     if TYPE_CHECKING:  # pragma: no cover
         # protocol_v1.py

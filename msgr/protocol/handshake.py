@@ -30,6 +30,7 @@ from msgr.protocol.actions import (
     StopExisting,
 )
 from msgr.protocol.base import Blocked, ProtocolBase
+from msgr.protocol.host import AuthVerdict
 from msgr.protocol.states import State as S
 from msgr.wire import (
     BANNER,
@@ -112,6 +113,7 @@ class ConnectCtx:
     e: Existing | None   # None: no registered session, or it is this connection (row 7)
     replacing: bool      # this connection is the target of a replace (the retry after RETRY_GLOBAL)
     peer_lt_me: bool     # peer's legacy address < ours, in Ceph's memcmp order (rows 17/18)
+    auth_challenge: bool = False   # row 5: the auth server challenges this authorizer (cephx)
 
     @property
     def ex(self) -> Existing:
@@ -150,13 +152,14 @@ def _cseq1(x: ConnectCtx) -> int:
     return x.ex.cseq + 1
 
 
-#: (row of PROTOCOL.md §7, condition, outcome). Row 2 is folded into ``required``; row 5 (cephx challenge) and
-#: row 7 (existing is this connection -> treated as none) are settled while building the context.
+#: (row of PROTOCOL.md §7, condition, outcome). Row 2 is folded into ``required``; row 7 (existing is this
+#: connection -> treated as none) is settled while building the context.
 SERVER_DECISIONS: list[tuple[int, str, Callable[[ConnectCtx], bool], Outcome]] = [
     (1, "protocol_version is not ours", lambda x: x.c.protocol_version != x.my_proto,
      _reply(Tag.BADPROTOVER)),
     (3, "peer lacks required features", lambda x: bool(x.required & ~x.c.features), _reply(Tag.FEATURES)),
-    (4, "authorizer rejected", lambda x: not x.auth_ok, _reply(Tag.BADAUTHORIZER)),
+    (4, "authorizer rejected", lambda x: not x.auth_ok and not x.auth_challenge, _reply(Tag.BADAUTHORIZER)),
+    (5, "authorizer challenged (cephx)", lambda x: x.auth_challenge, _reply(Tag.CHALLENGE_AUTHORIZER)),
     (6, "stateless server: always a new session", lambda x: x.policy.server and x.policy.lossy, _do(Do.OPEN)),
     (8, "peer resumes a session we do not have", lambda x: x.e is None and x.c.connect_seq > 0
      and not x.replacing, _reply(Tag.RESETSESSION)),
@@ -226,6 +229,8 @@ class HandshakeMixin(ProtocolBase):
         self._auth_challenges = 0      # challenges on this socket (a peer that never stops is refused)
         self._reply_auth = b""         # the authorizer bytes of the connect reply being handled
         self._signer: MessageSigner | None = None
+        self._auth_verdict = AuthVerdict(True)   # the service's verdict on the last connect read (server)
+        self._auth_server_challenge: object = None   # what we challenged with on this socket (server)
 
     # ===== early checks: bytes that can never become valid ===================================================
     # Run by ProtocolV1._run while a handshake reader still waits for its bytes (``Row.peek``): a
@@ -421,6 +426,7 @@ class HandshakeMixin(ProtocolBase):
             raise RemoteProtocolError(f"start_accept in state {self.state!r}")
         self._has_socket = True
         self._sock_peer, self._sock_local = sock_peer, sock_local
+        self._auth_server_challenge = None
         self._to(S.ACCEPTING)
         # our own address as the messenger knows it (blank for a wildcard bind until learned), as Ceph
         # does; a client accepts a blank claim when port and nonce match
@@ -479,16 +485,24 @@ class HandshakeMixin(ProtocolBase):
             e_view = Existing(existing.state is S.CLOSED, existing._replacing, existing.peer_global_seq,
                               existing.connect_seq, existing.policy.lossy,
                               existing.state is S.STANDBY or existing.is_connected(), existing.policy.server)
+        v = host.verify_authorizer(c.host_type, c.authorizer_protocol, self._authorizer_in,
+                                   self._auth_server_challenge)
+        if v is None:   # auth none rules
+            v = AuthVerdict(verify_authorizer(c.host_type, c.authorizer_protocol, self._authorizer_in))
+        elif v.challenge is not None:
+            self._auth_server_challenge = v.challenge
+        self._auth_verdict = v
         x = ConnectCtx(c, proto_version(my, c.host_type, False),
                        policy.features_required | (CEPHX_V2 if c.authorizer_protocol == CEPH_AUTH_CEPHX else 0),
-                       verify_authorizer(c.host_type, c.authorizer_protocol, self._authorizer_in),
-                       policy, e_view, self._replacing,
-                       self.peer_addr.legacy_cmp_key() < host.get_myaddr().legacy_cmp_key())
+                       v.ok, policy, e_view, self._replacing,
+                       self.peer_addr.legacy_cmp_key() < host.get_myaddr().legacy_cmp_key(),
+                       not v.ok and v.challenge is not None)
         d = decide(x)
         self.last_decision = d
         if d.do is Do.REPLY:
             assert d.tag is not None             # every REPLY row names its tag
-            self._out.append(self._error_reply(c, policy, d.tag, d.global_seq, d.connect_seq))
+            auth = v.reply if d.tag in (Tag.CHALLENGE_AUTHORIZER, Tag.BADAUTHORIZER) else b""
+            self._out.append(self._error_reply(c, policy, d.tag, d.global_seq, d.connect_seq, auth))
             self._to(S.ACCEPTING_WAIT_CONNECT_MSG)
             return None
         if d.do is Do.WAIT:
@@ -513,11 +527,13 @@ class HandshakeMixin(ProtocolBase):
         self._server_open(c, policy, d.reset_from_peer, now_us, acts)
         return None
 
-    def _error_reply(self, c: ConnectMsg, policy: Policy, tag: Tag, gseq: int = 0, cseq: int = 0) -> bytes:
-        """A non-success reply (PROTOCOL.md §4.5): our protocol version, features = offered & supported | required."""
+    def _error_reply(self, c: ConnectMsg, policy: Policy, tag: Tag, gseq: int = 0, cseq: int = 0,
+                     auth: bytes = b"") -> bytes:
+        """A non-success reply (PROTOCOL.md §4.5): our protocol version, features = offered & supported | required;
+        ``auth``: the authorizer bytes it carries (a cephx challenge)."""
         required = policy.features_required | (CEPHX_V2 if c.authorizer_protocol == CEPH_AUTH_CEPHX else 0)
         return ConnectReply(tag, (c.features & policy.features_supported) | required, gseq, cseq,
-                            proto_version(self.host.my_name.type, c.host_type, False), 0, 0).pack()
+                            proto_version(self.host.my_name.type, c.host_type, False), len(auth), 0).pack() + auth
 
     def _server_open(self, c: ConnectMsg, policy: Policy, reset_from_peer: bool, now_us: int,
                      acts: list[Action]) -> None:
@@ -525,7 +541,7 @@ class HandshakeMixin(ProtocolBase):
         host = self.host
         self.policy = policy
         self.peer_type = c.host_type
-        self._signer = None   # a service verifies no cephx authorizers yet: nothing to sign with
+        v = self._auth_verdict   # accepted by _decide_and_act on this socket
         if self.peer_name is None or self.peer_name.type != c.host_type:
             self.peer_name = EntityName(c.host_type)
         self.connect_seq = c.connect_seq + 1
@@ -534,9 +550,10 @@ class HandshakeMixin(ProtocolBase):
         if not seq:
             self.in_seq = 0
         reply = ConnectReply(Tag.SEQ if seq else Tag.READY, policy.features_supported, host.get_global_seq(),
-                             self.connect_seq, proto_version(host.my_name.type, c.host_type, False), 0,
+                             self.connect_seq, proto_version(host.my_name.type, c.host_type, False), len(v.reply),
                              CONNECT_LOSSY if policy.lossy else 0)
         self.features = reply.features & c.features
+        self._signer = None if v.signer_for is None else v.signer_for(self.features, host.config.cephx_sign_messages)
         self._replacing = False
         self._reset_from_peer = False
         self._replace_connect = None
@@ -546,7 +563,7 @@ class HandshakeMixin(ProtocolBase):
                 if not host.register_conn(cast("ProtocolV1", self)):
                     raise RemoteProtocolError(f"another session for {self.peer_addr} registered meanwhile")
                 acts.append(Registered(self.peer_addr))
-        self._out.append(reply.pack())
+        self._out.append(reply.pack() + v.reply)
         acts.append(Notify(ConnEvent.ACCEPT))
         if seq:
             self._out.append(pack_u64(self.in_seq))

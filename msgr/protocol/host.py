@@ -7,7 +7,9 @@ sockets, threads or the OS clock, so the protocol stays sans-IO.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from msgr.config import Config
@@ -57,6 +59,32 @@ class AuthClient(Protocol):
         """A fresh authorizer for a connect to a peer of this type; None: auth none."""
 
 
+@dataclass(frozen=True, slots=True)
+class AuthVerdict:
+    """A service's answer to the authorizer of one incoming connect.
+
+    ``ok``: accept (``reply`` goes with READY/SEQ: the proof we opened the ticket). Not ok with a
+    ``challenge``: answer CHALLENGE_AUTHORIZER with ``reply``; the challenge is handed back with
+    the next connect on the same socket. Not ok without: BADAUTHORIZER (``reason`` says why).
+    ``signer_for(features, sign_messages)`` gives the session's signer once accepted."""
+
+    ok: bool
+    reply: bytes = b""
+    challenge: object = None
+    reason: str = ""
+    signer_for: Callable[[int, bool], MessageSigner | None] | None = None
+
+
+class AuthServer(Protocol):
+    """What a messenger asks of its auth server (``msgr.auth.auth_server.CephxAuthServer``)."""
+
+    def verify_authorizer(self, peer_type: int, protocol: int, blob: bytes,
+                          challenge: object) -> AuthVerdict | None:
+        """The verdict on a connect's authorizer; None: auth none is allowed for this peer, the
+        handshake's own auth-none rule decides. ``challenge``: what the last verdict on this
+        socket challenged with (None if none)."""
+
+
 class ProtocolHost(Protocol):
     my_name: EntityName
     config: Config
@@ -91,6 +119,11 @@ class ProtocolHost(Protocol):
         """An authorizer for a connect to a peer of this type (a fresh one per call: the host reads
         its clock for ticket expiry); None: auth none. May raise a MsgrError (no ticket for that
         service, an expired one): the attempt faults."""
+
+    def verify_authorizer(self, peer_type: int, protocol: int, blob: bytes,
+                          challenge: object) -> AuthVerdict | None:
+        """The auth server's verdict on an incoming connect's authorizer (AuthServer); None: no
+        auth server, or auth none allowed for this peer (the handshake's auth-none rule)."""
 
     def session_lock(self, proto: ProtocolV1) -> AbstractContextManager[Any]:
         """Held while this machine reads and changes ``proto``, another session of the messenger (an

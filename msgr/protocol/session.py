@@ -244,6 +244,7 @@ class SessionMixin(ProtocolBase):
         self._has_socket = True
         self._sock_peer, self._sock_local = sock_peer, sock_local
         self._authorizer_in = b""
+        self._auth_server_challenge = None   # a new socket: any cephx challenge starts over
         self._replacing = True
         self._arm_ready_timer(now_us, acts)   # as Ceph: the replace restarts the connection tick
         self.stats["reconnects"] += 1

@@ -17,7 +17,7 @@ from msgr.policy import Policy
 from msgr.throttle import Throttle
 
 if TYPE_CHECKING:  # pragma: no cover
-    from msgr.protocol.host import ConnectAuthorizer
+    from msgr.protocol.host import AuthVerdict, ConnectAuthorizer
     from msgr.protocol.protocol_v1 import ProtocolV1
 
 
@@ -37,6 +37,7 @@ class InMemoryHost:
     default_policy: Policy
     learned: list
     auth_client: Any = None   # an object with get_authorizer(peer_type) (cephx), or None: auth none
+    auth_server: Any = None   # an object with verify_authorizer(...) (cephx), or None: auth none
 
     def get_myaddr(self) -> EntityAddr:
         return self.myaddr
@@ -72,6 +73,13 @@ class InMemoryHost:
     def get_authorizer(self, peer_type: int) -> ConnectAuthorizer | None:
         ac = self.auth_client
         return None if ac is None else cast("ConnectAuthorizer | None", ac.get_authorizer(peer_type))
+
+    def verify_authorizer(self, peer_type: int, protocol: int, blob: bytes,
+                          challenge: object) -> AuthVerdict | None:
+        srv = self.auth_server
+        if srv is None:
+            return None
+        return cast("AuthVerdict | None", srv.verify_authorizer(peer_type, protocol, blob, challenge))
 
     def session_lock(self, proto: ProtocolV1) -> AbstractContextManager[Any]:
         return contextlib.nullcontext()   # single-threaded: nothing runs between two steps
