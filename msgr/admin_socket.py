@@ -302,7 +302,7 @@ class AdminSocket:
         return {"diff": diff}
 
     def _dump_connections(self, args: dict[str, Any]) -> dict[str, Any]:
-        conns = [c.status() for c in self.msgr.connections()]
+        conns = [c._status() for c in self.msgr.connections()]
         conns.sort(key=lambda s: (s["peer_addr"], s["state"]))
         return {"name": str(self.msgr.my_name), "addr": str(self.msgr.get_myaddr()),
                 "connections": conns}

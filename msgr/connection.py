@@ -70,21 +70,21 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
     def __init__(self, host: MessengerHost, worker: Any, target: EntityAddr | None = None,
                  target_type: int | None = None, proto: Any = None) -> None:
         self._init_core()   # closed, _down, _timers, last_fault(_error), fault_count
-        self.host = host    # the messenger's side of msgr/connection_host.py (per session, not per message)
-        self.msgr = msgr = host.messenger
-        self.worker = worker
-        self.center = worker.center
-        self.perf = msgr.perf.worker_block(worker.index)
-        self.now_us: Callable[[], int] = msgr.clock.now_us
+        self._host = host    # the messenger's side of msgr/connection_host.py (per session, not per message)
+        self._msgr = msgr = host.messenger
+        self._worker = worker
+        self._center = worker.center
+        self._perf = msgr.perf.worker_block(worker.index)
+        self._now_us: Callable[[], int] = msgr.clock.now_us
         if proto is None:
             from msgr.protocol.protocol_v1 import ProtocolV1
             proto = ProtocolV1(host, self)
-        self.proto = proto
-        self.target = target
-        self.target_type = target_type
-        self.inject = host.fault_injector()
-        self.sock: socket.socket | None = None
-        self.fd = -1
+        self._proto = proto
+        self._target = target
+        self._target_type = target_type
+        self._inject = host.fault_injector()
+        self._sock: socket.socket | None = None
+        self._fd = -1
         self._connecting = False      # TCP connect in flight (waiting for WRITABLE)
         self._reading = False         # READABLE registered
         self._writing = False         # WRITABLE registered (unsent output)
@@ -102,51 +102,51 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         self._idle_us = int(msgr.config.ms_connection_idle_timeout * 1_000_000)
         self._idle_timer: int | None = None
         self._last_active_us = 0      # last input (ms_connection_idle_timeout)
-        self.perf.msgr_created_connections += 1
-        self.perf.msgr_active_connections += 1
+        self._perf.msgr_created_connections += 1
+        self._perf.msgr_active_connections += 1
         debug.refresh()   # picks up logging levels changed since the last connection
 
     def __repr__(self) -> str:
-        return (f"<AsyncConnection {self.proto.peer_name or '?'} {self.get_peer_addr()} "
-                f"{self.proto.state!r} fd={self.fd}>")
+        return (f"<AsyncConnection {self._proto.peer_name or '?'} {self.get_peer_addr()} "
+                f"{self._proto.state!r} fd={self._fd}>")
 
     # --- the user-visible Connection ----------------------------------------
     @property
-    def peer_type(self) -> int | None:  # type: ignore[override]
-        t = self.proto.peer_type
-        return self.target_type if t is None else t
+    def peer_type(self) -> int | None:
+        t = self._proto.peer_type
+        return self._target_type if t is None else t
 
     @property
-    def peer_name(self) -> EntityName | None:  # type: ignore[override]
-        return self.proto.peer_name
+    def peer_name(self) -> EntityName | None:
+        return self._proto.peer_name
 
     @property
-    def features(self) -> int:  # type: ignore[override]
-        return self.proto.features
+    def features(self) -> int:
+        return self._proto.features
 
     def get_peer_addr(self) -> EntityAddr | None:
-        return self.proto.peer_addr or self.target
+        return self._proto.peer_addr or self._target
 
     def get_last_keepalive_ack(self) -> float:
-        sec, nsec = self.proto.last_keepalive_ack_stamp
+        sec, nsec = self._proto.last_keepalive_ack_stamp
         return sec + nsec * 1e-9
 
     def is_connected(self) -> bool:
-        return not self._down and not self.closed and self.proto.is_connected()
+        return not self._down and not self._closed and self._proto.is_connected()
 
-    def status(self) -> dict[str, Any]:
+    def _status(self) -> dict[str, Any]:
         """A snapshot for the admin socket's ``dump_connections`` (any thread; not atomic)."""
-        proto = self.proto
+        proto = self._proto
         outq = proto.outq
         queued, unacked = len(outq), len(outq.sent)
         return {
             "peer_name": str(proto.peer_name) if proto.peer_name is not None else None,
             "peer_addr": str(self.get_peer_addr()), "state": proto.state.name,
-            "connected": self.is_connected(), "lossy": proto.policy.lossy, "worker": self.worker.name,
+            "connected": self.is_connected(), "lossy": proto.policy.lossy, "worker": self._worker.name,
             "connect_seq": proto.connect_seq, "peer_global_seq": proto.peer_global_seq,
             "in_seq": proto.in_seq, "out_seq": proto.out_seq, "out_queue": queued,
             "sent_unacked": unacked, "inbox": len(self._out_pending), "features": proto.features,
-            "faults": self.fault_count, "last_fault": self.last_fault, "marked_down": self._down,
+            "faults": self._fault_count, "last_fault": self._last_fault, "marked_down": self._down,
         }
 
     def send_message(self, msg: Message) -> None:
@@ -157,14 +157,14 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         """
         h = msg.header
         if not h.priority:
-            h.priority = self.msgr.default_send_priority
+            h.priority = self._msgr.default_send_priority
         if _dbg.messages:
             debug.trace_sent(self, msg)
-        if self.center.in_thread():
+        if self._center.in_thread():
             self._send_here(msg)   # on our worker: straight to the protocol, no posted event
             return None
         with self._out_lock:
-            if self._down or self.closed:
+            if self._down or self._closed:
                 self._unsent((msg,))
                 return None
             self._out_pending.append(msg)
@@ -177,17 +177,17 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
 
     @_locked
     def _send_here(self, msg: Message) -> None:
-        if self._down or self.closed:
+        if self._down or self._closed:
             self._unsent((msg,))
             return
         if self._out_pending:
             self._send_on_worker(msg)   # messages queued from other threads go first
             return
         try:
-            acts = self.proto.send_message(msg, self._turn_us if self._in_read else self.now_us())
+            acts = self._proto.send_message(msg, self._turn_us if self._in_read else self._now_us())
             if acts:
                 self._handle(acts)
-            perf = self.perf
+            perf = self._perf
             perf.msgr_send_messages += 1
             perf.queue_lat_n += 1   # straight to the protocol: no queueing wait
             if not self._in_read:   # inside our read handler its final write carries this
@@ -197,21 +197,21 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
 
     def _send_on_worker(self, msg: Message) -> None:
         with self._out_lock:
-            if self._down or self.closed:
+            if self._down or self._closed:
                 self._unsent((msg,))
                 return
             # messages queued earlier from other threads go first (order); the posted flush finds none
             msgs, self._out_pending = self._out_pending, []
             posted_ns = self._posted_ns
         if msgs:
-            self.perf.queue_lat(len(msgs), _mono_ns() - posted_ns)
+            self._perf.queue_lat(len(msgs), _mono_ns() - posted_ns)
         msgs.append(msg)
-        self.perf.queue_lat_n += 1    # this one reaches the protocol at once
-        now = self.now_us()
+        self._perf.queue_lat_n += 1    # this one reaches the protocol at once
+        now = self._now_us()
         try:
             for m in msgs:
-                self._handle(self.proto.send_message(m, now))
-            self.perf.msgr_send_messages += len(msgs)
+                self._handle(self._proto.send_message(m, now))
+            self._perf.msgr_send_messages += len(msgs)
             if not self._in_read:
                 self._after()
         except Exception as exc:
@@ -223,20 +223,20 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             return
         if self._down:  # mark_down / shutdown: the caller ended it (Ceph drops them without a word)
             _log.debug("%r: dropping %d message(s), connection is down", self, len(msgs))
-            self.host.note_dropped_unsent(len(msgs))
+            self._host.note_dropped_unsent(len(msgs))
             return
         _log.warning("%r: session closed before %d message(s) could be queued", self, len(msgs))
-        self.msgr.dispatch_queue.queue_discarded(self, tuple(msgs))
+        self._msgr.dispatch_queue.queue_discarded(self, tuple(msgs))
 
     def send_keepalive(self) -> None:
         """Queue a KEEPALIVE2 (or KEEPALIVE); any thread."""
-        if self._down or self.closed:
+        if self._down or self._closed:
             return
         self._post(self._keepalive)
 
     def _keepalive(self) -> None:
-        self.perf.msgr_keepalives += 1
-        self._call(self.proto.send_keepalive)
+        self._perf.msgr_keepalives += 1
+        self._call(self._proto.send_keepalive)
 
     def mark_down(self) -> None:
         """End the session (no reset callback); connect_to hands out a new Connection afterwards."""
@@ -245,46 +245,46 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
                 return
             self._down = True
             if self._out_pending:
-                self.host.note_dropped_unsent(len(self._out_pending))
+                self._host.note_dropped_unsent(len(self._out_pending))
                 self._out_pending.clear()
-        self.host.connection_marked_down(self)
+        self._host.connection_marked_down(self)
         # immediate, as Ceph's (the protocol stops under the session lock, in the caller): the session is
         # CLOSED and unregistered when this returns; releasing the socket and timers is posted to the worker.
         # Blocking for the lock is safe from the application and from our own worker (reentrant); on
         # another worker (a fast-dispatch callback holding its own session lock) it could close a cycle
         # with an accept deciding on that session, so there the stop is posted (is_connected() is False
         # either way: it reads the down mark)
-        if self._lock.acquire(blocking=self.center.in_thread() or not on_worker_thread()):
+        if self._lock.acquire(blocking=self._center.in_thread() or not on_worker_thread()):
             try:
-                acts = self.proto.mark_down(self.now_us())
+                acts = self._proto.mark_down(self._now_us())
             finally:
                 self._lock.release()
             if acts:
                 self._post(lambda: self._perform(acts, "mark_down"))
         else:
-            self._post(lambda: self._call(self.proto.mark_down))
+            self._post(lambda: self._call(self._proto.mark_down))
 
-    def is_down(self) -> bool:
+    def _is_down(self) -> bool:
         """Marked down by the user or the messenger (never handed out by connect_to again)."""
         return self._down
 
-    def session_lock(self) -> threading.RLock:
+    def _session_lock(self) -> threading.RLock:
         return self._lock
 
     # --- posting work to the worker -------------------------------------------
     def _post(self, fn: Callable[[], None], what: str = "") -> None:
         try:
-            self.center.dispatch_event_external(fn)
+            self._center.dispatch_event_external(fn)
         except Exception as exc:  # the worker is gone (shutdown): nothing left to do
             _log.debug("%r: cannot post to worker: %s", self, exc)
 
     @_locked
     def _call(self, fn: Callable[..., list[A.Action]], *args: Any) -> None:
         """Run one protocol entry point on the worker and perform what it asks."""
-        if self.closed:
+        if self._closed:
             return
         try:
-            self._handle(fn(*args, self.now_us()))
+            self._handle(fn(*args, self._now_us()))
             self._after()
         except Exception as exc:
             self._internal_error(exc, getattr(fn, "__name__", "call"))
@@ -295,35 +295,35 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             msgs, self._out_pending = self._out_pending, []
             self._out_posted = False
             posted_ns = self._posted_ns
-        if self.closed:
+        if self._closed:
             self._unsent(msgs)
             return
         if not msgs:
             return
-        self.perf.queue_lat(len(msgs), _mono_ns() - posted_ns)
-        proto = self.proto
-        now = self.now_us()
+        self._perf.queue_lat(len(msgs), _mono_ns() - posted_ns)
+        proto = self._proto
+        now = self._now_us()
         try:
             for m in msgs:
                 self._handle(proto.send_message(m, now))
-            self.perf.msgr_send_messages += len(msgs)
+            self._perf.msgr_send_messages += len(msgs)
             self._after()
         except Exception as exc:
             self._internal_error(exc, "send_message")
 
     # --- roles (on the worker) ------------------------------------------------
-    def begin_connect(self) -> None:
+    def _begin_connect(self) -> None:
         """connect_to, before the session is published: the protocol starts here, so whoever finds the
         session in the map sees its peer address and CONNECTING (Ceph's connect() does this under the
         connection's lock); the actions it asks for (timer, TCP connect) are posted to the worker."""
-        assert self.target is not None and self.target_type is not None
-        acts = self.proto.start_connect(self.target, self.target_type, self.now_us())
+        assert self._target is not None and self._target_type is not None
+        acts = self._proto.start_connect(self._target, self._target_type, self._now_us())
         self._post(lambda: self._perform(acts, "start_connect"))
 
     @_locked
     def _perform(self, acts: list[A.Action], where: str) -> None:
         """On the worker: perform actions a protocol call made elsewhere returned."""
-        if self.closed:
+        if self._closed:
             return
         try:
             self._handle(acts)
@@ -332,8 +332,8 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             self._internal_error(exc, where)
 
     @_locked
-    def start_accept(self, sock: socket.socket) -> None:
-        if self.closed or self._down:  # the messenger was shut down while this accept was queued
+    def _start_accept(self, sock: socket.socket) -> None:
+        if self._closed or self._down:  # the messenger was shut down while this accept was queued
             sock.close()
             return
         try:
@@ -342,36 +342,36 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         except OSError as exc:
             _log.info("accepted socket died at once: %s", exc)
             sock.close()
-            self._call(self.proto.mark_down)
+            self._call(self._proto.mark_down)
             return
         self._install_socket(sock)
-        self.inject.internal_delay("accept")
-        self._call(self.proto.start_accept, peer, local)
+        self._inject.internal_delay("accept")
+        self._call(self._proto.start_accept, peer, local)
 
     # --- primitives of the connection core (what each action means is in ConnectionCore) ----------
     def _after(self) -> None:
         """After any protocol call: write its output and poll READABLE only if it wants input."""
         if _dbg.states:
             debug.trace_progress(self)
-        if self.sock is not None and not self._connecting:
-            if self._wbufs or self.proto.has_output():
+        if self._sock is not None and not self._connecting:
+            if self._wbufs or self._proto.has_output():
                 self._write()
             # a failed write may have reconnected: never poll a socket whose connect is in flight,
             # or the peer's banner would be read (and dropped) before on_connected
-            if self.sock is not None and not self._connecting:
+            if self._sock is not None and not self._connecting:
                 self._update_read_interest()
         if self._flushes and not self._down:   # marked down: the stop posted here fails them
             self._check_flushes()
 
     def _socket_open(self) -> bool:
-        return self.sock is not None and not self._connecting
+        return self._sock is not None and not self._connecting
 
     def _open_socket(self, addr: EntityAddr) -> None:
-        if self.sock is not None:   # a connect still in flight is abandoned
+        if self._sock is not None:   # a connect still in flight is abandoned
             self._drop_socket()
         self._opened += 1
         if self._opened > 1:
-            self.perf.msgr_reconnects += 1
+            self._perf.msgr_reconnects += 1
         try:
             sock = socket.socket(addr.socket_family, socket.SOCK_STREAM)
         except OSError as exc:
@@ -379,21 +379,21 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             return
         sock.setblocking(False)
         self._tune(sock)
-        self.sock, self.fd = sock, sock.fileno()
+        self._sock, self._fd = sock, sock.fileno()
         self._connecting = True
         err = sock.connect_ex(addr.sockaddr())
         if err in (0, errno.EINPROGRESS, errno.EAGAIN):
-            self.center.create_file_event(self.fd, EVENT_WRITABLE, self._on_connect_ready)
+            self._center.create_file_event(self._fd, EVENT_WRITABLE, self._on_connect_ready)
             self._writing = True
         else:
             self._socket_error(OSError(err, errno.errorcode.get(err, str(err))), "connect")
 
     @_locked
     def _on_connect_ready(self, fd: int, mask: int) -> None:
-        sock = self.sock
-        if sock is None or fd != self.fd:
+        sock = self._sock
+        if sock is None or fd != self._fd:
             return
-        self.center.delete_file_event(fd, EVENT_WRITABLE)
+        self._center.delete_file_event(fd, EVENT_WRITABLE)
         self._writing = False
         self._connecting = False
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -406,67 +406,67 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             self._socket_error(exc, "getsockname")
             return
         self._arm_idle()
-        self._call(self.proto.on_connected, local)
+        self._call(self._proto.on_connected, local)
 
     # --- ms_connection_idle_timeout -------------------------------------------------
     def _arm_idle(self) -> None:
         """A socket is up: count idleness from now; one timer per connection, re-armed lazily."""
-        self._last_active_us = self.now_us()
+        self._last_active_us = self._now_us()
         if self._idle_us > 0 and self._idle_timer is None:
-            self._idle_timer = self.center.create_time_event(self._idle_us, self._on_idle_tick)
+            self._idle_timer = self._center.create_time_event(self._idle_us, self._on_idle_tick)
 
     @_locked
     def _on_idle_tick(self) -> None:
         self._idle_timer = None
-        if self.closed or self.sock is None or self._connecting:
+        if self._closed or self._sock is None or self._connecting:
             return  # re-armed when the next socket is up
-        now = self.now_us()
+        now = self._now_us()
         # a session that streamed and went quiet gives its 64 KiB receive buffer back
-        self.proto.trim_idle(now)
+        self._proto.trim_idle(now)
         idle = now - self._last_active_us
         if idle >= self._idle_us:
-            self.perf.msgr_connection_idle_timeouts += 1
-            self._call(self.proto.on_timer, A.TimerKind.IDLE)
-            if self.sock is None or self.closed:
+            self._perf.msgr_connection_idle_timeouts += 1
+            self._call(self._proto.on_timer, A.TimerKind.IDLE)
+            if self._sock is None or self._closed:
                 return
             idle = 0
         # input came meanwhile: wait for the rest of the timeout only (no timer per read)
-        self._idle_timer = self.center.create_time_event(self._idle_us - idle, self._on_idle_tick)
+        self._idle_timer = self._center.create_time_event(self._idle_us - idle, self._on_idle_tick)
 
     def _close_socket(self, reason: str) -> None:
-        if self.sock is not None:
+        if self._sock is not None:
             _log.debug("%r: closing socket: %s", self, reason)
             self._drop_socket()
 
     def _timer_start(self, kind: A.TimerKind, delay_us: int) -> int:
         if kind is A.TimerKind.THROTTLE_RETRY:
-            self.perf.msgr_throttle_waits += 1
+            self._perf.msgr_throttle_waits += 1
         elif kind is A.TimerKind.CONNECTION_READY:
-            ready: int = self.center.create_time_event(delay_us, self._on_ready_timeout)
+            ready: int = self._center.create_time_event(delay_us, self._on_ready_timeout)
             return ready
-        handle: int = self.center.create_time_event(delay_us, lambda: self._on_timer(kind))
+        handle: int = self._center.create_time_event(delay_us, lambda: self._on_timer(kind))
         return handle
 
     def _on_ready_timeout(self) -> None:
-        self.perf.msgr_connection_ready_timeouts += 1
+        self._perf.msgr_connection_ready_timeouts += 1
         self._on_timer(A.TimerKind.CONNECTION_READY)
 
     def _timer_stop(self, handle: int) -> None:
-        self.center.delete_time_event(handle)
+        self._center.delete_time_event(handle)
 
     def _dispatch(self, msg: Message, held: bool = False) -> None:
         """A delivered message to the dispatchers: fast dispatch here, or the DispatchQueue
         (``held``: released after an ms_inject_delay_* hold, already counted)."""
         if not held:
-            self.perf.msgr_recv_messages += 1
+            self._perf.msgr_recv_messages += 1
             if _dbg.messages:
                 debug.trace_received(self, msg)
-            if self._delayed or self.inject.delay_types:
-                delay = self.inject.delivery_delay_us(self.proto.peer_type)
+            if self._delayed or self._inject.delay_types:
+                delay = self._inject.delivery_delay_us(self._proto.peer_type)
                 if delay or self._delayed:
                     self._hold_back(msg, delay)
                     return
-        chain = self.msgr.dispatchers
+        chain = self._msgr.dispatchers
         for d in chain.preprocessors:
             d.ms_fast_preprocess(msg)
         for d in chain.fast_dispatchers:   # the chain's walk, inlined: this runs once per message
@@ -476,33 +476,33 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
                     d.ms_fast_dispatch(msg)
                 finally:
                     msg.release_throttles()
-                    perf = self.perf
+                    perf = self._perf
                     perf.msgr_fast_dispatched += 1
                     perf.fast_ns += _mono_ns() - t0
                 return
-        self.msgr.dispatch_queue.enqueue(msg)
+        self._msgr.dispatch_queue.enqueue(msg)
 
     def _hold_back(self, msg: Message, delay_us: int) -> None:
         # later messages queue behind a delayed one: delivery order is kept
-        self._delayed.append((self.now_us() + delay_us, msg))
+        self._delayed.append((self._now_us() + delay_us, msg))
         if self._delay_timer is None:
-            self._delay_timer = self.center.create_time_event(delay_us, self._release_delayed)
+            self._delay_timer = self._center.create_time_event(delay_us, self._release_delayed)
 
     def _release_delayed(self) -> None:
         self._delay_timer = None
-        now = self.now_us()
+        now = self._now_us()
         while self._delayed and self._delayed[0][0] <= now:
             self._dispatch(self._delayed.pop(0)[1], True)
         if self._delayed:
-            self._delay_timer = self.center.create_time_event(self._delayed[0][0] - now, self._release_delayed)
+            self._delay_timer = self._center.create_time_event(self._delayed[0][0] - now, self._release_delayed)
 
     def _notify(self, event: A.ConnEvent) -> None:
-        self.msgr.dispatch_queue.queue_event(CODE_OF_EVENT[event], self)
+        self._msgr.dispatch_queue.queue_event(CODE_OF_EVENT[event], self)
 
     def _faulted(self, reason: str, error: Exception | None, notable: bool = False) -> None:
-        self.perf.msgr_faults += 1
+        self._perf.msgr_faults += 1
         if isinstance(error, WrongNodeError):
-            self.perf.msgr_wrong_node += 1
+            self._perf.msgr_wrong_node += 1
         # the protocol marks bad bytes from the peer and a wrong node as notable, once per cause
         _log.log(logging.WARNING if notable else logging.INFO, "%r: fault: %s", self, reason)
 
@@ -511,21 +511,21 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             # mark_down / shutdown: the caller ended the session; Ceph drops the queue without a word,
             # so only a debug line (the ms_handle_discarded hook still sees them, a no-op by default)
             _log.debug("%r: marked down with %d unsent message(s)", self, len(msgs))
-            self.host.note_dropped_unsent(len(msgs))
+            self._host.note_dropped_unsent(len(msgs))
         else:
             _log.warning("%r: session reset discarded %d unsent message(s)", self, len(msgs))
         self._fail_flushes()
-        self.msgr.dispatch_queue.queue_discarded(self, msgs)
+        self._msgr.dispatch_queue.queue_discarded(self, msgs)
 
     def _take_handoff(self) -> tuple[socket.socket, list[memoryview]] | None:
-        sock = self.sock
+        sock = self._sock
         if sock is None:
             return None
         wbufs = self._wbufs
-        if self.proto.has_output():   # bytes this connection still owes the peer go first
-            wbufs.extend(b if type(b) is memoryview else memoryview(b) for b in self.proto.take_output() if len(b))
+        if self._proto.has_output():   # bytes this connection still owes the peer go first
+            wbufs.extend(b if type(b) is memoryview else memoryview(b) for b in self._proto.take_output() if len(b))
         self._detach_socket()
-        self.inject.internal_delay("replace")
+        self._inject.internal_delay("replace")
         return sock, wbufs
 
     def _claim_handoff(self, handoff: tuple[socket.socket, list[memoryview]]) -> tuple[EntityAddr, EntityAddr] | None:
@@ -551,31 +551,31 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         _log.warning("%r: %s", self, text)
 
     def _registered(self) -> None:
-        self.host.connection_registered(self)
+        self._host.connection_registered(self)
 
     def _unregister(self, reason: str) -> None:
         _log.debug("%r: session closed: %s", self, reason)
-        self.host.unregister_conn(self.proto)
+        self._host.unregister_conn(self._proto)
 
     @_locked
-    def abandon(self) -> None:
+    def _abandon(self) -> None:
         """The messenger's wait(), on our worker: end whatever is left without telling anyone."""
         self._down = True
         self._finish()
-        self.host.unregister_conn(self.proto)
+        self._host.unregister_conn(self._proto)
 
-    def orphan(self) -> None:
+    def _orphan(self) -> None:
         """Our worker is gone (a caller-owned stack stopped under the messenger): close, from any thread."""
         self._drop_socket()
-        self.closed = True
+        self._closed = True
 
     def _released(self) -> None:
         """ConnectionCore._finish closed the socket and the protocol's timers: release the rest."""
         if self._idle_timer is not None:
-            self.center.delete_time_event(self._idle_timer)
+            self._center.delete_time_event(self._idle_timer)
             self._idle_timer = None
         if self._delay_timer is not None:
-            self.center.delete_time_event(self._delay_timer)
+            self._center.delete_time_event(self._delay_timer)
             self._delay_timer = None
         for _due, msg in self._delayed:
             msg.release_throttles()
@@ -584,13 +584,13 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             pending, self._out_pending = self._out_pending, []
         self._unsent(pending)
         self._fail_flushes()
-        self.perf.msgr_active_connections -= 1
-        self.worker.release()
-        self.host.connection_closed(self)
+        self._perf.msgr_active_connections -= 1
+        self._worker.release()
+        self._host.connection_closed(self)
 
     # --- socket plumbing --------------------------------------------------------
     def _tune(self, sock: socket.socket) -> None:
-        cfg = self.msgr.config
+        cfg = self._msgr.config
         try:
             if cfg.ms_tcp_nodelay:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -602,21 +602,21 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
     def _install_socket(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self._tune(sock)
-        self.sock, self.fd = sock, sock.fileno()
+        self._sock, self._fd = sock, sock.fileno()
         self._connecting = False
         self._reading = self._writing = False
         self._arm_idle()
 
     def _detach_socket(self) -> None:
         """Stop polling the socket and forget it without closing it (it moves to another connection)."""
-        if self.fd >= 0:
-            self.center.delete_file_event(self.fd, EVENT_READABLE | EVENT_WRITABLE)
-        self.sock, self.fd = None, -1
+        if self._fd >= 0:
+            self._center.delete_file_event(self._fd, EVENT_READABLE | EVENT_WRITABLE)
+        self._sock, self._fd = None, -1
         self._wbufs = []
         self._reading = self._writing = self._connecting = False
 
     def _drop_socket(self) -> None:
-        sock = self.sock
+        sock = self._sock
         self._detach_socket()
         if sock is not None:
             try:
@@ -625,12 +625,12 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
                 pass
 
     def _update_read_interest(self) -> None:
-        want = self.proto.wants_read
+        want = self._proto.wants_read
         if want and not self._reading:
-            self.center.create_file_event(self.fd, EVENT_READABLE, self._on_readable)
+            self._center.create_file_event(self._fd, EVENT_READABLE, self._on_readable)
             self._reading = True
         elif not want and self._reading:
-            self.center.delete_file_event(self.fd, EVENT_READABLE)
+            self._center.delete_file_event(self._fd, EVENT_READABLE)
             self._reading = False
 
     def _socket_error(self, exc: OSError, where: str) -> None:
@@ -639,7 +639,7 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         self._drop_socket()
         reason = f"{where}: {exc.strerror or exc}"
         try:
-            self._handle(self.proto.on_socket_error(reason, self.now_us(), refused))
+            self._handle(self._proto.on_socket_error(reason, self._now_us(), refused))
             self._after()
         except Exception as err:
             self._internal_error(err, "on_socket_error")
@@ -650,30 +650,30 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             _log.warning("%r: %s failed: %s", self, where, exc)
         else:
             _log.exception("%r: unexpected error in %s", self, where)
-        self.last_fault = f"{where}: {type(exc).__name__}: {exc}"
-        if self.closed:
+        self._last_fault = f"{where}: {type(exc).__name__}: {exc}"
+        if self._closed:
             return
         self._drop_socket()
         try:
-            self._handle(self.proto.on_socket_error(self.last_fault, self.now_us()))
+            self._handle(self._proto.on_socket_error(self._last_fault, self._now_us()))
             self._after()
         except Exception:
             _log.exception("%r: protocol failed to handle a fault; closing the session", self)
             self._finish()
-            self.host.unregister_conn(self.proto)
+            self._host.unregister_conn(self._proto)
 
     # --- reading -------------------------------------------------------------------
     @_locked
     def _on_readable(self, fd: int, mask: int) -> None:
-        sock = self.sock
-        if sock is None or fd != self.fd or self._connecting:
+        sock = self._sock
+        if sock is None or fd != self._fd or self._connecting:
             return
-        proto = self.proto
-        perf = self.perf
-        inject = self.inject
+        proto = self._proto
+        perf = self._perf
+        inject = self._inject
         t0 = _mono_ns()
         # one protocol time per event: replies sent from fast dispatch inside it reuse it too
-        now = self._turn_us = self._last_active_us = self.now_us()
+        now = self._turn_us = self._last_active_us = self._now_us()
         self._in_read = True
         try:
             for _ in range(READ_ROUNDS):
@@ -694,10 +694,10 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
                 if acts:
                     self._handle(acts)
                 if n == 0:
-                    if self.sock is sock:  # EOF: a level-triggered fd would fire forever
+                    if self._sock is sock:  # EOF: a level-triggered fd would fire forever
                         self._drop_socket()
                     break
-                if self.sock is not sock or n < len(buf) or not proto.wants_read:
+                if self._sock is not sock or n < len(buf) or not proto.wants_read:
                     break
             self._in_read = False
             t1 = _mono_ns()
@@ -710,7 +710,7 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
 
     @_locked
     def _on_writable(self, fd: int, mask: int) -> None:
-        if self.sock is None or fd != self.fd:
+        if self._sock is None or fd != self._fd:
             return
         try:
             self._write()
@@ -718,3 +718,10 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
                 self._check_flushes()
         except Exception as exc:
             self._internal_error(exc, "write")
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from msgr.connection_host import MessengerConnection
+
+    def _implements_the_interface(conn: AsyncConnection) -> MessengerConnection:
+        return conn   # mypy checks AsyncConnection against MessengerConnection (and SessionControl)

@@ -22,7 +22,7 @@ class Connection:
     Every method may be called from any thread; none blocks on the network except :meth:`flush`.
     """
 
-    msgr: AsyncMessenger   # the messenger this connection belongs to
+    _msgr: AsyncMessenger   # the messenger this connection belongs to
 
     def send_message(self, msg: Message) -> None:  # pragma: no cover - interface
         """Queue ``msg`` for the peer and return at once; the session connects (or reconnects) as
@@ -65,7 +65,7 @@ class Connection:
 
     def get_messenger(self) -> AsyncMessenger:
         """The messenger this connection belongs to."""
-        return self.msgr
+        return self._msgr
 
     def get_last_keepalive_ack(self) -> float:
         """The stamp (seconds, Ceph's utime_t) echoed by the last KEEPALIVE2_ACK; 0.0 before any."""
@@ -75,38 +75,66 @@ class Connection:
         """The peer's entity type (``EntityName.TYPE_*``), None while unknown."""
         return self.peer_type
 
-    peer_type: int | None = None
-    peer_name: EntityName | None = None
-    features: int = 0
+    @property
+    def peer_type(self) -> int | None:
+        """The peer's entity type (``EntityName.TYPE_*``): the type given to ``connect_to``, then
+        the one the peer announced; None while unknown."""
+        return None
+
+    @property
+    def peer_name(self) -> EntityName | None:
+        """The peer's name as Ceph prints it (``osd.0``, ``client.4100``, ``mon.a``); None until the
+        handshake (and, in v1, the peer's first message, which carries its number) told it."""
+        return None
+
+    @property
+    def features(self) -> int:
+        """The feature bits of the session (what both sides support, from the handshake; 0 before)."""
+        return 0
+
+    _last_fault: str | None = None
+    _last_fault_error: Exception | None = None
+
+    @property
+    def last_fault(self) -> str | None:
+        """Why the session last faulted (a socket error, a refused connect, bad bytes from the
+        peer...), None if it never did; see docs/FAULTS.md."""
+        return self._last_fault
+
+    @property
+    def last_fault_error(self) -> Exception | None:
+        """The exception behind :attr:`last_fault` when there is one (e.g.
+        :class:`msgr.errors.BadBannerError`: the peer is not a Ceph v1 peer)."""
+        return self._last_fault_error
 
 
 class LoopbackConnection(Connection):
     """Our connection to ourselves: no socket, messages go straight to the dispatch queue."""
 
     def __init__(self, msgr: AsyncMessenger) -> None:
-        self.msgr = msgr
+        self._msgr = msgr
 
     @property
-    def peer_type(self) -> int:  # type: ignore[override]
-        return self.msgr.my_name.type
+    def peer_type(self) -> int:
+        return self._msgr.my_name.type
 
     @property
-    def peer_name(self) -> EntityName:  # type: ignore[override]
-        return self.msgr.my_name
+    def peer_name(self) -> EntityName:
+        return self._msgr.my_name
 
     @property
-    def features(self) -> int:  # type: ignore[override]
-        return self.msgr.get_policy(self.msgr.my_name.type).features_supported
+    def features(self) -> int:
+        return self._msgr.get_policy(self._msgr.my_name.type).features_supported
 
     def send_message(self, msg: Message) -> None:
         h = msg.header
-        me = self.msgr.my_name
+        me = self._msgr.my_name
         h.src_type, h.src_num = me.type, me.num
         if not h.priority:
-            h.priority = self.msgr.default_send_priority
+            h.priority = self._msgr.default_send_priority
         msg.set_connection(self)
-        self.msgr.perf.here().msgr_local_messages += 1
-        self.msgr.dispatch_queue.local_delivery(msg)
+        self._msgr.perf.here().msgr_local_messages += 1
+        self._msgr.dispatch_queue.local_delivery(msg)
 
     def send_keepalive(self) -> None:
         pass
@@ -115,7 +143,7 @@ class LoopbackConnection(Connection):
         return True
 
     def get_peer_addr(self) -> EntityAddr:
-        return self.msgr.get_myaddr()
+        return self._msgr.get_myaddr()
 
     def mark_down(self) -> None:
         pass
@@ -123,8 +151,9 @@ class LoopbackConnection(Connection):
     def flush_future(self) -> Future[bool]:
         """True once every message sent to ourselves before the call was dispatched."""
         fut: Future[bool] = Future()
-        self.msgr.dispatch_queue.barrier(lambda ok: resolve(fut, ok))
+        self._msgr.dispatch_queue.barrier(lambda ok: resolve(fut, ok))
         return fut
 
     def __repr__(self) -> str:
-        return f"<LoopbackConnection {self.msgr.my_name}>"
+        return f"<LoopbackConnection {self._msgr.my_name}>"
+

@@ -62,22 +62,22 @@ _dbg = debug.gate   # debug_ms level 20: every action list is logged
 class ConnectionCore:
     """The shared half of a connection; subclasses supply the primitives listed below."""
 
-    proto: ProtocolV1          # the protocol machine this connection owns
-    closed: bool               # finished: the session is over or this connection was replaced
+    _proto: ProtocolV1          # the protocol machine this connection owns
+    _closed: bool               # finished: the session is over or this connection was replaced
     _down: bool                # marked down by the user or the messenger
     _timers: dict[A.TimerKind, Any]
-    last_fault: str | None
-    last_fault_error: Exception | None   # e.g. BadBannerError: a non-Ceph peer
-    fault_count: int
+    _last_fault: str | None
+    _last_fault_error: Exception | None   # e.g. BadBannerError: a non-Ceph peer
+    _fault_count: int
     _overrides: dict[type, Callable[[Any], None]] | None = None
 
     def _init_core(self) -> None:
-        self.closed = False
+        self._closed = False
         self._down = False
         self._timers = {}
-        self.last_fault = None
-        self.last_fault_error = None
-        self.fault_count = 0
+        self._last_fault = None
+        self._last_fault_error = None
+        self._fault_count = 0
 
     # --- primitives: each transport supplies these ---------------------------------------------------------
     def _post(self, fn: Callable[[], None], what: str = "") -> None:
@@ -182,7 +182,7 @@ class ConnectionCore:
 
     def _do_open_socket(self, act: A.OpenSocket) -> None:
         if self._socket_open():
-            self._contract_broken(f"OpenSocket while a socket is open in {self.proto.state!r}")
+            self._contract_broken(f"OpenSocket while a socket is open in {self._proto.state!r}")
             self._close_socket("OpenSocket over an open socket")
         self._open_socket(act.addr)
 
@@ -204,24 +204,24 @@ class ConnectionCore:
     def _on_timer(self, kind: A.TimerKind) -> None:
         """A timer fired (on the worker)."""
         self._timers.pop(kind, None)
-        self._call(self.proto.on_timer, kind)
+        self._call(self._proto.on_timer, kind)
 
     def _do_deliver(self, act: A.Deliver) -> None:
         msg = act.msg
-        name = self.proto.peer_name
+        name = self._proto.peer_name
         if name is not None and name.num == _NEW:
             # v1 carries no entity number in the handshake: take it from the peer's first message
             h = msg.header
             if h.src_type == name.type and h.src_num != _NEW:
-                self.proto.peer_name = EntityName(name.type, h.src_num, name.id)
+                self._proto.peer_name = EntityName(name.type, h.src_num, name.id)
         self._dispatch(msg)
 
     def _do_notify(self, act: A.Notify) -> None:
         self._notify(act.event)
 
     def _do_fault(self, act: A.Fault) -> None:
-        self.last_fault, self.last_fault_error = act.reason, act.error
-        self.fault_count += 1
+        self._last_fault, self._last_fault_error = act.reason, act.error
+        self._fault_count += 1
         self._faulted(act.reason, act.error, act.notable)
 
     def _do_discarded(self, act: A.Discarded) -> None:
@@ -229,14 +229,14 @@ class ConnectionCore:
 
     def _do_replace_existing(self, act: A.ReplaceExisting) -> None:
         handoff = self._take_handoff()
-        act.existing.connection.hand_over(handoff, act.reset_session)
+        act.existing.connection._hand_over(handoff, act.reset_session)
         self._finish()
 
     def _do_poke_existing(self, act: A.PokeExisting) -> None:
-        act.existing.connection.poke()
+        act.existing.connection._poke()
 
     def _do_stop_existing(self, act: A.StopExisting) -> None:
-        act.existing.connection.stop_replaced("replaced by a new connection from the peer")
+        act.existing.connection._stop_replaced("replaced by a new connection from the peer")
 
     def _do_registered(self, act: A.Registered) -> None:
         self._registered()
@@ -246,18 +246,18 @@ class ConnectionCore:
         self._unregister(act.reason)
 
     # --- what another session of the messenger asks of this one (returns at once) -------------------------
-    def hand_over(self, handoff: Any, reset_session: bool) -> None:
+    def _hand_over(self, handoff: Any, reset_session: bool) -> None:
         """Lossless replace: adopt the accepted socket ``handoff`` on this session's worker."""
         self._post(lambda: self._adopt(handoff, reset_session), "adopt")
 
-    def poke(self) -> None:
+    def _poke(self) -> None:
         """Lost race (WAIT): send a keepalive so this session's own connect completes."""
-        self._post(lambda: self._call(self.proto.send_keepalive), "poke")
+        self._post(lambda: self._call(self._proto.send_keepalive), "poke")
 
-    def stop_replaced(self, reason: str) -> None:
+    def _stop_replaced(self, reason: str) -> None:
         """Lossy replace: the session stops, with a reset callback (Ceph: stop() + queue_reset), whatever
         its state; ``reason`` names the post in traces (the protocol states its own)."""
-        self._post(lambda: self._call(self.proto.fault_replaced), f"stop ({reason})")
+        self._post(lambda: self._call(self._proto.fault_replaced), f"stop ({reason})")
 
     def _adopt(self, handoff: Any, reset: bool) -> None:
         ends = self._claim_handoff(handoff) if handoff is not None else None
@@ -265,9 +265,9 @@ class ConnectionCore:
             # as Ceph (the dead socket is moved in, then faults): the session stops being "replaced"
             if handoff is not None:
                 self._drop_handoff(handoff)
-            self._call(lambda now: self.proto.adopt_failed("the socket to adopt died", now, reset))
+            self._call(lambda now: self._proto.adopt_failed("the socket to adopt died", now, reset))
             return
-        if self.closed:
+        if self._closed:
             self._drop_handoff(handoff)
             return
         peer, local = ends
@@ -275,7 +275,7 @@ class ConnectionCore:
         def adopt(now_us: int) -> list[A.Action]:
             # the actions may close our old socket, so the new one is installed only afterwards; whatever
             # socket we had goes, a connect in flight included (adopt_socket emits no CloseSocket for it)
-            self._handle(self.proto.adopt_socket(peer, local, now_us, reset))
+            self._handle(self._proto.adopt_socket(peer, local, now_us, reset))
             self._close_socket("replaced by an incoming connection")
             self._install_handoff(handoff)
             return []
@@ -283,9 +283,9 @@ class ConnectionCore:
 
     def _finish(self) -> None:
         """This connection is dead: no socket, no timers, nothing held."""
-        if self.closed:
+        if self._closed:
             return
-        self.closed = True
+        self._closed = True
         self._close_socket("connection finished")
         for handle in self._timers.values():
             self._timer_stop(handle)

@@ -4,13 +4,19 @@ As :class:`~msgr.protocol.host.ProtocolHost` is what a protocol machine may ask 
 its messenger, these are what a connection (the owner of one machine, its socket
 and its timers) and the messenger may ask of each other, and what one session may
 ask of another of the same messenger (replace, race, lossy stop). No module uses
-another's private names: ``MessengerHost`` (the messenger's internal host, in
-msgr/messenger.py) and ``AsyncConnection`` implement these and the simulator
-(``msgr.sim``) implements the same.
+another's private names outside the interfaces declared here: ``MessengerHost``
+(the messenger's internal host, in msgr/messenger.py) and ``AsyncConnection``
+implement these and the simulator (``msgr.sim``) implements the same.
+
+The members of :class:`SessionControl` and :class:`MessengerConnection` carry a
+leading underscore: the object that implements them is also the application's
+``Connection``, whose public surface is only what docs/USER_GUIDE.md documents.
+They are an interface between these modules all the same, declared here, and
+nothing else calls them.
 
 Threads (see docs/ARCHITECTURE.md, "Who owns what"): a connection's protocol
 machine is changed only on the connection's worker or by a holder of
-``session_lock``; every :class:`SessionControl` call returns at once and does its
+``_session_lock``; every :class:`SessionControl` call returns at once and does its
 work on the session's own worker.
 """
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from msgr.protocol.host import ProtocolHost
 
 if TYPE_CHECKING:  # pragma: no cover
+    from msgr.entity import EntityAddr
     from msgr.protocol.protocol_v1 import ProtocolV1
 
 
@@ -47,40 +54,43 @@ class SessionControl(Protocol):
     cross-worker steps of Ceph's replace), so it never races the session's own calls.
     """
 
-    proto: ProtocolV1
+    _proto: ProtocolV1
 
-    def hand_over(self, handle: Any, reset_session: bool) -> None:
+    def _hand_over(self, handle: Any, reset_session: bool) -> None:
         """Lossless replace: adopt the accepted socket ``handle`` (the transport's own kind)."""
 
-    def poke(self) -> None:
+    def _poke(self) -> None:
         """Lost race (WAIT): send a keepalive so this session's own connect completes."""
 
-    def stop_replaced(self, reason: str) -> None:
+    def _stop_replaced(self, reason: str) -> None:
         """Lossy replace: this session faults (and, being lossy, closes with a reset callback)."""
 
 
 class MessengerConnection(SessionControl, Protocol):
-    """What the messenger asks of one of its connections."""
+    """What the messenger (and its admin socket) asks of one of its connections, besides the
+    public :class:`~msgr.connection_base.Connection` methods (``mark_down``, ``flush_future``)."""
 
-    @property
-    def closed(self) -> bool:
-        """The session is over and the connection released everything."""
+    _closed: bool   # the session is over and the connection released everything
+    _target: EntityAddr | None   # the address connect_to was given (None: an accepted session)
 
-    def is_down(self) -> bool:
+    def _is_down(self) -> bool:
         """Marked down (by the user or the messenger): never handed out again."""
 
-    def begin_connect(self) -> None:
+    def _begin_connect(self) -> None:
         """Start the protocol toward the target now (before the session is published)."""
 
-    def mark_down(self) -> None:
-        """End the session now: is_connected() is False when this returns."""
+    def _start_accept(self, sock: Any) -> None:
+        """On the connection's worker: serve the accepted socket ``sock``."""
 
-    def abandon(self) -> None:
+    def _abandon(self) -> None:
         """On the connection's worker (the messenger's wait): end whatever is left, silently."""
 
-    def orphan(self) -> None:
+    def _orphan(self) -> None:
         """The worker is gone: close the socket and mark the connection closed, from any thread."""
 
-    def session_lock(self) -> ContextManager[Any]:
+    def _session_lock(self) -> ContextManager[Any]:
         """Held by the connection's worker around every protocol call; a foreign reader/changer of
         this session (an accept deciding on it) holds it too."""
+
+    def _status(self) -> dict[str, Any]:
+        """A snapshot for the admin socket's ``dump_connections`` (any thread; not atomic)."""

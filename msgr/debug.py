@@ -147,10 +147,11 @@ _seen: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictiona
 
 def _addrs(conn: Any) -> tuple[Any, Any]:
     """(our address, the peer's) of any connection performer (the simulator's have no messenger)."""
-    ms = getattr(conn, "msgr", None)
-    me = ms.get_myaddr() if ms is not None else getattr(getattr(conn, "proto", None), "host", "?")
+    messenger_of = getattr(conn, "get_messenger", None)
+    ms = messenger_of() if messenger_of is not None else None
+    me = ms.get_myaddr() if ms is not None else getattr(getattr(conn, "_proto", None), "host", "?")
     peer_of = getattr(conn, "get_peer_addr", None)
-    peer = peer_of() if peer_of is not None else getattr(getattr(conn, "proto", None), "peer_addr", "?")
+    peer = peer_of() if peer_of is not None else getattr(getattr(conn, "_proto", None), "peer_addr", "?")
     return me, peer
 
 
@@ -166,7 +167,7 @@ def trace_received(conn: Any, msg: Message) -> None:
 
 def trace_progress(conn: Any) -> None:
     """After a protocol call: a state transition or a new handshake decision, once each."""
-    proto = conn.proto
+    proto = conn._proto  # ConnectionCore's machine (these hooks are its tracing)
     state = proto.state
     decision = getattr(proto, "last_decision", None)
     before = _seen.get(proto)
@@ -187,7 +188,7 @@ def trace_progress(conn: Any) -> None:
 
 def trace_actions(conn: Any, actions: list[Any]) -> None:
     me, peer = _addrs(conn)
-    proto = conn.proto
+    proto = conn._proto  # ConnectionCore's machine (these hooks are its tracing)
     for act in actions:
         if type(act).__name__ != "Deliver":   # deliveries have their own level-1 line
             conn_line(ACTIONS, me, peer, conn, proto, f"action {act!r}")

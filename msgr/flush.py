@@ -85,14 +85,14 @@ class FlushingConnection:
         callback added to it must be short; cancelling it withdraws the flush."""
         fut: Future[bool] = Future()
         me: Any = self
-        if me._down or me.closed:
+        if me._down or me._closed:
             resolve(fut, False)
             return fut
         fut.add_done_callback(self._flush_done)
         # posted even on the worker: a callback there may run inside a read, where writing the
         # messages queued from other threads (which the flush covers) must wait for the read's end
         try:
-            me.center.dispatch_event_external(lambda: self._register_flush(fut))
+            me._center.dispatch_event_external(lambda: self._register_flush(fut))
         except Exception as exc:   # the worker is gone: the session cannot make progress
             _log.debug("%r: flush cannot reach the worker: %s", self, exc)
             resolve(fut, False)
@@ -103,7 +103,7 @@ class FlushingConnection:
         if fut.done():
             return
         me._flush_pending()   # messages queued from other threads before the flush go first
-        if me.closed or me._down:
+        if me._closed or me._down:
             resolve(fut, False)
             return
         if self._flushes is None:
@@ -117,7 +117,7 @@ class FlushingConnection:
         if not marks:
             return
         me: Any = self
-        proto = me.proto
+        proto = me._proto
         wbufs = me._wbufs
         unwritten = sum(map(len, wbufs)) if wbufs else 0
         for fut in marks.progress(proto.outq, proto.policy.lossy, proto.stats["bytes_out"], unwritten):
@@ -138,11 +138,11 @@ class FlushingConnection:
         def forget() -> None:
             if self._flushes:
                 self._flushes.remove(fut)
-        if me.center.in_thread():
+        if me._center.in_thread():
             forget()
         else:
             try:
-                me.center.dispatch_event_external(forget)
+                me._center.dispatch_event_external(forget)
             except Exception:   # the worker is gone, and the marks with it
                 pass
 

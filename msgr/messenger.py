@@ -206,7 +206,7 @@ class MessengerHost:
         """Forget ``proto`` (only where it is the one registered)."""
         m = self.messenger
         with m._lock:
-            for key in (proto.peer_addr, getattr(proto.connection, "target", None)):
+            for key in (proto.peer_addr, proto.connection._target):
                 if key is not None and m._conns.get(key) is proto:
                     del m._conns[key]
 
@@ -228,7 +228,7 @@ class MessengerHost:
 
     def session_lock(self, proto: ProtocolV1) -> Any:
         """The session lock of ``proto``'s connection (an accept deciding on that session)."""
-        return proto.connection.session_lock()
+        return proto.connection._session_lock()
 
     # --- ConnectionHost (msgr/connection_host.py) -----------------------------------
     def fault_injector(self) -> FaultInjector:
@@ -257,7 +257,7 @@ class MessengerHost:
         m = self.messenger
         with m._lock:
             for key, proto in list(m._conns.items()):
-                if proto is conn.proto:
+                if proto is conn._proto:
                     del m._conns[key]
 
     def connection_closed(self, conn: AsyncConnection) -> None:
@@ -462,7 +462,7 @@ class AsyncMessenger(Messenger):
                 _log.debug("%s: accepted %s while shutting down: closed", self.my_name, _peer)
                 sock.close()
                 return
-            worker.center.dispatch_event_external(functools.partial(conn.start_accept, sock))
+            worker.center.dispatch_event_external(functools.partial(conn._start_accept, sock))
 
     def is_started(self) -> bool:
         """True between :meth:`start` and the end of :meth:`wait`."""
@@ -513,9 +513,9 @@ class AsyncMessenger(Messenger):
                 leftovers = list(self._all)
             by_worker: dict[Any, list[AsyncConnection]] = {}
             for conn in leftovers:
-                by_worker.setdefault(conn.worker, []).append(conn)
+                by_worker.setdefault(conn._worker, []).append(conn)
             for worker, conns in by_worker.items():
-                self._run_on(worker, lambda conns=conns: [c.abandon() for c in conns])
+                self._run_on(worker, lambda conns=conns: [c._abandon() for c in conns])
             self._release_stack(stack)
         self.dispatch_queue.wait()
         with self._lock:
@@ -523,7 +523,7 @@ class AsyncMessenger(Messenger):
             self._all.clear()
             self._conns.clear()
         for conn in leftovers:  # only if a worker was already gone: nothing runs them any more
-            conn.orphan()
+            conn._orphan()
         with self._lock:
             dropped, self._dropped_unsent = self._dropped_unsent, 0
         if dropped:
@@ -555,15 +555,15 @@ class AsyncMessenger(Messenger):
             raise MsgrError(f"{self.my_name}: connect_to before start()")
         with self._lock:
             proto = self._conns.get(addr)
-            if proto is not None and not proto.connection.is_down() and not proto.connection.closed:
+            if proto is not None and not proto.connection._is_down() and not proto.connection._closed:
                 found: Connection = proto.connection
                 return found
             worker = self._stack.get_worker()
             conn = AsyncConnection(self._host, worker, addr, peer_type)
             # started before it is published: an accept deciding on it must see CONNECTING and its
             # peer address, never a session that has not begun (issue 11, defect 2)
-            conn.begin_connect()
-            self._conns[addr] = conn.proto
+            conn._begin_connect()
+            self._conns[addr] = conn._proto
             self._all.add(conn)
         return conn
 

@@ -26,12 +26,12 @@ _mono_ns = time.monotonic_ns   # perf running times (real time, whatever clock t
 class SocketWriter:
     """Mixin of AsyncConnection; the connection supplies the fields below and the error paths."""
 
-    sock: socket.socket | None
-    fd: int
-    center: Any
-    perf: Any
-    inject: Any
-    proto: ProtocolV1
+    _sock: socket.socket | None
+    _fd: int
+    _center: Any
+    _perf: Any
+    _inject: Any
+    _proto: ProtocolV1
     _wbufs: list[memoryview]
     _writing: bool
 
@@ -42,7 +42,7 @@ class SocketWriter:
 
     def _write(self) -> None:
         """Write the protocol's output; keep the unsent rest as memoryviews and wait for WRITABLE."""
-        sock = self.sock
+        sock = self._sock
         if sock is None:
             return
         t0 = _mono_ns()
@@ -50,50 +50,50 @@ class SocketWriter:
         if not bufs:
             # the usual case: nothing left from a short write, so the protocol's list goes out as it
             # is (no per-buffer memoryview, no bookkeeping loop unless the kernel takes less)
-            out = self.proto.take_output()
+            out = self._proto.take_output()
             if out and len(out) <= IOV_MAX:
                 self._write_fresh(sock, out)
-                if self.sock is not sock:   # the write failed: the fault path owns the socket now
+                if self._sock is not sock:   # the write failed: the fault path owns the socket now
                     return
                 if self._wbufs:
                     self._wait_writable()
                 elif self._writing:
-                    self.center.delete_file_event(self.fd, EVENT_WRITABLE)
+                    self._center.delete_file_event(self._fd, EVENT_WRITABLE)
                     self._writing = False
                 self._time_write(t0)
                 return
             for b in out:
                 if len(b):
                     bufs.append(b if type(b) is memoryview else memoryview(b))
-        elif self.proto.has_output():
-            for b in self.proto.take_output():
+        elif self._proto.has_output():
+            for b in self._proto.take_output():
                 if len(b):
                     bufs.append(b if type(b) is memoryview else memoryview(b))
         self._write_rest(sock, bufs)
-        if self.sock is not sock:
+        if self._sock is not sock:
             return
         if bufs:
             self._wait_writable()
         elif self._writing:
-            self.center.delete_file_event(self.fd, EVENT_WRITABLE)
+            self._center.delete_file_event(self._fd, EVENT_WRITABLE)
             self._writing = False
         self._time_write(t0)
 
     def _time_write(self, t0: int) -> None:
         dt = _mono_ns() - t0
-        perf = self.perf
+        perf = self._perf
         perf.send_ns += dt
         perf.total_ns += dt   # the read span ends before its write: nothing is counted twice
 
     def _wait_writable(self) -> None:
         if not self._writing:
-            self.center.create_file_event(self.fd, EVENT_WRITABLE, self._on_writable)
+            self._center.create_file_event(self._fd, EVENT_WRITABLE, self._on_writable)
             self._writing = True
 
     def _write_fresh(self, sock: socket.socket, out: list[BytesLike]) -> None:
         """One sendmsg of ``out``; a short write leaves the rest in ``_wbufs`` as memoryviews."""
-        perf = self.perf
-        inject = self.inject
+        perf = self._perf
+        inject = self._inject
         if inject.socket_failures and inject.maybe_fail_socket(sock, "write"):
             perf.msgr_injected_failures += 1
         try:
@@ -126,8 +126,8 @@ class SocketWriter:
 
     def _write_rest(self, sock: socket.socket, bufs: list[memoryview]) -> None:
         """Write ``bufs`` (memoryviews) until done or the socket is full; trims ``bufs`` in place."""
-        perf = self.perf
-        inject = self.inject
+        perf = self._perf
+        inject = self._inject
         while bufs:
             if inject.socket_failures and inject.maybe_fail_socket(sock, "write"):
                 perf.msgr_injected_failures += 1

@@ -201,7 +201,7 @@ class Cluster:
 def live_sessions(ms: Any, peer: EntityAddr) -> list[Any]:
     """The connections of ``ms`` to ``peer`` that are not closed (registered or not)."""
     return [c for c in ms.connections()
-            if not c.closed and c.proto.peer_addr == peer and c.proto.state.name != "CLOSED"]
+            if not c._closed and c._proto.peer_addr == peer and c._proto.state.name != "CLOSED"]
 
 
 def send_range(conn: Any, sender: int, ids: Iterable[int], session: int = 0, pad: bytes = b"") -> None:

@@ -62,7 +62,7 @@ def test_request_and_flush_are_awaitable(world, run) -> None:
         for i in range(50):
             conn.send_message(MTest(500 + i, data=b"z" * 2000))
         assert await flush(conn, timeout=30) is True
-        assert not conn.proto.outq.sent
+        assert not conn._proto.outq.sent
     run(main())
     assert len(rpc) == 0
 

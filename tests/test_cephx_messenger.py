@@ -92,7 +92,7 @@ def test_messenger_logs_in_and_exchanges_signed_messages_with_the_osd(client):
     assert reply.footer.flags & FOOTER_SIGNED and reply.footer.sig != 0
     assert has_feature(conn.features, MSG_AUTH) and has_feature(conn.features, CEPHX_V2)
     assert login.auth_client.built == 1   # one authorizer, challenged once and answered
-    signer = conn.proto._signer
+    signer = conn._proto._signer
     assert signer is not None and signer.signed == 1 and signer.checked == 1
     # more traffic on the same session: every message signed both ways
     for tid in range(8, 12):
@@ -100,12 +100,12 @@ def test_messenger_logs_in_and_exchanges_signed_messages_with_the_osd(client):
     got = sorted(disp.wait("msg").tid for _ in range(4))
     assert got == [8, 9, 10, 11] and signer.checked == 5
     # keepalives (never signed) are acked on the signed session
-    before = conn.proto.last_keepalive_ack_stamp
+    before = conn._proto.last_keepalive_ack_stamp
     conn.send_keepalive()
     deadline = time.monotonic() + 10
-    while conn.proto.last_keepalive_ack_stamp == before and time.monotonic() < deadline:
+    while conn._proto.last_keepalive_ack_stamp == before and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert conn.proto.last_keepalive_ack_stamp != before and conn.is_connected()
+    assert conn._proto.last_keepalive_ack_stamp != before and conn.is_connected()
     # the OSD found nothing wrong with any of our signatures (it logs a failure at level 0)
     assert SIGNATURE_FAILED not in osd.log_path.read_text(errors="replace")
 

@@ -115,10 +115,10 @@ def test_pymsgr_client_is_accepted_and_the_session_is_signed(service, admin):
     assert isinstance(secho.got.get(timeout=10), MPing)   # the service got it (signature checked)
     assert isinstance(cecho.got.get(timeout=10), MPing)   # and we got its signed answer
     assert server.accepted == accepted + 1 and server.challenged >= 1
-    signer = conn.proto._signer
+    signer = conn._proto._signer
     assert signer is not None and signer.signed == 1 and signer.checked == 1
     peer = [c for c in sms.connections() if c.get_peer_type() == CLIENT and c.is_connected()]
-    assert peer and any(c.proto._signer is not None and c.proto._signer.checked >= 1 for c in peer)
+    assert peer and any(c._proto._signer is not None and c._proto._signer.checked >= 1 for c in peer)
 
 
 class RawClient:

@@ -71,12 +71,12 @@ class AsyncAdapter:
         return AsyncConnection(self.msgr._host, self.msgr._stack.get_worker())
 
     def run(self, conn: AsyncConnection, fn) -> None:
-        conn.center.submit_to(fn, wait=True)
+        conn._center.submit_to(fn, wait=True)
 
     def session_mid_connect(self) -> AsyncConnection:
         # refused: the lossy session backs off (30 s) and stays CONNECTING
         conn = self.msgr.connect_to(OSD, EntityAddr.parse(f"127.0.0.1:{_closed_port()}/7"))
-        wait_for(lambda: conn.fault_count >= 1, timeout=10, what="the refused connect")
+        wait_for(lambda: conn._fault_count >= 1, timeout=10, what="the refused connect")
         return conn
 
     def settle(self) -> None:
@@ -157,13 +157,13 @@ class WireAdapter(_Inline):
             self.net.pending.popleft()()
 
     def timers(self, conn: WireConn) -> int:
-        return sum(1 for (p, _k) in self.net.timers if p is conn.proto)
+        return sum(1 for (p, _k) in self.net.timers if p is conn._proto)
 
     def delivered(self) -> int:
         return len(self.net.messages(self.host))
 
     def notified(self, conn: WireConn) -> list:
-        return [a.event for a in self.net.events(conn.proto, A.Notify)]
+        return [a.event for a in self.net.events(conn._proto, A.Notify)]
 
 
 @pytest.fixture
@@ -189,7 +189,7 @@ def adapters():
 def test_every_action_has_one_meaning(cls):
     """No transport overrides what an action means: only the primitives are its own."""
     meanings = [n for n in vars(ConnectionCore) if n.startswith("_do_")] + \
-        ["_handle", "_adopt", "_finish", "_on_timer", "hand_over", "poke", "stop_replaced"]
+        ["_handle", "_adopt", "_finish", "_on_timer", "_hand_over", "_poke", "_stop_replaced"]
     assert len(meanings) == 20
     for name in meanings:
         assert getattr(cls, name) is getattr(ConnectionCore, name), f"{cls.__name__} overrides {name}"
@@ -207,20 +207,20 @@ def test_timers_one_per_kind(transport, adapters):
     t.run(conn, lambda: conn._handle([A.CancelTimer(A.TimerKind.IDLE)]))
     assert t.timers(conn) == 1
     t.run(conn, lambda: conn._handle([A.SessionClosed("done")]))
-    assert conn.closed and t.timers(conn) == 0
+    assert conn._closed and t.timers(conn) == 0
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_deliver_names_the_peer_from_its_first_message(transport, adapters):
     t = adapters(transport)
     conn = t.new_conn()
-    conn.proto.peer_name = EntityName(OSD, EntityName.NEW)
+    conn._proto.peer_name = EntityName(OSD, EntityName.NEW)
     m = Message()
     m.header.src_type, m.header.src_num = OSD, 7
     m.set_connection(conn)
     t.run(conn, lambda: conn._handle([A.Deliver(m), A.Fault("bad day"), A.Fault("worse day")]))
-    assert conn.proto.peer_name == EntityName.osd(7)
-    assert t.delivered() == 1 and conn.fault_count == 2 and conn.last_fault == "worse day"
+    assert conn._proto.peer_name == EntityName.osd(7)
+    assert t.delivered() == 1 and conn._fault_count == 2 and conn._last_fault == "worse day"
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -229,13 +229,13 @@ def test_stop_existing_closes_a_lossy_session_caught_mid_connect(transport, adap
     socket error (two performers did), a lossy session still connecting just backed off and went on."""
     t = adapters(transport)
     existing = t.session_mid_connect()
-    assert existing.proto.state is State.CONNECTING and not existing.closed
+    assert existing._proto.state is State.CONNECTING and not existing._closed
     temp = t.new_conn()
-    t.run(temp, lambda: temp._handle([A.StopExisting(existing.proto)]))
+    t.run(temp, lambda: temp._handle([A.StopExisting(existing._proto)]))
     if transport != "async":   # (real workers may already have run it)
-        assert not existing.closed   # posted to the existing session's worker, not run in the caller
+        assert not existing._closed   # posted to the existing session's worker, not run in the caller
     t.settle()
-    assert existing.closed and existing.proto.state is State.CLOSED
+    assert existing._closed and existing._proto.state is State.CLOSED
     assert A.ConnEvent.BAD_RESET in t.notified(existing)
     assert t.timers(existing) == 0
 
@@ -246,10 +246,10 @@ def test_replace_existing_without_a_socket_fails_the_adopt(transport, adapters):
     replaced' (every later connect from the peer would get RETRY_GLOBAL): adopt_failed faults it."""
     t = adapters(transport, Policy.lossless_peer())
     existing = t.session_mid_connect()
-    existing.proto._replacing = True    # what the accept's decision marks on it
+    existing._proto._replacing = True    # what the accept's decision marks on it
     temp = t.new_conn()
-    t.run(temp, lambda: temp._handle([A.ReplaceExisting(existing.proto)]))
-    assert temp.closed
+    t.run(temp, lambda: temp._handle([A.ReplaceExisting(existing._proto)]))
+    assert temp._closed
     t.settle()
-    assert not existing.proto._replacing and not existing.closed
-    assert existing.last_fault == "the socket to adopt died"
+    assert not existing._proto._replacing and not existing._closed
+    assert existing._last_fault == "the socket to adopt died"

@@ -153,7 +153,7 @@ def test_trace_helpers_work_on_performers_without_a_messenger(caplog: pytest.Log
         __hash__ = object.__hash__
     proto = FakeProto(state=State.OPEN, host="osd.0", peer_addr="v1:1.2.3.4:5/6", policy=None,
                       peer_global_seq=1, connect_seq=1)
-    conn = SimpleNamespace(proto=proto)
+    conn = SimpleNamespace(_proto=proto)
     debug.trace_actions(conn, [CloseSocket("test")])
     debug.trace_progress(conn)
     msg = MPing()

@@ -215,7 +215,7 @@ def test_flush_returns_once_written_or_acked(messengers, kind) -> None:
         conn.send_message(MTest(i, data=b"x" * 1000))
     assert conn.flush(timeout=30)
     if kind == "lossless":
-        assert not conn.proto.outq.sent, "flush returned before the peer acked everything"
+        assert not conn._proto.outq.sent, "flush returned before the peer acked everything"
     assert conn.flush(timeout=30)                        # nothing new: at once
     conn.mark_down()                                     # lossy: written is enough to arrive
     wait_for(lambda: len(ds.msgs) >= 500, what=f"500 messages (have {len(ds.msgs)})")
@@ -267,7 +267,7 @@ def test_flush_waits_through_a_lossless_reconnect(messengers, monkeypatch) -> No
         proxy.reset_all()                                  # the stalled socket dies; reconnect
         waiter.join(60)
         assert result == [True]
-        assert conn.fault_count >= 1, "no reconnect happened"
+        assert conn._fault_count >= 1, "no reconnect happened"
     finally:
         proxy.stop()
     wait_for(lambda: len(ds.msgs) >= 201, what=f"201 messages (have {len(ds.msgs)})")

@@ -54,7 +54,7 @@ def _both_ways(cluster: Cluster, n: int, failures: int, seed: int, pad: bytes = 
     wait_for(lambda: rb.n(1) >= n and ra.n(2) >= n, timeout=max(120.0, n / 200), what=f"{n} messages each way",
              detail=progress)
     # late duplicates would show up after the last id: let in-flight traffic settle first
-    wait_for(lambda: not ca.proto._outq.sent and not cb.proto._outq.sent, timeout=60,
+    wait_for(lambda: not ca._proto._outq.sent and not cb._proto._outq.sent, timeout=60,
              what="both sent lists acked", detail=progress)
     check_exact(rb.ids(1), range(n), "a -> b")
     check_exact(ra.ids(2), range(n), "b -> a")
@@ -69,7 +69,7 @@ def _both_ways(cluster: Cluster, n: int, failures: int, seed: int, pad: bytes = 
         "injected_failures": pa["msgr_injected_failures"] + pb["msgr_injected_failures"],
         "faults": pa["msgr_faults"] + pb["msgr_faults"],
         "reconnects": pa["msgr_reconnects"] + pb["msgr_reconnects"],
-        "proto_reconnects": ca.proto.stats["reconnects"] + cb.proto.stats["reconnects"],
+        "proto_reconnects": ca._proto.stats["reconnects"] + cb._proto.stats["reconnects"],
         "connections_created": pa["msgr_created_connections"] + pb["msgr_created_connections"],
     }
     print(f"lossless {n} each way, ms_inject_socket_failures={failures}: {figures}")
@@ -130,16 +130,16 @@ def test_write_failure_while_reading_reconnects_cleanly(cluster):
     b, rb = cluster.make(EntityName.osd(1), 2000, Config(ms_initial_backoff=0.01), Policy.lossless_peer())
     ca = a.connect_to(OSD, b.get_myaddr())
     ca.send_message(Tagged(1, 0, 0))
-    wait_for(lambda: rb.n(1) == 1 and not ca.proto._outq.sent, what="connected and acked")
+    wait_for(lambda: rb.n(1) == 1 and not ca._proto._outq.sent, what="connected and acked")
     cb = b.connect_to(OSD, a.get_myaddr())
-    ca.inject = _FailNextWrite()   # the write of a's next message fails: requeue, reconnect at once
+    ca._inject = _FailNextWrite()   # the write of a's next message fails: requeue, reconnect at once
     _stall_after_open_socket(ca)
     ca.send_message(Tagged(1, 0, 1))
-    wait_for(lambda: not ca.inject.armed, what="the injected write failure")
+    wait_for(lambda: not ca._inject.armed, what="the injected write failure")
     # b has nothing to send (its end goes to STANDBY): only a's own reconnect can deliver this
     wait_for(lambda: rb.n(1) == 2, timeout=10, what="a -> b delivery after a's reconnect",
              detail=lambda: f"{ca!r} / {cb!r} / {b.connections()}")
     check_exact(rb.ids(1), [0, 1], "a -> b")
     cb.send_message(Tagged(2, 0, 0))
     wait_for(lambda: ra.n(2) == 1, timeout=10, what="b -> a on the reconnected session")
-    assert ca.fault_count >= 1
+    assert ca._fault_count >= 1

@@ -145,7 +145,7 @@ def test_fast_dispatch_reply_is_sent_from_the_worker(msgrs):
 
         def ms_fast_dispatch(self, msg):
             conn = msg.get_connection()
-            posted = conn.center.external_pending() if hasattr(conn.center, "external_pending") else None
+            posted = conn._center.external_pending() if hasattr(conn._center, "external_pending") else None
             conn.send_message(MTest(msg.ident + 1000))
             with self.lock:
                 self.msgs.append(msg)
@@ -176,10 +176,10 @@ def test_mark_down_drops_unsent_messages_quietly(msgrs, caplog):
     conn = a.connect_to(OSD, addr)
     for i in range(5):
         conn.send_message(MTest(i))
-    wait_for(lambda: conn.proto._outq and len(conn.proto._outq) == 5, what="queued")
+    wait_for(lambda: conn._proto._outq and len(conn._proto._outq) == 5, what="queued")
     with caplog.at_level(logging.DEBUG, logger="msgr.connection"):
         conn.mark_down()
-        wait_for(lambda: conn.closed and reported, what="closed and reported")
+        wait_for(lambda: conn._closed and reported, what="closed and reported")
     assert reported == [5]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "discarded" in r.getMessage()]
     assert [r for r in caplog.records if r.levelno == logging.DEBUG and "marked down with 5 unsent" in r.getMessage()]
@@ -193,10 +193,10 @@ def test_idle_tick_gives_a_quiet_session_its_small_receive_buffer_back(msgrs):
     ca = a.connect_to(OSD, b.get_myaddr())
     ca.send_message(MTest(0))
     wait_for(lambda: len(db.msgs) == 1, what="first message")
-    (srv,) = [c for c in b.connections() if not c.closed]
+    (srv,) = [c for c in b.connections() if not c._closed]
     sent = 1
     # bursts of small frames: a read fills the idle buffer and the protocol streams into 64 KiB
-    while srv.proto._rsize < RBUF_SIZE:
+    while srv._proto._rsize < RBUF_SIZE:
         assert sent < 200_000, "the receive buffer never grew"
         for _ in range(2000):
             ca.send_message(MTest(sent, b"x" * 100))
@@ -206,10 +206,10 @@ def test_idle_tick_gives_a_quiet_session_its_small_receive_buffer_back(msgrs):
 
     def tick() -> int:
         assert srv._idle_timer is not None   # armed while the socket is up
-        srv.center.delete_time_event(srv._idle_timer)
+        srv._center.delete_time_event(srv._idle_timer)
         srv._on_idle_tick()
-        return srv.proto._rsize
-    assert srv.center.submit_to(tick) == RBUF_IDLE
+        return srv._proto._rsize
+    assert srv._center.submit_to(tick) == RBUF_IDLE
     assert srv.is_connected() and srv._idle_timer is not None   # still up, the tick re-armed itself
     ca.send_message(MTest(sent))
     wait_for(lambda: len(db.msgs) == sent + 1, what="a message after the trim")

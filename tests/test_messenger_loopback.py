@@ -212,10 +212,10 @@ def test_keepalive2_round_trip(pair):
     a, da, b, db = pair
     ca = a.connect_to(EntityName.TYPE_OSD, b.get_myaddr())
     wait_for(ca.is_connected, what="connected")
-    before = ca.proto.last_keepalive_ack_us
+    before = ca._proto.last_keepalive_ack_us
     ca.send_keepalive()
-    wait_for(lambda: ca.proto.last_keepalive_ack_us != before, what="keepalive2 ack")
-    assert ca.proto.last_keepalive_ack_us > 0
+    wait_for(lambda: ca._proto.last_keepalive_ack_us != before, what="keepalive2 ack")
+    assert ca._proto.last_keepalive_ack_us > 0
 
 
 def _rss_bytes() -> int:

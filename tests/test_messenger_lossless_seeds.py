@@ -31,18 +31,18 @@ N = 5000
 
 def _conn_state(c) -> str:
     """One connection's protocol and socket state (read on its worker: a consistent snapshot)."""
-    p = c.proto
+    p = c._proto
     q = p._outq
     timers = sorted(k.name for k in c._timers)
-    return (f"  {c.msgr.my_name} conn#{id(c) & 0xffff:04x} -> {p.peer_addr or c.target} {p.state.name} "
+    return (f"  {c._msgr.my_name} conn#{id(c) & 0xffff:04x} -> {p.peer_addr or c._target} {p.state.name} "
             f"cseq={p.connect_seq} pgs={p.peer_global_seq} in={p.in_seq} acked={p._acked_seq} "
             f"out={p.out_seq} queued={len(q)} sent={len(q.sent)} pending={len(c._out_pending)} "
             f"posted={c._out_posted} has_out={p.has_output()} timers={timers} "
             f"reconnect_armed={p._reconnect_armed} replacing={p._replacing} "
-            f"has_socket={p._has_socket} fd={c.fd} connecting={c._connecting} reading={c._reading} "
+            f"has_socket={p._has_socket} fd={c._fd} connecting={c._connecting} reading={c._reading} "
             f"writing={c._writing} wants_read={p.wants_read} wbufs={sum(map(len, c._wbufs))}B "
-            f"rbuf={p._rend - p._rpos}B down={c._down} closed={c.closed} faults={c.fault_count} "
-            f"last_fault={c.last_fault!r} registered={c.host.lookup_conn(p.peer_addr) is p if p.peer_addr else None}")
+            f"rbuf={p._rend - p._rpos}B down={c._down} closed={c._closed} faults={c._fault_count} "
+            f"last_fault={c.last_fault!r} registered={c._host.lookup_conn(p.peer_addr) is p if p.peer_addr else None}")
 
 
 def dump_connections(*msgrs) -> str:
@@ -53,7 +53,7 @@ def dump_connections(*msgrs) -> str:
         lines.append(f"{ms.my_name}: {len(conns)} connection(s), perf {perf(ms)}")
         for c in conns:
             try:
-                lines.append(c.center.submit_to(lambda c=c: _conn_state(c), wait=True))
+                lines.append(c._center.submit_to(lambda c=c: _conn_state(c), wait=True))
             except Exception as exc:  # the worker is gone: read it from here
                 lines.append(_conn_state(c) + f" (off-worker: {exc})")
     return "\n".join(lines)
@@ -88,9 +88,9 @@ def test_lossless_both_ways_with_socket_failures_never_sticks(seed):
                     f"{len(ra.discarded_ids())}, by b {len(rb.discarded_ids())}; events a {ra.events[:8]} "
                     f"b {rb.events[:8]}\n{dump_connections(a, b)}")
         # a lossless_peer session never ends here: a closed one (its sends discarded) fails at once
-        wait_for(lambda: (rb.n(1) >= N and ra.n(2) >= N) or ca.closed or cb.closed, timeout=60,
+        wait_for(lambda: (rb.n(1) >= N and ra.n(2) >= N) or ca._closed or cb._closed, timeout=60,
                  what="all messages", detail=progress)
-        assert not ca.closed and not cb.closed, progress()
+        assert not ca._closed and not cb._closed, progress()
         check_exact(rb.ids(1), range(N), "a -> b")
         check_exact(ra.ids(2), range(N), "b -> a")
         assert ra.discarded_ids() == [] and rb.discarded_ids() == []

@@ -46,13 +46,13 @@ def test_messengers_with_equal_thread_counts_share_one_worker(cluster):
     assert s._stack is c._stack
     assert len(_threads() - before) == N3            # not 2 x N3
     # one connection each on the least-loaded worker: the client's and the server's end differ
-    assert conn.worker is not srv.worker
-    assert conn.worker in s._stack.workers and srv.worker in s._stack.workers
+    assert conn._worker is not srv._worker
+    assert conn._worker in s._stack.workers and srv._worker in s._stack.workers
 
 
 def test_single_worker_runs_both_ends_on_one_thread(cluster):
     s, c, conn, srv, rs = _exchange(cluster, Config(ms_async_op_threads=1), Config(ms_async_op_threads=1))
-    assert conn.worker is srv.worker
+    assert conn._worker is srv._worker
 
 
 def test_connections_spread_over_the_least_loaded_workers(cluster):
@@ -65,7 +65,7 @@ def test_connections_spread_over_the_least_loaded_workers(cluster):
     # 2*N3 client ends + 2*N3 accepted ends over 2*N3 workers: two each
     wait_for(lambda: sorted(w.references for w in stack.workers) == [2] * (2 * N3),
              what="two connections per worker", detail=lambda: f"{stack.workers}")
-    assert all(x.worker in stack.workers for x in conns)
+    assert all(x._worker in stack.workers for x in conns)
 
 
 def test_last_wait_stops_the_stack_and_start_again_works(cluster):
@@ -76,9 +76,9 @@ def test_last_wait_stops_the_stack_and_start_again_works(cluster):
     cluster.stop(c)
     # the other messenger still runs on it; the stopped one left no connection behind on the workers
     assert shared_stacks.references(N4) == 1 and stack.running
-    assert conn.closed and conn.sock is None and not c.connections()
+    assert conn._closed and conn._sock is None and not c.connections()
     wait_for(lambda: sum(w.references for w in stack.workers) == len([x for x in s.connections()
-                                                                      if not x.closed]),
+                                                                      if not x._closed]),
              what="worker references = the server's live connections only",
              detail=lambda: f"{stack.workers} {s.connections()}")
     cluster.stop(s)
@@ -100,12 +100,12 @@ def test_last_wait_stops_the_stack_and_start_again_works(cluster):
 def test_wait_while_the_peer_keeps_the_stack_leaves_no_timer_or_socket(cluster):
     cfg = Config(ms_async_op_threads=1)
     s, c, conn, srv, rs = _exchange(cluster, cfg, cfg, nonce=2)
-    center = conn.worker.center
+    center = conn._worker.center
     cluster.stop(s)
-    assert srv.closed and srv.sock is None and not srv._timers and srv._idle_timer is None
+    assert srv._closed and srv._sock is None and not srv._timers and srv._idle_timer is None
     assert srv not in s.connections()
     # the surviving client faults and (lossless) keeps retrying on the shared worker
-    wait_for(lambda: conn.fault_count >= 1, what="client saw the server go")
+    wait_for(lambda: conn._fault_count >= 1, what="client saw the server go")
     assert center is c._stack.workers[0].center and not center.closed
 
 

@@ -421,7 +421,7 @@ def test_socket_error_and_callback_exception_fault_only_that_connection(worker):
             worker.center.create_time_event(1000, poll)
     worker.center.submit_to(lambda: worker.center.create_time_event(0, poll))
     assert ev.wait(5)
-    assert "protocol bug" in proto.errors[0] and conn.sock is None
+    assert "protocol bug" in proto.errors[0] and conn._sock is None
     assert conn.last_fault and "RuntimeError" in conn.last_fault
     # the worker and the other connection still work
     b2.sendall(b"hello")
@@ -440,13 +440,13 @@ def test_socket_error_and_callback_exception_fault_only_that_connection(worker):
     b.close()
 
     def poll3():
-        if proto2.errors or conn2.sock is None:
+        if proto2.errors or conn2._sock is None:
             ev3.set()
         else:
             worker.center.create_time_event(1000, poll3)
     worker.center.submit_to(lambda: worker.center.create_time_event(0, poll3))
     assert ev3.wait(5)
-    assert conn2.sock is None
+    assert conn2._sock is None
     a.close()
 
 
@@ -477,7 +477,7 @@ def test_reconnect_after_a_failed_write_does_not_poll_the_connecting_socket(work
 
     def after_and_look():
         conn._after()
-        return conn._connecting, conn._reading, conn.sock is not None
+        return conn._connecting, conn._reading, conn._sock is not None
     connecting, reading, has_sock = worker.center.submit_to(after_and_look)
     assert proto.errors and has_sock and connecting
     assert not reading, "READABLE registered on a socket whose connect is still in flight"

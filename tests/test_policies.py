@@ -79,11 +79,11 @@ def test_server_requires_a_feature_the_client_lacks(cluster, client_policy):
     if lossy:
         wait_for(lambda: rc.count("reset", conn) == 1, what="ms_handle_reset after FEATURES",
                  detail=lambda: f"{conn!r} {conn.last_fault}")
-        assert conn.closed and conn.proto.state is State.CLOSED
-        assert conn.proto.stats["reconnects"] == 0
+        assert conn._closed and conn._proto.state is State.CLOSED
+        assert conn._proto.stats["reconnects"] == 0
     else:
         # lossless: fault + backoff, over and over; it never opens
-        wait_for(lambda: conn.fault_count >= 3, what="repeated FEATURES faults",
+        wait_for(lambda: conn._fault_count >= 3, what="repeated FEATURES faults",
                  detail=lambda: f"{conn!r} {conn.last_fault}")
         assert not conn.is_connected()
         conn.mark_down()
@@ -115,16 +115,16 @@ def test_lossy_client_fault_resets_and_does_not_reconnect(cluster, how):
     send_range(conn, 1, range(5))
     wait_for(lambda: rs.n(1) == 5, what="first messages")
     assert perf(s)["msgr_created_connections"] == 1
-    (server_end,) = [x for x in s.connections() if not x.closed]
+    (server_end,) = [x for x in s.connections() if not x._closed]
     if how == "server_mark_down":
         server_end.mark_down()
     else:
-        server_end.sock.shutdown(socket.SHUT_RDWR)
+        server_end._sock.shutdown(socket.SHUT_RDWR)
     wait_for(lambda: rc.count("reset", conn) == 1, what="ms_handle_reset on the lossy client",
              detail=lambda: f"{conn!r} {conn.last_fault}")
     # closed for good: no socket, no timer, no reconnect attempt counted
-    assert conn.closed and conn.proto.state is State.CLOSED and conn.sock is None and not conn._timers
-    assert conn.proto.stats["reconnects"] == 0 and perf(c)["msgr_reconnects"] == 0
+    assert conn._closed and conn._proto.state is State.CLOSED and conn._sock is None and not conn._timers
+    assert conn._proto.stats["reconnects"] == 0 and perf(c)["msgr_reconnects"] == 0
     send_range(conn, 1, range(5, 8))            # on the dead connection: dropped, no reconnect
     # a new connect_to is a new session; the server sees exactly one more connection (not two)
     c2 = c.connect_to(OSD, s.get_myaddr())
@@ -133,4 +133,4 @@ def test_lossy_client_fault_resets_and_does_not_reconnect(cluster, how):
     wait_for(lambda: rs.n(1, 1) == 3, what="delivery on the new session")
     assert rs.ids(1, 1) == [0, 1, 2] and rs.ids(1, 0) == list(range(5))
     assert perf(s)["msgr_created_connections"] == 2
-    assert conn.proto.stats["reconnects"] == 0 and perf(c)["msgr_reconnects"] == 0
+    assert conn._proto.stats["reconnects"] == 0 and perf(c)["msgr_reconnects"] == 0

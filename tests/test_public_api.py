@@ -1,13 +1,16 @@
 """The public surface: documented for help(), and one argument order for sending."""
 import inspect
+import pydoc
 import threading
 import warnings
+from pathlib import Path
 
 import pytest
 
 import eventcenter
 import msgr
 from msgr import Config, Dispatcher, EntityAddr, EntityName, Message, Messenger, Policy
+from msgr.connection import AsyncConnection, Connection, LoopbackConnection
 
 
 def _undocumented(cls: type) -> list[str]:
@@ -115,11 +118,65 @@ def test_connections_talk_to_the_messenger_through_its_internal_host(loopback):
     try:
         conn = ms.connect_to(EntityName.TYPE_OSD, peer.get_myaddr())
         conn.send_message(_Ping())
-        assert conn.msgr is ms                       # the application's view stays the messenger
-        host = conn.host
+        assert conn.get_messenger() is ms            # the application's view stays the messenger
+        host = conn._host
         assert host is not ms and host.messenger is ms
-        assert conn.proto.host is host               # the protocol machine gets the host too
+        assert conn._proto.host is host              # the protocol machine gets the host too
         assert host.dispatch_throttle is ms.dispatch_throttle
     finally:
         peer.shutdown()
         peer.wait()
+
+
+# What a Connection offers the application: the names outside users rely on and docs/USER_GUIDE.md's
+# "Connection" section. Everything else on the object is the messenger's business (underscored;
+# msgr/connection_host.py declares what the messenger may call).
+CONNECTION_API = {
+    "send_message", "send_keepalive", "is_connected", "get_peer_addr", "get_peer_type", "peer_type",
+    "peer_name", "features", "mark_down", "flush", "flush_future", "get_messenger",
+    "get_last_keepalive_ack", "last_fault", "last_fault_error",
+}
+
+
+def _public(obj: object) -> set[str]:
+    return {n for n in dir(obj) if not n.startswith("_")}
+
+
+def test_connection_objects_show_only_the_documented_surface(loopback):
+    """A new public name on a connection is an API decision: document it (and add it here)."""
+    ms, inbox = loopback
+    peer = Messenger.create(EntityName.osd(1), nonce=4344)
+    peer_inbox = _Inbox()
+    peer.add_dispatcher_tail(peer_inbox)
+    peer.bind(EntityAddr.parse("v1:127.0.0.1:0"))
+    peer.start()
+    try:
+        out = ms.connect_to(EntityName.TYPE_OSD, peer.get_myaddr())
+        out.send_message(_Ping())
+        accepted = peer_inbox.wait_for(1)[0].get_connection()
+        assert accepted is not out and accepted.is_connected()
+        for conn in (out, accepted, ms.connect_to(EntityName.TYPE_OSD, ms.get_myaddr())):
+            assert _public(conn) == CONNECTION_API, (type(conn).__name__,
+                                                     sorted(_public(conn) ^ CONNECTION_API))
+        for cls in (Connection, AsyncConnection, LoopbackConnection):
+            assert _public(cls) == CONNECTION_API, (cls.__name__, sorted(_public(cls) ^ CONNECTION_API))
+    finally:
+        peer.shutdown()
+        peer.wait()
+
+
+@pytest.mark.parametrize("cls", [Connection, AsyncConnection, LoopbackConnection])
+def test_help_of_a_connection_documents_every_public_name(cls):
+    gaps = [n for n in sorted(_public(cls)) if not inspect.getdoc(getattr(cls, n))]
+    assert not gaps, f"help({cls.__name__}) shows these without a docstring: {gaps}"
+    text = pydoc.render_doc(cls, renderer=pydoc.plaintext)
+    for name in CONNECTION_API:
+        assert name in text, name
+
+
+def test_the_user_guide_documents_every_public_connection_name():
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "USER_GUIDE.md").read_text()
+    section = guide[guide.index("### Connection"):]
+    section = section[:section.find("\n#", 1)]
+    missing = [n for n in sorted(CONNECTION_API) if f"`{n}" not in section and f".{n}" not in section]
+    assert not missing, f"docs/USER_GUIDE.md's Connection section does not mention {missing}"

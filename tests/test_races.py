@@ -71,7 +71,7 @@ def _race_round(cluster: Cluster, rnd: int, per_side: int, delay: float) -> int:
     assert a.connect_to(OSD, b.get_myaddr()) is sa is conns["a"]
     assert b.connect_to(OSD, a.get_myaddr()) is sb is conns["b"]
     # after the race settled (acks flowed): no duplicate ever delivered
-    wait_for(lambda: not sa.proto._outq.sent and not sb.proto._outq.sent, timeout=30, what="acks", detail=state)
+    wait_for(lambda: not sa._proto._outq.sent and not sb._proto._outq.sent, timeout=30, what="acks", detail=state)
     check_exact(rb.ids(1, rnd), range(per_side), f"round {rnd} a -> b")
     check_exact(ra.ids(2, rnd), range(per_side), f"round {rnd} b -> a")
     for r in (ra, rb):
@@ -100,7 +100,7 @@ def test_restarted_peer_same_address_gives_remote_reset_and_reports_undelivered(
     ca = a.connect_to(OSD, baddr)
     send_range(ca, 1, range(100), session=0)
     wait_for(lambda: rb.n(1, 0) == 100, what="first 100 delivered")
-    wait_for(lambda: not ca.proto._outq.sent, what="first 100 acked")
+    wait_for(lambda: not ca._proto._outq.sent, what="first 100 acked")
     cluster.stop(b)                        # the process dies
     send_range(ca, 1, range(100, 150), session=0)   # queued toward a dead peer
     b2, rb2 = cluster.make(EntityName.osd(1), 2002, Config(**cfg), policy(), bind=str(baddr).split("/")[0])
@@ -130,7 +130,7 @@ def test_restarted_peer_new_nonce_gets_nothing_meant_for_the_old_one(cluster):
     baddr = b.get_myaddr()
     ca = a.connect_to(OSD, baddr)
     send_range(ca, 1, range(50))
-    wait_for(lambda: rb.n(1) == 50 and not ca.proto._outq.sent, what="first 50 delivered and acked")
+    wait_for(lambda: rb.n(1) == 50 and not ca._proto._outq.sent, what="first 50 delivered and acked")
     cluster.stop(b)
     send_range(ca, 1, range(50, 80))
     b2, rb2 = cluster.make(EntityName.osd(1), 3003, Config(**cfg), Policy.lossless_peer(),
@@ -317,8 +317,8 @@ def test_mark_down_is_immediate_on_both_sides_objects(cluster, how):
             a.shutdown()
             b.shutdown()
         assert not ca.is_connected() and not cb.is_connected()
-        assert ca.proto.state.name == "CLOSED" and cb.proto.state.name == "CLOSED"
+        assert ca._proto.state.name == "CLOSED" and cb._proto.state.name == "CLOSED"
         if how != "shutdown":
             assert a.connect_to(OSD, b.get_myaddr()) is not ca   # never handed out again
-    wait_for(lambda: ca.closed and cb.closed, what="sockets and timers released on the workers")
+    wait_for(lambda: ca._closed and cb._closed, what="sockets and timers released on the workers")
     assert not ca.is_connected() and not cb.is_connected()

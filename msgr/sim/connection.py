@@ -19,6 +19,7 @@ from msgr.protocol import actions as A
 from msgr.sim.worker import SimWorker, pick_worker
 
 if TYPE_CHECKING:  # pragma: no cover
+    from msgr.protocol.protocol_v1 import ProtocolV1
     from msgr.sim.endpoint import SimEndpoint
     from msgr.sim.network import SimEvent, SimSocketEnd
 
@@ -41,10 +42,31 @@ class SimConnection(ConnectionCore):
         self._out_pending: list[Message] = []   # application sends posted to the worker, not run yet
         self._out_posted = False
         self.worker: SimWorker | None = pick_worker(ep.net, ep.workers) if ep.workers else None
-        self.proto = ep.protocol_factory(ep, self)
+        self._proto = ep.protocol_factory(ep, self)
 
     def __repr__(self) -> str:
-        return f"<SimConnection #{self.uid} {self.ep.my_name} {self.proto!r}>"
+        return f"<SimConnection #{self.uid} {self.ep.my_name} {self._proto!r}>"
+
+    # --- what the simulator's oracle reads (a test double: its internals are open on purpose) -----------
+    @property
+    def proto(self) -> ProtocolV1:
+        """The protocol machine of this session."""
+        return self._proto
+
+    @property
+    def closed(self) -> bool:
+        """Finished: the session is over or this connection was replaced."""
+        return self._closed
+
+    @property
+    def last_fault(self) -> str | None:
+        """Why the session last faulted."""
+        return self._last_fault
+
+    @property
+    def fault_count(self) -> int:
+        """How many faults this connection saw."""
+        return self._fault_count
 
     # --- the user-visible Connection ----------------------------------------------------------------
     @property
@@ -54,33 +76,33 @@ class SimConnection(ConnectionCore):
 
     @property
     def peer_type(self) -> int | None:
-        t = self.proto.peer_type
+        t = self._proto.peer_type
         return self.target_type if t is None else t
 
     @property
     def peer_name(self) -> EntityName | None:
-        return self.proto.peer_name
+        return self._proto.peer_name
 
     @property
     def features(self) -> int:
-        return self.proto.features
+        return self._proto.features
 
     def get_peer_addr(self) -> EntityAddr | None:
-        return self.proto.peer_addr or self.target
+        return self._proto.peer_addr or self.target
 
     def is_connected(self) -> bool:
-        return not self.closed and self.proto.is_connected()
+        return not self._closed and self._proto.is_connected()
 
     def send_message(self, msg: Message) -> bool:
         """Queue ``msg``; False (and nothing queued) if the connection is down or closed.
 
         With workers, as AsyncConnection from an application thread: the message waits in a list and
         the first send of a burst posts one flush to the connection's worker."""
-        if self._down or self.closed:
+        if self._down or self._closed:
             return False
         self.ep.sent.append((self.net.now_us(), self.uid, msg))
         if self.worker is None:
-            self._call(self.proto.send_message, msg)
+            self._call(self._proto.send_message, msg)
             return True
         self._out_pending.append(msg)
         if not self._out_posted:
@@ -91,12 +113,12 @@ class SimConnection(ConnectionCore):
     def _flush_pending(self) -> None:
         msgs, self._out_pending = self._out_pending, []
         self._out_posted = False
-        if self.closed:
+        if self._closed:
             self._unsent(msgs)
             return
         now = self.net.now_us()
         for m in msgs:
-            self._handle(self.proto.send_message(m, now))
+            self._handle(self._proto.send_message(m, now))
         self._after()
 
     def _unsent(self, msgs: list[Message]) -> None:
@@ -106,11 +128,11 @@ class SimConnection(ConnectionCore):
             self.ep.record("discarded", self, tuple(msgs))
 
     def send_keepalive(self) -> None:
-        if not (self._down or self.closed):
+        if not (self._down or self._closed):
             if self.worker is None:
-                self._call(self.proto.send_keepalive)
+                self._call(self._proto.send_keepalive)
             else:
-                self._post(lambda: self._call(self.proto.send_keepalive), "keepalive")
+                self._post(lambda: self._call(self._proto.send_keepalive), "keepalive")
 
     def mark_down(self) -> None:
         """End the session (no reset callback); connect_to hands out a new connection afterwards."""
@@ -119,7 +141,7 @@ class SimConnection(ConnectionCore):
         self._down = True
         self._out_pending.clear()
         self.ep.forget(self)
-        self._call(self.proto.mark_down)
+        self._call(self._proto.mark_down)
 
     # --- starting ------------------------------------------------------------------------------------
     def begin_connect(self) -> None:
@@ -127,14 +149,14 @@ class SimConnection(ConnectionCore):
         starts in the caller, so an accept that finds the session sees CONNECTING and its peer address;
         the actions it asks for (timer, TCP connect) are performed on the worker."""
         assert self.target is not None and self.target_type is not None
-        acts = self.proto.start_connect(self.target, self.target_type, self.net.now_us())
+        acts = self._proto.start_connect(self.target, self.target_type, self.net.now_us())
         if self.worker is None:
             self._perform(acts)
         else:
             self._post(lambda: self._perform(acts), "connect")
 
     def _perform(self, acts: list) -> None:
-        if not self.closed:
+        if not self._closed:
             self._handle(acts)
             self._after()
 
@@ -155,14 +177,14 @@ class SimConnection(ConnectionCore):
     def _start_accept(self) -> None:
         """The accepted socket reaches the worker (AsyncConnection.start_accept)."""
         end = self.sock
-        if self.closed or end is None:
+        if self._closed or end is None:
             return
         if end.closed:   # it died before the worker took it (getpeername fails): the session just ends
             self.sock = None
-            self._call(self.proto.mark_down)
+            self._call(self._proto.mark_down)
             return
         end.owner = self
-        self._call(self.proto.start_accept, end.peer, end.local)
+        self._call(self._proto.start_accept, end.peer, end.local)
 
     # --- primitives of the connection core ------------------------------------------------------------
     def _post(self, fn: Callable[[], None], what: str = "") -> None:
@@ -175,7 +197,7 @@ class SimConnection(ConnectionCore):
             self.worker.post(fn, label)
 
     def _call(self, fn: Callable[..., list], *args: Any) -> None:
-        if not self.closed:
+        if not self._closed:
             self._handle(fn(*args, self.net.now_us()))
             self._after()
 
@@ -219,8 +241,8 @@ class SimConnection(ConnectionCore):
         end = self.sock
         if end is None:
             return None
-        if self.proto.has_output():   # what was not written yet goes first, as AsyncConnection's wbufs
-            self.net.write(end, b"".join(self.proto.take_output()))
+        if self._proto.has_output():   # what was not written yet goes first, as AsyncConnection's wbufs
+            self.net.write(end, b"".join(self._proto.take_output()))
         end.owner = None              # detached, not closed
         self.sock = None
         self.ep.detached.add(end)
@@ -242,7 +264,7 @@ class SimConnection(ConnectionCore):
         self.ep.anomaly(self, text)
 
     def _registered(self) -> None:
-        self.ep.record("registered", self, self.proto.peer_addr)
+        self.ep.record("registered", self, self._proto.peer_addr)
 
     def _released(self) -> None:
         if self._pump_ev is not None:
@@ -256,12 +278,12 @@ class SimConnection(ConnectionCore):
 
     def _unregister(self, reason: str) -> None:
         self.ep.record("closed", self, reason)
-        self.ep.unregister_conn(self.proto)
+        self.ep.unregister_conn(self._proto)
 
     # --- reading and writing --------------------------------------------------------------------------
     def _after(self) -> None:
         """Write whatever the protocol has (one sendmsg), then keep reading if bytes wait."""
-        p = self.proto
+        p = self._proto
         if p.has_output():
             data = b"".join(p.take_output())
             if self.sock is not None:
@@ -269,7 +291,7 @@ class SimConnection(ConnectionCore):
             elif data:
                 self.ep.anomaly(self, f"{len(data)} output bytes with no socket in {p.state!r}")
         end = self.sock
-        if end is not None and end.inbox and p.wants_read and self._pump_ev is None and not self.closed:
+        if end is not None and end.inbox and p.wants_read and self._pump_ev is None and not self._closed:
             self._pump_ev = self.net.call_later(0, self._pump, f"pump #{self.uid}")
 
     def _pump(self) -> None:
@@ -278,18 +300,18 @@ class SimConnection(ConnectionCore):
         net, rng = self.net, self.net.rng
         end = self.sock
         for _ in range(rng.randint(*net.params.reads_per_event)):
-            if end is None or end is not self.sock or self.closed or not end.inbox or not self.proto.wants_read:
+            if end is None or end is not self.sock or self._closed or not end.inbox or not self._proto.wants_read:
                 return
             if not end.inbox[0]:  # EOF, nothing before it
                 end.inbox.popleft()
-                self._call(self.proto.buffer_updated, 0)
+                self._call(self._proto.buffer_updated, 0)
                 return
-            buf = self.proto.get_buffer()
+            buf = self._proto.get_buffer()
             if len(buf) == 0:
-                self.ep.anomaly(self, f"get_buffer() returned an empty buffer in {self.proto.state!r}")
+                self.ep.anomaly(self, f"get_buffer() returned an empty buffer in {self._proto.state!r}")
                 return
             n = self._recv_into(end, buf, min(len(buf), rng.choice(net.params.recv_sizes)))
-            self._call(self.proto.buffer_updated, n)
+            self._call(self._proto.buffer_updated, n)
         self._after()
 
     @staticmethod
@@ -314,7 +336,7 @@ class SimConnection(ConnectionCore):
         return self._token_seq
 
     def net_connected(self, token: int, end: SimSocketEnd) -> None:
-        if token != self._connect_token or self.closed:
+        if token != self._connect_token or self._closed:
             if not end.closed:
                 self.net.close(end)   # an abandoned attempt: the server reads EOF
             return
@@ -324,19 +346,19 @@ class SimConnection(ConnectionCore):
         self._connect_token = 0
         self.sock = end
         end.owner = self
-        self._call(self.proto.on_connected, end.local)
+        self._call(self._proto.on_connected, end.local)
 
     def net_connect_failed(self, token: int, reason: str, refused: bool) -> None:
-        if token != self._connect_token or self.closed:
+        if token != self._connect_token or self._closed:
             return
         self._connect_token = 0
-        self._call(lambda now: self.proto.on_socket_error(reason, now, refused=refused))
+        self._call(lambda now: self._proto.on_socket_error(reason, now, refused=refused))
 
     def net_readable(self, end: SimSocketEnd) -> None:
-        if end is self.sock and self._pump_ev is None and self.proto.wants_read and not self.closed:
+        if end is self.sock and self._pump_ev is None and self._proto.wants_read and not self._closed:
             self._pump_ev = self.net.call_later(0, self._pump, f"pump #{self.uid}")
 
     def net_error(self, end: SimSocketEnd, reason: str) -> None:
-        if end is self.sock and not self.closed:
+        if end is self.sock and not self._closed:
             self.sock = None
-            self._call(self.proto.on_socket_error, reason)
+            self._call(self._proto.on_socket_error, reason)

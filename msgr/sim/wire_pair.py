@@ -48,27 +48,27 @@ class WireConn(ConnectionCore):
     def __init__(self, net: WireNet, host: FakeHost) -> None:
         self._init_core()
         self.net = net
-        self.proto = ProtocolV1(host, self)
-        net.protos.append(self.proto)
+        self._proto = ProtocolV1(host, self)
+        net.protos.append(self._proto)
 
     def _post(self, fn: Callable[[], None], what: str = "") -> None:
         self.net.pending.append(fn)
 
     def _call(self, fn: Callable[..., list], *args: Any) -> None:
-        if not self.closed:
-            self.net.apply(self.proto, fn(*args, self.net.now_us))
+        if not self._closed:
+            self.net.apply(self._proto, fn(*args, self.net.now_us))
 
     def _socket_open(self) -> bool:
-        return self.proto in self.net.link
+        return self._proto in self.net.link
 
     def _open_socket(self, addr: EntityAddr) -> None:
-        self.net.pending.append(lambda: self.net._open(self.proto, addr))
+        self.net.pending.append(lambda: self.net._open(self._proto, addr))
 
     def _close_socket(self, reason: str) -> None:
-        self.net._close_end(self.proto)
+        self.net._close_end(self._proto)
 
     def _timer_start(self, kind: TimerKind, delay_us: int) -> tuple[ProtocolV1, TimerKind]:
-        key = (self.proto, kind)
+        key = (self._proto, kind)
         self.net.timers[key] = self.net.now_us + delay_us
         return key
 
@@ -77,7 +77,7 @@ class WireConn(ConnectionCore):
 
     def _dispatch(self, msg: Message) -> None:
         net = self.net
-        net.delivered.setdefault(id(self.proto.host), []).append(msg)
+        net.delivered.setdefault(id(self._proto.host), []).append(msg)
         if net.release:
             msg.release_throttles()
         else:
@@ -93,7 +93,7 @@ class WireConn(ConnectionCore):
         pass   # in net.log
 
     def _take_handoff(self) -> Link | None:
-        return self.net.link.pop(self.proto, None)
+        return self.net.link.pop(self._proto, None)
 
     def _claim_handoff(self, link: Link) -> tuple[EntityAddr, EntityAddr] | None:
         return None if link.dead else link.socks
@@ -104,11 +104,11 @@ class WireConn(ConnectionCore):
         link.pipes[1].clear()
 
     def _install_handoff(self, link: Link) -> None:
-        link.ends[1] = self.proto   # the temporary connection was the accepting end
-        self.net.link[self.proto] = link
+        link.ends[1] = self._proto   # the temporary connection was the accepting end
+        self.net.link[self._proto] = link
 
     def _contract_broken(self, text: str) -> None:
-        self.net.anomalies.append(f"{self.proto!r}: {text}")
+        self.net.anomalies.append(f"{self._proto!r}: {text}")
 
     def _registered(self) -> None:
         pass
@@ -117,7 +117,7 @@ class WireConn(ConnectionCore):
         pass
 
     def _unregister(self, reason: str) -> None:
-        self.proto.host.unregister_conn(self.proto)
+        self._proto.host.unregister_conn(self._proto)
 
 
 class WireNet:
@@ -153,7 +153,7 @@ class WireNet:
         return self.delivered[id(host)]
 
     def connect(self, host: FakeHost, peer_addr: EntityAddr, peer_type: int) -> ProtocolV1:
-        proto = WireConn(self, host).proto
+        proto = WireConn(self, host)._proto
         self.apply(proto, proto.start_connect(peer_addr, peer_type, self.now_us))
         return proto
 
@@ -178,7 +178,7 @@ class WireNet:
         mine = proto.host.get_myaddr()
         local = EntityAddr(EntityAddr.TYPE_LEGACY, 0, "127.0.0.1" if mine.is_blank_ip() else mine.ip,
                            self._next_port)
-        server = WireConn(self, host).proto
+        server = WireConn(self, host)._proto
         link = Link(proto, server, (local, EntityAddr(EntityAddr.TYPE_LEGACY, 0, addr.ip, addr.port)))
         self.link[proto] = link
         self.link[server] = link
