@@ -228,3 +228,34 @@ def test_pymsgr_client_without_login_is_refused_and_faults(service):
     finally:
         ms.shutdown()
         ms.wait()
+
+
+def test_a_badly_signed_message_faults_the_session_with_one_warning(service, admin, caplog):
+    """The client signs with a key that is not the session's (a peer that does): the service
+    faults that connection with one WARNING and delivers nothing; other sessions are untouched."""
+    import logging
+    mon, sms, server, secho, _ = service
+    cms, cecho, _ = admin
+    conn = cms.connect_to(OSD, sms.get_myaddr())
+    conn.send_message(MPing())
+    assert isinstance(secho.got.get(timeout=10), MPing) and isinstance(cecho.got.get(timeout=10), MPing)
+    signer = conn.proto._signer
+    assert signer is not None
+    signer.secret = bytes(16)   # from now on our signatures are wrong
+    with caplog.at_level(logging.INFO, logger="msgr"):
+        conn.send_message(MPing())
+        deadline = time.monotonic() + 10
+        while not [r for r in caplog.records if "BadSignatureError" in r.getMessage()] \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+    warned = [r for r in caplog.records if "BadSignatureError" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelno == logging.WARNING
+    assert secho.got.empty()
+    # a new session (new authorizer, new key) works again
+    conn2 = cms.connect_to(OSD, sms.get_myaddr())
+    deadline = time.monotonic() + 10
+    while conn2 is conn and time.monotonic() < deadline:   # the faulted lossy session is replaced
+        time.sleep(0.02)
+        conn2 = cms.connect_to(OSD, sms.get_myaddr())
+    conn2.send_message(MPing())
+    assert isinstance(secho.got.get(timeout=10), MPing)
