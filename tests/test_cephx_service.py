@@ -239,7 +239,7 @@ def test_a_badly_signed_message_faults_the_session_with_one_warning(service, adm
     conn = cms.connect_to(OSD, sms.get_myaddr())
     conn.send_message(MPing())
     assert isinstance(secho.got.get(timeout=10), MPing) and isinstance(cecho.got.get(timeout=10), MPing)
-    signer = conn.proto._signer
+    signer = conn._proto._signer
     assert signer is not None
     signer.secret = bytes(16)   # from now on our signatures are wrong
     with caplog.at_level(logging.INFO, logger="msgr"):
