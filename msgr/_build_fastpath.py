@@ -2,7 +2,8 @@
 
 Used by setup.py (``cffi_modules=["msgr/_build_fastpath.py:ffibuilder"]``); can also be run
 directly (``python msgr/_build_fastpath.py``) to build in place for development.
-The declarations come from ``csrc/fastpath.h``, the single source of truth for the C API.
+The declarations come from ``csrc/fastpath.h`` and, for the send side, ``csrc/frame_out.h``: the
+single source of truth for the C API.
 """
 from __future__ import annotations
 
@@ -17,10 +18,16 @@ ffibuilder = FFI()
 with open(os.path.join(_CSRC, "fastpath.h"), encoding="ascii") as f:
     ffibuilder.cdef(f.read())
 
+# --- send side (csrc/frame_out.c: batch framing of a send turn); its own header and cdef block ---
+with open(os.path.join(_CSRC, "frame_out.h"), encoding="ascii") as f:
+    ffibuilder.cdef(f.read())
+# --- end of the send-side block ---
+
 ffibuilder.set_source(
     "msgr._fastpath",
-    '#include "fastpath.h"',
-    sources=[os.path.relpath(os.path.join(_CSRC, "fastpath.c"))],
+    '#include "fastpath.h"\n#include "frame_out.h"',
+    sources=[os.path.relpath(os.path.join(_CSRC, "fastpath.c")),
+             os.path.relpath(os.path.join(_CSRC, "frame_out.c"))],
     include_dirs=[_CSRC],
     # -O3 lets gcc unroll the 3-stream crc loop; no -msse4.2: the SSE path is chosen at run time.
     extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra"],

@@ -391,30 +391,17 @@ class OpenMixin(ProtocolBase):
             msgs = q.take_all()
             framer = self._framer
             assert framer is not None            # _ready made it when the session opened
-            framer.reserve(len(msgs))
-            frame = framer.frame
-            seq = q.out_seq
-            i = 0
-            try:
-                for msg in msgs:
-                    h = msg.header
-                    prev, h.seq = h.seq, seq + 1
-                    try:
-                        frame(msg, out)
-                    except BaseException:
-                        h.seq = prev
-                        raise
-                    seq += 1
-                    i += 1
-            finally:
-                framer.release()
-                # a message that cannot be framed (bad field) stays queued with the ones after it
-                q.out_seq = seq
-                if i < len(msgs):
-                    q.put_back(msgs[i:])
-                if not self.policy.lossy:
-                    q.sent.extend(msgs[:i] if i < len(msgs) else msgs)
-                self.stats["msgs_out"] += i
+            n, err = framer.frame_all(msgs, q.out_seq, out)   # outq.py: one C call for the small ones
+            q.out_seq += n
+            # a message that cannot be framed (bad field) stays queued with the ones after it
+            if n < len(msgs):
+                q.put_back(msgs[n:])
+                del msgs[n:]
+            if not self.policy.lossy:
+                q.sent.extend(msgs)
+            self.stats["msgs_out"] += n
+            if err is not None:
+                raise err
         if self._ack_due():
             self._acked_seq = self.in_seq
             out.append(pack_ack(self.in_seq))

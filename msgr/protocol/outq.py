@@ -10,14 +10,17 @@ then drops what the peer already had (its in_seq from the SEQ exchange).
 Framing turns a message into a list of buffers for one ``sendmsg``: tag +
 header (packed after the seq is assigned, so its CRC covers the seq), the
 front/middle/data buffers as they are (no copy), and the footer. With the C
-fast path and the current (NOSRCADDR) header, one ``msgr_frame_msg`` call packs
-tag+header+CRC and computes the segment CRCs into the footer; tag+header and
-footer of a whole ``take_output`` batch live in one arena bytearray (``reserve``)
-and go out as memoryview slices of it. The pure path gives identical bytes.
+fast path and the current (NOSRCADDR) header, ``Framer.frame_all`` copies the
+payloads of a run of small messages into one buffer (one join) and one
+``msgr_frame_batch`` call (csrc/frame_out.c) writes every tag, header, CRC and
+footer around them; a big message gets one ``msgr_frame_msg`` call, its
+tag+header and footer in an arena bytearray (``reserve``), its segments sent as
+they are. The pure path gives identical bytes (tests/test_frame_out.py).
 """
 from __future__ import annotations
 
 import struct
+from array import array as _array
 from bisect import insort
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -47,6 +50,7 @@ def _pack_ftr(fc: int, mc: int, dc: int, flags: int) -> bytes:
 
 _pack_ftr_old = _FTR_OLD
 _c_frame: Callable[..., int] | None = None
+_c_batch: Callable[..., int] | None = None
 if crc_backend.startswith("c-"):
     from msgr._fastpath import ffi as _ffi
     from msgr._fastpath import lib as _lib
@@ -54,6 +58,8 @@ if crc_backend.startswith("c-"):
     _crc_at = _lib.msgr_crc32c_at
     _c_frame = _lib.msgr_frame_msg
     _from_buffer = _ffi.from_buffer
+    # csrc/frame_out.c; a module built before it existed frames message by message
+    _c_batch = getattr(_lib, "msgr_frame_batch", None)
 
     def _crc_tag_hdr(head: bytes) -> int:
         return _crc_at(0, head, 50, 1, 49)
@@ -62,6 +68,13 @@ else:
         return crc32c(0, head[1:])
 _ZERO_CRC = b"\0\0\0\0"
 _SLOT = 1 + 53 + 21          # arena bytes per message: tag + header + (largest) footer
+# batch framing (csrc/frame_out.c): payloads up to this many bytes are copied into the turn's one
+# buffer (a copy is cheaper than a buffer of their own from here on); bigger ones go out as they are
+INLINE_MAX = 8192
+RUN_MAX_BYTES = 64 * 1024   # one buffer per this much: what is written is freed while the rest waits
+_JOINABLE = frozenset((bytes, bytearray))
+_HOLE_HEAD = bytes(1 + 53)
+_HOLE_FOOT, _HOLE_FOOT_OLD = bytes(21), bytes(13)
 _F_CRC_HEADER, _F_CRC_DATA, _F_NEW_FOOTER = 1, 2, 4   # msgr_frame_msg flags (fastpath.h)
 
 
@@ -207,7 +220,8 @@ class Framer:
     """Builds the wire buffers of messages for one session's negotiated features."""
 
     __slots__ = ("new_header", "new_footer", "crc_header", "crc_data", "src_type", "src_num",
-                 "features", "old_src_addr", "signer", "_src_num_u", "_cflags", "_arena", "_apos", "_aend", "_amv")
+                 "features", "old_src_addr", "signer", "_src_num_u", "_cflags", "_batch", "_arena", "_apos",
+                 "_aend", "_amv")
 
     def __init__(self, features: int, crc_header: bool, crc_data: bool, src_type: int, src_num: int,
                  old_src_addr: bytes = b"", signer: MessageSigner | None = None) -> None:
@@ -225,9 +239,107 @@ class Framer:
         self._cflags = None if _c_frame is None or not self.new_header or signer is not None else (
             (_F_CRC_HEADER if crc_header else 0) | (_F_CRC_DATA if crc_data else 0)
             | (_F_NEW_FOOTER if self.new_footer else 0))
+        self._batch = self._cflags is not None and _c_batch is not None   # frame_all's one-call path
         self._arena = None            # cffi pointer into the arena bytearray (kept alive by _amv)
         self._amv: memoryview | None = None
         self._apos = self._aend = 0
+
+    def frame_all(self, msgs: list[Message], seq: int, out: list[BytesLike]) -> tuple[int, BaseException | None]:
+        """Frame ``msgs`` in order with seqs ``seq + 1``, ``seq + 2``, ... onto ``out``.
+
+        Returns ``(framed, error)``: every message when ``error`` is None; otherwise the first
+        ``framed`` are on ``out`` and ``msgs[framed]`` could not be framed (a payload that does not
+        encode, a header field out of range: ``error``), its seq untouched, nothing after it framed.
+        With the C batch framer small messages of a run are framed by one C call into one buffer
+        (:meth:`_frame_run`); the bytes are those of :meth:`frame`, message by message.
+        """
+        if not self._batch:
+            return self._frame_each(msgs, seq, out)
+        features, st, sn = self.features, self.src_type, self.src_num
+        hole_foot = _HOLE_FOOT if self.new_footer else _HOLE_FOOT_OLD
+        parts: list[BytesLike] = []
+        fields: list[int] = []
+        run: list[Message] = []
+        run_bytes = 0
+        done = 0                       # framed before the current run
+        for msg in msgs:
+            try:
+                msg.encode(features)
+            except BaseException as exc:
+                n, err = self._frame_run(run, parts, fields, seq + done, out)
+                return done + n, err or exc
+            front, middle, data = msg.front, msg.middle, msg.data
+            h = msg.header
+            fl, ml, dl = h.front_len, h.middle_len, h.data_len
+            if fl + ml + dl > INLINE_MAX or type(front) not in _JOINABLE or type(middle) not in _JOINABLE \
+                    or type(data) not in _JOINABLE:
+                # big (or a view, which may not be contiguous): its own buffers, after the run
+                n, err = self._frame_run(run, parts, fields, seq + done, out)
+                done += n
+                if err is None:
+                    n, err = self._frame_each([msg], seq + done, out)
+                    done += n
+                if err is not None:
+                    return done, err
+                run, parts, fields, run_bytes = [], [], [], 0
+                continue
+            h.src_type, h.src_num = st, sn
+            run.append(msg)
+            parts += (_HOLE_HEAD, front, middle, data, hole_foot)
+            fields += (seq + done + len(run), h.tid, h.type, h.priority, h.version, h.data_off,
+                       h.compat_version, h.reserved, fl, ml, dl)
+            run_bytes += fl + ml + dl
+            if run_bytes > RUN_MAX_BYTES:
+                n, err = self._frame_run(run, parts, fields, seq + done, out)
+                done += n
+                if err is not None:
+                    return done, err
+                run, parts, fields, run_bytes = [], [], [], 0
+        n, err = self._frame_run(run, parts, fields, seq + done, out)
+        return done + n, err
+
+    def _frame_run(self, run: list[Message], parts: list[BytesLike], fields: list[int], seq: int,
+                   out: list[BytesLike]) -> tuple[int, BaseException | None]:
+        """One C call frames ``run`` (payloads in ``parts``, MSGR_FRAME_FIELDS a message in ``fields``,
+        seqs from ``seq + 1``) into one buffer; on a field out of range the run goes message by
+        message, which stops at the exact message with the exact error."""
+        n = len(run)
+        if not n:
+            return 0, None
+        try:
+            arr = _array("Q", fields)
+        except OverflowError:
+            return self._frame_each(run, seq, out)
+        buf = bytearray().join(parts)
+        assert _c_batch is not None and self._cflags is not None   # _batch is set only with both
+        if _c_batch(_from_buffer(buf), len(buf), _from_buffer("uint64_t[]", arr), n, self.src_type,
+                    self._src_num_u, self._cflags) != n:
+            return self._frame_each(run, seq, out)
+        for m in run:
+            seq += 1
+            m.header.seq = seq
+        out.append(buf)
+        return n, None
+
+    def _frame_each(self, msgs: list[Message], seq: int, out: list[BytesLike]) -> tuple[int, BaseException | None]:
+        """:meth:`frame_all` message by message (:meth:`frame`)."""
+        self.reserve(len(msgs))
+        frame = self.frame
+        i = 0
+        try:
+            for msg in msgs:
+                h = msg.header
+                prev, h.seq = h.seq, seq + 1
+                try:
+                    frame(msg, out)
+                except BaseException as exc:
+                    h.seq = prev
+                    return i, exc
+                seq += 1
+                i += 1
+        finally:
+            self.release()
+        return i, None
 
     def reserve(self, n: int) -> None:
         """Room for the tag+header and footer of ``n`` messages framed next (one allocation)."""

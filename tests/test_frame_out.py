@@ -1,0 +1,137 @@
+"""Batch framing of a send turn (csrc/frame_out.c via ``Framer.frame_all``) gives the bytes of the
+pure-Python framer and of the per-message C framer, message for message, for every header field,
+segment size and type, CRC mode and footer format; and it stops where they stop."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from msgr import Message
+from msgr.features import MSG_AUTH, NOSRCADDR
+from msgr.protocol import outq
+from msgr.protocol.outq import INLINE_MAX, Framer
+
+needs_c = pytest.mark.skipif(outq._c_batch is None, reason="the C fast path (msgr._fastpath) is not built")
+
+
+def _framer(kind: str, features: int, crc_header: bool, crc_data: bool, src_num: int) -> Framer:
+    f = Framer(features, crc_header, crc_data, 8, src_num)
+    if kind == "c-each":
+        f._batch = False
+    elif kind == "pure":
+        f._batch = False
+        f._cflags = None
+    return f
+
+
+_u16 = st.integers(0, 0xFFFF)
+_seg_len = st.one_of(st.integers(0, 40), st.integers(INLINE_MAX - 8, INLINE_MAX + 8), st.integers(0, 3000))
+_seg_kind = st.sampled_from(["bytes", "bytearray", "memoryview"])
+
+
+@st.composite
+def _messages(draw: st.DrawFn) -> list[tuple]:
+    specs = []
+    for _ in range(draw(st.integers(1, 12))):
+        lens = [draw(_seg_len) for _ in range(3)]
+        kinds = [draw(_seg_kind) for _ in range(3)]
+        fill = draw(st.integers(0, 255))
+        fields = (draw(st.integers(0, 2**64 - 1)), draw(_u16), draw(_u16), draw(_u16),
+                  draw(_u16), draw(_u16), draw(_u16))
+        specs.append((lens, kinds, fill, fields))
+    return specs
+
+
+def _build(specs: list[tuple]) -> list[Message]:
+    msgs = []
+    for lens, kinds, fill, (tid, type_, prio, version, data_off, compat, reserved) in specs:
+        m = Message()
+        segs = []
+        for i, (n, kind) in enumerate(zip(lens, kinds, strict=True)):
+            raw = bytes((fill + i + j) & 0xFF for j in range(n))
+            segs.append(raw if kind == "bytes" else bytearray(raw) if kind == "bytearray"
+                        else memoryview(bytearray(raw)))
+        m.front, m.middle, m.data = segs
+        h = m.header
+        h.tid, h.type, h.priority, h.version = tid, type_, prio, version
+        h.data_off, h.compat_version, h.reserved = data_off, compat, reserved
+        msgs.append(m)
+    return msgs
+
+
+def _frame(kind: str, specs: list[tuple], features: int, crc_header: bool, crc_data: bool,
+           src_num: int, seq0: int) -> tuple[int, type | None, bytes, list[int]]:
+    msgs = _build(specs)
+    out: list = []
+    n, err = _framer(kind, features, crc_header, crc_data, src_num).frame_all(msgs, seq0, out)
+    return n, type(err) if err is not None else None, b"".join(bytes(b) for b in out), \
+        [m.header.seq for m in msgs]
+
+
+@needs_c
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(specs=_messages(), auth=st.booleans(), crc_header=st.booleans(), crc_data=st.booleans(),
+       src_num=st.sampled_from([-1, 0, 4100, 2**63 - 1]), seq0=st.integers(0, 2**40))
+def test_batch_framing_is_byte_identical_to_the_pure_and_per_message_framers(
+        specs, auth, crc_header, crc_data, src_num, seq0):
+    features = NOSRCADDR | (MSG_AUTH if auth else 0)
+    batch = _frame("c-batch", specs, features, crc_header, crc_data, src_num, seq0)
+    assert batch[0] == len(specs) and batch[1] is None
+    assert batch[3] == list(range(seq0 + 1, seq0 + 1 + len(specs)))
+    assert batch == _frame("pure", specs, features, crc_header, crc_data, src_num, seq0)
+    assert batch == _frame("c-each", specs, features, crc_header, crc_data, src_num, seq0)
+
+
+@needs_c
+@settings(max_examples=60, deadline=None)
+@given(specs=_messages(), bad_at=st.integers(0, 11), field=st.sampled_from(["priority", "tid", "version"]))
+def test_a_field_out_of_range_stops_the_batch_at_that_message_as_the_pure_framer_does(specs, bad_at, field):
+    bad_at %= len(specs)
+
+    def run(kind: str) -> tuple:
+        msgs = _build(specs)
+        setattr(msgs[bad_at].header, field, 2**64 if field == "tid" else 0x10000)
+        out: list = []
+        n, err = _framer(kind, NOSRCADDR | MSG_AUTH, True, True, 1).frame_all(msgs, 10, out)
+        return n, type(err), b"".join(bytes(b) for b in out), [m.header.seq for m in msgs]
+
+    batch = run("c-batch")
+    assert batch[0] == bad_at and batch[1] is OverflowError
+    assert batch[3][bad_at] == 0                       # the bad message keeps its (unset) seq
+    assert batch == run("pure") == run("c-each")
+
+
+@needs_c
+def test_small_messages_of_a_turn_leave_in_one_buffer_and_big_ones_as_they_are():
+    msgs = _build([([8, 0, 0], ["bytes"] * 3, 1, (0,) * 7)] * 3
+                  + [([8, 0, INLINE_MAX + 1], ["bytes"] * 3, 2, (0,) * 7)]
+                  + [([8, 0, 0], ["bytes"] * 3, 3, (0,) * 7)] * 2)
+    big = msgs[3].data
+    out: list = []
+    n, err = _framer("c-batch", NOSRCADDR | MSG_AUTH, True, True, 1).frame_all(msgs, 0, out)
+    assert (n, err) == (6, None)
+    # run of three, then the big one as tag+header, front, data (not copied), footer, then a run of two
+    assert len(out) == 1 + 4 + 1
+    assert out[3] is big
+    assert len(out[0]) == 3 * (54 + 8 + 21) and len(out[5]) == 2 * (54 + 8 + 21)
+
+
+class _Unencodable(Message):
+    TYPE = 0x7E5F
+
+    def encode_payload(self, features: int) -> None:
+        raise ValueError("cannot encode")
+
+
+@pytest.mark.parametrize("kind", ["c-batch", "c-each", "pure"])
+def test_a_payload_that_does_not_encode_stops_the_batch_there(kind):
+    if kind != "pure" and outq._c_batch is None:
+        pytest.skip("the C fast path (msgr._fastpath) is not built")
+    msgs = _build([([8, 0, 0], ["bytes"] * 3, 1, (0,) * 7)] * 2)
+    msgs.insert(1, _Unencodable())
+    out: list = []
+    n, err = _framer(kind, NOSRCADDR | MSG_AUTH, True, True, 1).frame_all(msgs, 5, out)
+    assert n == 1 and isinstance(err, ValueError)
+    assert [m.header.seq for m in msgs] == [6, 0, 0]
+    assert sum(map(len, out)) == 54 + 8 + 21
