@@ -14,6 +14,7 @@ box, because run-to-run noise on a shared 2-vCPU VM is larger than most of the e
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import struct
 import threading
@@ -319,16 +320,29 @@ def framed_throughput(loop_name: str, size: int, window: int = 128, count: int =
         return None
     loop = factory()
     try:
-        cpu0 = _cpu()
+        cpu0, gc0 = _cpu(), gc_collections()
         n, elapsed = loop.run_until_complete(_throughput(size, window, count, duration))
-        cpu = _cpu() - cpu0
+        cpu, gcs = _cpu() - cpu0, gc_collections()
     finally:
         loop.close()
     nbytes = n * size
     return {"case": f"baseline.framed_{loop_name}", "size": size, "messages": n,
             "window": window, "elapsed_s": elapsed, "msgs_per_s": n / elapsed,
             "mb_per_s": nbytes / elapsed / 1e6,
-            "cpu_s_per_gb": cpu / (nbytes / 1e9) if nbytes else None}
+            "cpu_s_per_gb": cpu / (nbytes / 1e9) if nbytes else None,
+            **gc_per_10k(gc0, gcs, n)}
+
+
+def gc_collections() -> tuple[int, ...]:
+    """Garbage-collector runs so far, per generation."""
+    return tuple(g["collections"] for g in gc.get_stats())
+
+
+def gc_per_10k(before: tuple[int, ...], after: tuple[int, ...], messages: int) -> dict:
+    """Garbage-collector runs of this process per 10k messages, per generation (``gc_gen0_per_10k``
+    ...); the issue's measure of per-message garbage, stored in every throughput and RTT row."""
+    return {f"gc_gen{i}_per_10k": round((a - b) * 10_000 / messages, 2) if messages else None
+            for i, (b, a) in enumerate(zip(before, after, strict=True))}
 
 
 async def _rtt(size: int, count: int, duration: float) -> list[float]:
@@ -381,12 +395,15 @@ def framed_rtt(loop_name: str, size: int = 16, count: int = 10**9,
         return None
     loop = factory()
     try:
+        gc0 = gc_collections()
         samples = loop.run_until_complete(_rtt(size, count, duration))
+        gcs = gc_collections()
     finally:
         loop.close()
     row = {"case": f"baseline.framed_{loop_name}.rtt", "size": size, "messages": len(samples),
            "msgs_per_s": len(samples) / sum(samples) if samples else 0.0,
-           "mb_per_s": len(samples) * size / sum(samples) / 1e6 if samples else 0.0}
+           "mb_per_s": len(samples) * size / sum(samples) / 1e6 if samples else 0.0,
+           **gc_per_10k(gc0, gcs, 2 * len(samples))}
     row.update(percentiles(samples))
     return row
 

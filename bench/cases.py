@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from bench.baselines import RawV1Client, percentiles
+from bench.baselines import RawV1Client, gc_collections, gc_per_10k, percentiles
 
 __all__ = ["Params", "available", "pipelined", "rtt", "handshake_rate", "idle_connections",
            "keepalive2", "NOT_AVAILABLE"]
@@ -316,6 +316,7 @@ def pipelined(p: Params) -> dict:
             sent[i] += 1
         _wait_acked(src, keys, sent, 10.0)
         base = list(sent)
+        gc0 = gc_collections()
         cpu0, t0 = _cpu() + s.server_cpu(), time.perf_counter()
         deadline = t0 + p.duration
         total = 0
@@ -341,13 +342,16 @@ def pipelined(p: Params) -> dict:
             raise TimeoutError(f"acked {[acked.get(k) for k in keys]} of {sent}")
         elapsed = time.perf_counter() - t0
         cpu = _cpu() + s.server_cpu() - cpu0
+        gcs = gc_collections()
     finally:
         s.close()
     n = sum(sent) - sum(base)
     nbytes = n * p.size
     return {"case": "pymsgr.pipelined", "size": p.size, "messages": n, "elapsed_s": elapsed,
             "msgs_per_s": n / elapsed, "mb_per_s": nbytes / elapsed / 1e6,
-            "cpu_s_per_gb": cpu / (nbytes / 1e9) if nbytes else None, **_param_cols(p)}
+            "cpu_s_per_gb": cpu / (nbytes / 1e9) if nbytes else None,
+            **gc_per_10k(gc0, gcs, n), **_param_cols(p)}
+
 
 
 def _wait_acked(src: _Source, keys: list[int], sent: list[int], timeout: float) -> bool:
@@ -387,15 +391,17 @@ def rtt(p: Params) -> dict:
             src.rtt_done.clear()
             limit[:] = [200, time.perf_counter() + 10] if warm else \
                 [p.count, time.perf_counter() + p.duration]
+            gc0 = gc_collections()
             send(0.0)
             if not src.rtt_done.wait(p.duration + 30):
                 raise TimeoutError("round trips stalled")
+        gcs = gc_collections()
         samples = list(src.rtt_samples)
     finally:
         s.close()
     row = {"case": "pymsgr.rtt", "size": p.size, "kind": "rtt", "messages": len(samples),
            "msgs_per_s": len(samples) / sum(samples) if samples else 0.0,
-           "mb_per_s": None, **_param_cols(p)}
+           "mb_per_s": None, **gc_per_10k(gc0, gcs, 2 * len(samples)), **_param_cols(p)}
     row.update(percentiles(samples))
     return row
 

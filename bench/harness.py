@@ -154,7 +154,8 @@ def _human(n: int) -> str:
 
 def _micro_steps(quick: bool) -> list[Step]:
     steps: list[Step] = []
-    for mod, prefix in (("bench.codec", "codec"), ("bench.eventcenter", "eventcenter")):
+    for mod, prefix in (("bench.codec", "codec"), ("bench.eventcenter", "eventcenter"),
+                        ("bench.recv_path", "recv")):
         def run(mod=mod, prefix=prefix) -> list[dict]:
             try:
                 m = importlib.import_module(mod)

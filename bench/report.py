@@ -21,6 +21,7 @@ REQUIRED_KEYS = ("case", "size", "msgs_per_s", "mb_per_s", "ratio_vs_loopback",
                  "ratio_vs_asyncio", "ratio_vs_uvloop")
 _LOOPBACK = "baseline.loopback_tcp"
 _FRAMED = {"asyncio": "baseline.framed_asyncio", "uvloop": "baseline.framed_uvloop"}
+_MICRO = ("codec.", "eventcenter.", "recv.")
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -42,7 +43,7 @@ def add_ratios(rows: list[dict]) -> list[dict]:
             r.setdefault(k, None)
         if r.get("error") or r.get("msgs_per_s") is None and "p50_us" not in r:
             continue
-        if r["case"].startswith("codec.") or r["case"].startswith("eventcenter."):
+        if r["case"].startswith(_MICRO):
             continue
         if _is_rtt(r):
             r["ratio_kind"] = "latency"
@@ -66,6 +67,11 @@ def add_ratios(rows: list[dict]) -> list[dict]:
             b = by_case.get((base, r["size"]))
             if b is not None and b is not r:
                 r[f"ratio_vs_{name}"] = _ratio(r["msgs_per_s"], b["msgs_per_s"])
+        if r.get("dispatch", "fast") != "fast":
+            # the same case through fast dispatch, measured in this run
+            fast = by_case.get((r["case"].replace("." + r["dispatch"], ""), r["size"]))
+            if fast is not None:
+                r["ratio_vs_fast"] = _ratio(r["msgs_per_s"], fast["msgs_per_s"])
     return rows
 
 
@@ -88,7 +94,7 @@ def _size(n: int | None) -> str:
 
 def print_table(rows: list[dict], out: IO[str] = sys.stdout) -> None:
     """Sections: micro-benchmarks, throughput, latency, connections; then the goals."""
-    micro = [r for r in rows if r["case"].startswith(("codec.", "eventcenter."))]
+    micro = [r for r in rows if r["case"].startswith(_MICRO)]
     notes = [r for r in rows if r.get("error")]
     rtt = [r for r in rows if not r.get("error") and "p50_us" in r]
     conn = [r for r in rows if not r.get("error") and r.get("kind") == "connections"]
@@ -98,8 +104,8 @@ def print_table(rows: list[dict], out: IO[str] = sys.stdout) -> None:
     if micro:
         w("\n== micro-benchmarks ==\n")
         for r in micro:
-            extra = "  ".join(f"{k[6:]}={v}" for k, v in r.items()
-                              if k.startswith("ratio_") and v is not None)
+            extra = "  ".join(f"{k[6:] if k.startswith('ratio_') else k}={v}" for k, v in r.items()
+                              if k.startswith(("ratio_", "gc_")) and v is not None)
             size = _size(r["size"]) if r.get("size") else ""
             w(f"{r['case']:56} {size:>7} {_fmt(r.get('value'), '.3f'):>12} "
               f"{r.get('unit', ''):9} {extra}\n")
@@ -107,21 +113,23 @@ def print_table(rows: list[dict], out: IO[str] = sys.stdout) -> None:
         w("\n== throughput (one-way; ratios = msgs/s over the baseline's at that size; "
           "loopback = MB/s over raw TCP) ==\n")
         w(f"{'case':44} {'size':>8} {'msgs/s':>10} {'MB/s':>8} {'CPU s/GB':>8} "
-          f"{'vs loop':>7} {'vs asyncio':>10} {'vs uvloop':>9}\n")
+          f"{'vs loop':>7} {'vs asyncio':>10} {'vs uvloop':>9} {'vs fast':>7} {'gen0/10k':>8}\n")
         for r in tput:
             w(f"{r['case']:44} {_size(r['size']):>8} {_fmt(r['msgs_per_s']):>10} "
               f"{_fmt(r['mb_per_s']):>8} {_fmt(r.get('cpu_s_per_gb'), '.2f'):>8} "
               f"{_fmt(r['ratio_vs_loopback'], '.2f'):>7} {_fmt(r['ratio_vs_asyncio'], '.2f'):>10} "
-              f"{_fmt(r['ratio_vs_uvloop'], '.2f'):>9}\n")
+              f"{_fmt(r['ratio_vs_uvloop'], '.2f'):>9} {_fmt(r.get('ratio_vs_fast'), '.2f'):>7} "
+              f"{_fmt(r.get('gc_gen0_per_10k'), '.1f'):>8}\n")
     if rtt:
         w("\n== round trip, one in flight (ratios = p50 over the baseline's p50: lower is better) ==\n")
         w(f"{'case':44} {'size':>8} {'p50 us':>8} {'p99 us':>8} {'p999 us':>8} {'rt/s':>8} "
-          f"{'vs asyncio':>10} {'vs uvloop':>9} {'vs mon':>7}\n")
+          f"{'vs asyncio':>10} {'vs uvloop':>9} {'vs mon':>7} {'gen0/10k':>8}\n")
         for r in rtt:
             w(f"{r['case']:44} {_size(r['size']):>8} {_fmt(r['p50_us'], '.1f'):>8} "
               f"{_fmt(r['p99_us'], '.1f'):>8} {_fmt(r['p999_us'], '.1f'):>8} "
               f"{_fmt(r.get('msgs_per_s')):>8} {_fmt(r['ratio_vs_asyncio'], '.2f'):>10} "
-              f"{_fmt(r['ratio_vs_uvloop'], '.2f'):>9} {_fmt(r.get('ratio_vs_ceph_mon'), '.2f'):>7}\n")
+              f"{_fmt(r['ratio_vs_uvloop'], '.2f'):>9} {_fmt(r.get('ratio_vs_ceph_mon'), '.2f'):>7} "
+              f"{_fmt(r.get('gc_gen0_per_10k'), '.1f'):>8}\n")
     if conn:
         w("\n== connections ==\n")
         for r in conn:
@@ -193,7 +201,7 @@ def plot(rows: list[dict], path: str) -> str | None:
     series: dict[str, list[tuple[int, float]]] = {}
     lat: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
-        if r.get("error") or r["case"].startswith(("codec.", "eventcenter.")) or not r.get("size"):
+        if r.get("error") or r["case"].startswith(_MICRO) or not r.get("size"):
             continue
         if "p50_us" in r and r.get("p50_us"):
             lat.setdefault(r["case"], []).append((r["size"], r["p50_us"]))
