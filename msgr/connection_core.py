@@ -16,7 +16,7 @@ The meanings, as Ceph's AsyncConnection/ProtocolV1 have them:
 - ``CloseSocket``: close the socket, and abandon a connect in flight.
 - ``ArmTimer`` / ``CancelTimer``: one timer per kind; arming replaces it.
 - ``Deliver``: a v1 handshake carries no entity number, so the first message
-  with one names the peer; then the message goes to the dispatchers.
+  with one names the peer; then the messages go to the dispatchers, in order.
 - ``Notify``: the dispatchers hear of it (``ms_handle_*``).
 - ``Fault``: counted and kept as ``last_fault`` / ``last_fault_error``; the
   state change is done.
@@ -172,7 +172,7 @@ class ConnectionCore:
         ov = self._overrides
         if ov is None:
             for act in actions:
-                if type(act) is _Deliver:   # the per-message action: no table lookup
+                if type(act) is _Deliver:   # the per-read action: no table lookup
                     self._do_deliver(act)
                 else:
                     _PERFORM[type(act)](self, act)
@@ -207,14 +207,16 @@ class ConnectionCore:
         self._call(self._proto.on_timer, kind)
 
     def _do_deliver(self, act: A.Deliver) -> None:
-        msg = act.msg
-        name = self._proto.peer_name
-        if name is not None and name.num == _NEW:
-            # v1 carries no entity number in the handshake: take it from the peer's first message
-            h = msg.header
-            if h.src_type == name.type and h.src_num != _NEW:
-                self._proto.peer_name = EntityName(name.type, h.src_num, name.id)
-        self._dispatch(msg)
+        dispatch = self._dispatch
+        proto = self._proto
+        for msg in act.msgs:
+            name = proto.peer_name
+            if name is not None and name.num == _NEW:
+                # v1 carries no entity number in the handshake: take it from the peer's first message
+                h = msg.header
+                if h.src_type == name.type and h.src_num != _NEW:
+                    proto.peer_name = EntityName(name.type, h.src_num, name.id)
+            dispatch(msg)
 
     def _do_notify(self, act: A.Notify) -> None:
         self._notify(act.event)

@@ -8,9 +8,10 @@ from the message's own fields just before it is first sent.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from msgr._cwire import R_FOOTER_FLAGS, R_FRONT_CRC
 from msgr.entity import EntityName
 from msgr.errors import DecodeError, PayloadDecodeError
 from msgr.wire import MsgFooter, MsgHeader
@@ -39,7 +40,7 @@ class Message:
     HEAD_VERSION: ClassVar[int] = 1
     COMPAT_VERSION: ClassVar[int] = 1
 
-    __slots__ = ("header", "footer", "front", "middle", "data", "_connection", "_throttled",
+    __slots__ = ("header", "_footer", "front", "middle", "data", "_connection", "_throttled",
                  "encoded_features", "recv_stamp_us", "dispatch_stamp_us", "__dict__")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -57,17 +58,30 @@ class Message:
     def __init__(self) -> None:
         self.header = MsgHeader(type=self.TYPE, priority=0, version=self.HEAD_VERSION,
                                 compat_version=self.COMPAT_VERSION)
-        self.footer: MsgFooter | None = None
+        # a MsgFooter, None, or (received by the batch path) its scan record until first read
+        self._footer: MsgFooter | tuple[int, ...] | None = None
         self.front: Buffer = b""
         self.middle: Buffer = b""
         self.data: Buffer = b""
         self._connection: Connection | None = None
         # (throttle, count) pairs taken on receive, given back by release_throttles()
-        self._throttled: list[tuple[Throttle, int]] | None = None
+        self._throttled: Sequence[tuple[Throttle, int]] | None = None
         # features the front was encoded for; None = not encoded yet (re-encoded on requeue)
         self.encoded_features: int | None = None
         self.recv_stamp_us = 0
         self.dispatch_stamp_us = 0
+
+    @property
+    def footer(self) -> MsgFooter | None:
+        """The footer it was received with (CRCs, flags); None for a message built here."""
+        f = self._footer
+        if type(f) is tuple:   # built on first read: most dispatchers never look at it
+            f = self._footer = MsgFooter(*f[R_FRONT_CRC:R_FOOTER_FLAGS + 1])
+        return f  # type: ignore[return-value]
+
+    @footer.setter
+    def footer(self, value: MsgFooter | None) -> None:
+        self._footer = value
 
     # --- payload hooks ---------------------------------------------------
     def encode_payload(self, features: int) -> None:
@@ -182,17 +196,18 @@ def _blank(cls: type[Message]) -> Message:
 
 
 def decode_message(header: MsgHeader, front: Buffer, middle: Buffer, data: Buffer,
-                   footer: MsgFooter | None = None) -> Message:
+                   footer: MsgFooter | tuple[int, ...] | None = None) -> Message:
     """Build the registered class for ``header.type`` and decode its payload.
 
     The message is built once (no throwaway default header for classes without an ``__init__``
-    of their own). Raises :class:`DecodeError` (never anything else) when the payload is bad: any
-    exception of ``decode_payload`` becomes one, named after the class.
+    of their own). ``footer`` may be a ``_cwire.scan_frames`` record: the MsgFooter is then built
+    only if someone reads ``msg.footer``. Raises :class:`DecodeError` (never anything else) when
+    the payload is bad: any exception of ``decode_payload`` becomes one, named after the class.
     """
     cls = _registry.get(header.type, Message)
     msg = _blank(cls)
     msg.header = header
-    msg.front, msg.middle, msg.data, msg.footer = front, middle, data, footer
+    msg.front, msg.middle, msg.data, msg._footer = front, middle, data, footer
     if cls is not Message:
         if cls.HEAD_VERSION and cls.HEAD_VERSION < header.compat_version:
             raise DecodeError(f"{cls.__name__}: compat_version {header.compat_version} is newer than "

@@ -136,7 +136,7 @@ def test_challenge_answered_reply_verified_and_both_directions_signed():
     assert f.sig == sign_v2(KEY.secret, h.crc, crc32c(0, body), h.front_len, 0, 0, 0, 0, h.seq)
     # incoming: several well-signed messages in one read (the batch path stands aside)
     acts = p.receive_data(b"".join(_signed_msg(i, b"hello %d" % i) for i in (1, 2, 3)), 0)
-    assert [a.msg.header.seq for a in acts if isinstance(a, Deliver)] == [1, 2, 3]
+    assert [m.header.seq for a in acts if isinstance(a, Deliver) for m in a.msgs] == [1, 2, 3]
     assert p._signer.checked == 3
 
 

@@ -218,7 +218,7 @@ def test_deliver_names_the_peer_from_its_first_message(transport, adapters):
     m = Message()
     m.header.src_type, m.header.src_num = OSD, 7
     m.set_connection(conn)
-    t.run(conn, lambda: conn._handle([A.Deliver(m), A.Fault("bad day"), A.Fault("worse day")]))
+    t.run(conn, lambda: conn._handle([A.Deliver([m]), A.Fault("bad day"), A.Fault("worse day")]))
     assert conn._proto.peer_name == EntityName.osd(7)
     assert t.delivered() == 1 and conn._fault_count == 2 and conn._last_fault == "worse day"
 

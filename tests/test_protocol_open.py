@@ -7,7 +7,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_protocol_support import TEST_TYPE, make_msg, msg_id
+from test_protocol_support import TEST_TYPE, delivered, make_msg, msg_id
 
 from msgr import _cwire
 from msgr.config import Config
@@ -116,8 +116,8 @@ def test_large_segment_is_read_into_its_own_buffer():
     buf = s.get_buffer()
     assert s.state is State.OPEN_MESSAGE_READ_DATA and len(buf) == 200_000 - (1000 - 1 - 53 - 8)
     acts = s.receive_data(wire[1000:], 0)
-    (d,) = [a for a in acts if isinstance(a, Deliver)]
-    assert isinstance(d.msg.data, bytearray) and d.msg.data == bytes([7]) * 200_000
+    (d,) = delivered(acts)
+    assert isinstance(d.data, bytearray) and d.data == bytes([7]) * 200_000
 
 
 def test_one_cumulative_ack_per_receive_batch_and_many_messages_per_take_output():
@@ -165,7 +165,7 @@ def test_duplicate_seq_is_dropped_without_fault():
     net, a, b, p, s = _pair()
     p.send_message(make_msg(1), 0)
     wire = b"".join(bytes(x) for x in p.take_output())
-    assert len([x for x in s.receive_data(wire, 0) if isinstance(x, Deliver)]) == 1
+    assert len(delivered(s.receive_data(wire, 0))) == 1
     assert s.receive_data(wire, 0) == [] and s.state is State.OPEN
 
 
@@ -312,10 +312,10 @@ def _feed(s, wire, chunks):
         i += 1
         for a in s.receive_data(wire[off:off + n], 1000 + i):
             if isinstance(a, Deliver):
-                m = a.msg
-                log.append(("D", m.header.seq, m.header.tid, bytes(m.front), bytes(m.middle), bytes(m.data),
-                            m.footer.front_crc, m.footer.data_crc, m.recv_stamp_us, str(m.get_source())))
-                m.release_throttles()
+                for m in a.msgs:
+                    log.append(("D", m.header.seq, m.header.tid, bytes(m.front), bytes(m.middle), bytes(m.data),
+                                m.footer.front_crc, m.footer.data_crc, m.recv_stamp_us, str(m.get_source())))
+                    m.release_throttles()
             elif isinstance(a, Fault):
                 log.append(("F", type(a.error).__name__, a.reason))
             else:
@@ -376,7 +376,7 @@ def test_batch_delivers_many_frames_from_one_scan():
     wire = b"".join(_msg_frame(i, b"x" * 100) for i in range(1, 21))
     assert len(wire) < RBUF_IDLE               # one read of a quiet session's buffer
     acts = s.receive_data(wire, 0)
-    assert [a.msg.header.seq for a in acts if isinstance(a, Deliver)] == list(range(1, 21))
+    assert [m.header.seq for m in delivered(acts)] == list(range(1, 21))
     assert len(calls) == 1 and s.state is State.OPEN and s.in_seq == 20
 
 
@@ -387,7 +387,7 @@ def test_bad_frame_mid_batch_faults_after_the_good_ones(bad):
     wire += _msg_frame(6, b"f" * 10, b"m", b"d" * 5, bad=bad) if bad != "tag" else b"\x63"
     wire += b"".join(_msg_frame(i, b"f") for i in range(7, 10))
     acts = s.receive_data(wire, 0)
-    assert [a.msg.header.seq for a in acts if isinstance(a, Deliver)] == [1, 2, 3, 4, 5]
+    assert [m.header.seq for m in delivered(acts)] == [1, 2, 3, 4, 5]
     (f,) = [a for a in acts if isinstance(a, Fault)]
     expect = {"header": "BadCrcError", "front": "BadCrcError", "middle": "BadCrcError", "data": "BadCrcError",
               "incomplete": "DecodeError", "tag": "BadTagError"}[bad]
@@ -405,7 +405,7 @@ def test_dup_seqs_in_one_batch_are_dropped_and_release_throttles():
     host, s = _open_server(policy=pol)
     seqs = [1, 2, 2, 3, 1, 4, 4, 5]
     acts = s.receive_data(b"".join(_msg_frame(q, b"p" * 10) for q in seqs), 0)
-    got = [a.msg for a in acts if isinstance(a, Deliver)]
+    got = delivered(acts)
     assert [m.header.seq for m in got] == [1, 2, 3, 4, 5] and s.stats["faults"] == 0
     assert pol.throttler_messages.current == 5 and pol.throttler_bytes.current == 50
     assert host.dispatch_throttle.current == 50
@@ -425,7 +425,7 @@ def test_throttle_stops_the_batch_at_that_frame(which):
     if which == "dispatch":
         host.dispatch_throttle.reset_max(300)
     acts = s.receive_data(b"".join(_msg_frame(i, b"q" * 100) for i in range(1, 11)), 0)
-    got = [a.msg for a in acts if isinstance(a, Deliver)]
+    got = delivered(acts)
     assert [m.header.seq for m in got] == [1, 2, 3]
     assert not s.wants_read and s.state.name.startswith("OPEN_MESSAGE_THROTTLE")
     assert s.stats["throttle_waits"] == 1
@@ -434,7 +434,7 @@ def test_throttle_stops_the_batch_at_that_frame(which):
     while len(seen) < 10:
         got.pop(0).release_throttles()
         acts = s.on_timer(TimerKind.THROTTLE_RETRY, 5)
-        more = [a.msg for a in acts if isinstance(a, Deliver)]
+        more = delivered(acts)
         got += more
         seen += [m.header.seq for m in more]
     assert seen == list(range(1, 11))
@@ -443,12 +443,62 @@ def test_throttle_stops_the_batch_at_that_frame(which):
     assert s.state is State.OPEN and s.wants_read and s._rpos == s._rend == 0
 
 
+def _throttled_run(batch, wire, chunks, maxes, hold):
+    """Feed ``wire`` to a session with tight throttles, keeping the last ``hold`` messages
+    undispatched; a step log of deliveries, throttle levels and states."""
+    pol = Policy.lossless_peer()
+    pol.throttler_messages, pol.throttler_bytes = Throttle("msgs", maxes[0]), Throttle("bytes", maxes[1])
+    host, s = _open_server(batch=batch, policy=pol)
+    host.dispatch_throttle.reset_max(maxes[2])
+    levels = lambda: (pol.throttler_messages.current, pol.throttler_bytes.current,  # noqa: E731
+                      host.dispatch_throttle.current)
+    log, held, off, i = [], [], 0, 0
+    while (off < len(wire) or not s.wants_read) and s.state is not State.CLOSED:
+        if s.wants_read:
+            buf = s.get_buffer()
+            k = min(len(buf), chunks[i % len(chunks)], len(wire) - off)
+            i += 1
+            buf[:k] = wire[off:off + k]
+            off += k
+            acts = s.buffer_updated(k, i)
+        else:
+            while held:
+                held.pop(0).release_throttles()
+            acts = s.on_timer(TimerKind.THROTTLE_RETRY, i)
+        got = delivered(acts)
+        log.append(([m.header.seq for m in got], levels(), s.state.name,
+                    [type(a).__name__ for a in acts if not isinstance(a, Deliver)]))
+        held += got
+        while len(held) > hold:
+            held.pop(0).release_throttles()
+    while held:
+        held.pop(0).release_throttles()
+    return log, levels(), s.in_seq
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.sampled_from([0, 1, 50, 300, 9000]), min_size=1, max_size=30),
+       maxes=st.tuples(st.integers(0, 6), st.integers(0, 900), st.integers(0, 900)),
+       chunks=st.lists(st.integers(1, 20_000), min_size=1, max_size=4), hold=st.integers(0, 5))
+def test_batch_path_matches_state_path_under_tight_throttles(sizes, maxes, chunks, hold):
+    """Whole-scan throttle reservations admit exactly what message-by-message takes would: step by
+    step when every frame is there at once; in order and all given back when frames arrive cut
+    (the state path takes a message's throttles at its header, the batch path at its end)."""
+    wire = b"".join(_msg_frame(q, b"f" * n) for q, n in enumerate(sizes, 1))
+    fast, slow = (_throttled_run(b, wire, [len(wire)], maxes, hold) for b in (True, False))
+    assert fast == slow
+    assert fast[1] == (0, 0, 0) and fast[2] == len(sizes)   # every reservation given back
+    fast, slow = (_throttled_run(b, wire, chunks, maxes, hold) for b in (True, False))
+    assert [q for step in fast[0] for q in step[0]] == [q for step in slow[0] for q in step[0]]
+    assert fast[1:] == slow[1:] == ((0, 0, 0), len(sizes))
+
+
 def test_partial_small_frame_waits_in_open_then_completes():
     host, s = _open_server()
     wire = _msg_frame(1, b"a" * 3000) + _msg_frame(2, b"b" * 10)
     assert s.receive_data(wire[:1500], 0) == [] and s.state is State.OPEN
     acts = s.receive_data(wire[1500:], 0)
-    assert [bytes(a.msg.front[:1]) for a in acts if isinstance(a, Deliver)] == [b"a", b"b"]
+    assert [bytes(m.front[:1]) for m in delivered(acts)] == [b"a", b"b"]
 
 
 def test_partial_frame_over_the_length_limit_faults_at_once():
@@ -532,7 +582,7 @@ def _stream(s, wire, n, now):
         buf[:k] = wire[off:off + k]
         off += k
         acts += s.buffer_updated(k, now)
-    return [a.msg for a in acts if isinstance(a, Deliver)]
+    return delivered(acts)
 
 
 def test_receive_buffer_small_while_idle_large_while_streaming():

@@ -7,7 +7,7 @@ from msgr.entity import EntityAddr, EntityName
 from msgr.features import CEPH_FEATURES_ALL_PACIFIC
 from msgr.message import Message
 from msgr.policy import Policy
-from msgr.protocol.actions import Fault, ReplaceExisting
+from msgr.protocol.actions import Deliver, Fault, ReplaceExisting
 from msgr.protocol.protocol_v1 import ProtocolV1
 from msgr.sim.fakehost import FakeHost
 from msgr.wire import BANNER, ConnectMsg, ConnectReply, Tag, pack_u64
@@ -43,6 +43,11 @@ def make_msg(i: int, data_len: int = 0, middle_len: int = 0, prio: int = 0) -> M
     m.middle = bytes([i & 0xFF]) * middle_len
     m.data = bytes([(i * 7) & 0xFF]) * data_len
     return m
+
+
+def delivered(acts: list) -> list[Message]:
+    """The messages of every Deliver action in ``acts``, in order."""
+    return [m for a in acts if isinstance(a, Deliver) for m in a.msgs]
 
 
 def msg_id(m: Message) -> int:

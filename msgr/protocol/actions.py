@@ -64,8 +64,10 @@ class CancelTimer:
 
 @dataclass(slots=True, frozen=True)
 class Deliver:
-    """A complete, checked message for the dispatchers (fast or queued: the owner decides)."""
-    msg: Message
+    """Complete, checked messages for the dispatchers, in arrival order (fast or queued: the
+    owner decides). One action carries every message one receive call decoded: no action object
+    per message."""
+    msgs: list[Message]
 
 
 @dataclass(slots=True, frozen=True)

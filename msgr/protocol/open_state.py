@@ -19,6 +19,7 @@ Write path: control frames (keepalive acks), a pending keepalive, every queued m
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 from msgr import _cwire
 from msgr._typing import BytesLike
@@ -26,7 +27,7 @@ from msgr.crc import crc32c
 from msgr.entity import EntityName
 from msgr.errors import BadCrcError, BadLengthError, BadTagError, DecodeError
 from msgr.features import MSG_AUTH, MSGR_KEEPALIVE2, NOSRCADDR
-from msgr.message import decode_message
+from msgr.message import Message, decode_message
 from msgr.protocol.actions import Action, ArmTimer, ConnEvent, Deliver, Notify, TimerKind
 from msgr.protocol.base import Blocked, ProtocolBase
 from msgr.protocol.outq import Framer
@@ -245,7 +246,7 @@ class OpenMixin(ProtocolBase):
         msg.set_connection(self.connection)
         msg.recv_stamp_us = now_us
         self.stats["msgs_in"] += 1
-        acts.append(Deliver(msg))
+        acts.append(Deliver([msg]))
 
     # --- batch fast path: OPEN -> (complete frames in buffer) -> dispatch ------------------------------------
     def _open_batch(self, now_us: int, acts: list[Action]) -> bool:
@@ -274,7 +275,9 @@ class OpenMixin(ProtocolBase):
         """Apply scanned records in order; False = stop at ``_rpos`` (the state path takes that frame).
 
         Per message: limits, the three throttles (Ceph's order, given back on any stop), decode
-        (Message built once), seq rule, Deliver; loop invariants are read once per scan."""
+        (Message built once, footer left as the record), seq rule; the messages go out in one
+        Deliver per scan. The throttles are taken for every message of the scan at once when all
+        of them fit (``_reserve_scan``), else message by message as the state path does."""
         cfg = self.host.config
         max_f, max_m, max_d = cfg.ms_max_message_front_len, cfg.ms_max_message_middle_len, \
             cfg.ms_max_message_data_len
@@ -282,7 +285,10 @@ class OpenMixin(ProtocolBase):
         tm, tb, td = pol.throttler_messages, pol.throttler_bytes, self.host.dispatch_throttle
         conn = self.connection
         in_seq = self.in_seq
-        delivered = 0
+        got: list[Message] = []
+        # (messages, bytes) still reserved for the rest of this scan; given back on any stop
+        left_m, left_b = self._reserve_scan(recs, tm, tb, td)
+        pairs: dict[int, tuple[tuple[Throttle, int], ...]] = {}   # a message's share, by size
         try:
             for r in recs:
                 tag = r[0]
@@ -291,29 +297,23 @@ class OpenMixin(ProtocolBase):
                     if f > max_f or m > max_m or d > max_d:
                         return False
                     n = f + m + d
-                    throttled = []
-                    if tm is not None:
-                        if not tm.try_get(1):
+                    if left_m:
+                        left_m -= 1
+                        left_b -= n
+                        throttled = pairs.get(n)
+                        if throttled is None:
+                            throttled = pairs[n] = _share(tm, tb, td, n)
+                    else:
+                        taken = _take_one(tm, tb, td, n)
+                        if taken is None:
                             return False        # the state path blocks in THROTTLE_* as always
-                        throttled.append((tm, 1))
-                    if n:
-                        if tb is not None:
-                            if not tb.try_get(n):
-                                _give_back(throttled)
-                                return False
-                            throttled.append((tb, n))
-                        if td is not None:
-                            if not td.try_get(n):
-                                _give_back(throttled)
-                                return False
-                            throttled.append((td, n))
+                        throttled = taken
                     o = r[22]
                     front, o = (rmv[o:o + f].tobytes() if f else b""), o + f
                     middle, o = (rmv[o:o + m].tobytes() if m else b""), o + m
                     data = rmv[o:o + d].tobytes() if d else b""
                     try:
-                        msg = decode_message(MsgHeader(*r[3:17]), front, middle, data,
-                                             MsgFooter(r[17], r[18], r[19], r[20], r[21]))
+                        msg = decode_message(MsgHeader(*r[3:17]), front, middle, data, r)
                     except BaseException:
                         _give_back(throttled)   # every exit gives back what this message took
                         raise
@@ -321,15 +321,14 @@ class OpenMixin(ProtocolBase):
                     if seq <= in_seq:
                         _give_back(throttled)   # a duplicate after a reconnect: dropped, no fault
                     else:
-                        self.in_seq = in_seq = seq
+                        in_seq = seq
                         pn = self.peer_name
                         if pn is None or pn.num != r[13] or pn.type != r[12]:
                             self.peer_name = EntityName(r[12], r[13])
                         msg._throttled = throttled or None
                         msg._connection = conn
                         msg.recv_stamp_us = now_us
-                        delivered += 1
-                        acts.append(Deliver(msg))
+                        got.append(msg)
                 elif tag == 8:
                     self._outq.ack(r[3])
                 elif tag == 14:
@@ -344,8 +343,39 @@ class OpenMixin(ProtocolBase):
                 self._rpos = r[1] + r[2]
             return True
         finally:
-            if delivered:
-                self.stats["msgs_in"] += delivered
+            self.in_seq = in_seq
+            if left_m:
+                _give_back(_share(tm, tb, td, left_b, left_m))
+            if got:
+                self.stats["msgs_in"] += len(got)
+                acts.append(Deliver(got))
+
+    @staticmethod
+    def _reserve_scan(recs: list[tuple[int, ...]], tm: Throttle | None, tb: Throttle | None,
+                      td: Throttle | None) -> tuple[int, int]:
+        """Take the throttles for every message of a scan at once: (messages, bytes) taken, or
+        (0, 0) when they would not all fit (then each message takes its own, in order, and the
+        first that does not fit stops the batch as before). All fit exactly when the sum fits
+        under each max: with that, every message alone would have been admitted too."""
+        k = nbytes = 0
+        for r in recs:
+            if r[0] == 7:
+                k += 1
+                nbytes += r[8] + r[9] + r[10]
+        if k < 2:
+            return 0, 0
+        taken: list[tuple[Throttle, int]] = []
+        for t, c in ((tm, k), (tb, nbytes), (td, nbytes)):
+            if t is None or c == 0:
+                continue
+            mx = t.max
+            if mx and (t.current + c > mx or not t.try_get(c)):
+                _give_back(taken)
+                return 0, 0
+            if not mx:
+                t.try_get(c)                    # unlimited: always admitted
+            taken.append((t, c))
+        return k, nbytes
 
     def _batch_wait(self, end: int, rend: int) -> bool:
         """An incomplete frame at ``end``: wait in OPEN if it is small and its header passed."""
@@ -407,6 +437,39 @@ class OpenMixin(ProtocolBase):
             out.append(pack_ack(self.in_seq))
 
 
-def _give_back(throttled: list[tuple[Throttle, int]]) -> None:
+def _give_back(throttled: Sequence[tuple[Throttle, int]]) -> None:
     for t, c in throttled:   # (throttle, count) pairs taken for one message
         t.put(c)
+
+
+def _share(tm: Throttle | None, tb: Throttle | None, td: Throttle | None, nbytes: int,
+           nmsgs: int = 1) -> tuple[tuple[Throttle, int], ...]:
+    """The (throttle, count) pairs ``nmsgs`` messages of ``nbytes`` in all hold, Ceph's order."""
+    out: list[tuple[Throttle, int]] = []
+    if tm is not None:
+        out.append((tm, nmsgs))
+    if nbytes:
+        if tb is not None:
+            out.append((tb, nbytes))
+        if td is not None:
+            out.append((td, nbytes))
+    return tuple(out)
+
+
+def _take_one(tm: Throttle | None, tb: Throttle | None, td: Throttle | None,
+              nbytes: int) -> tuple[tuple[Throttle, int], ...] | None:
+    """One message's throttles in Ceph's order (messages, bytes, dispatch queue): what it took,
+    or None (having given back what it had taken) when one is full."""
+    taken: list[tuple[Throttle, int]] = []
+    if tm is not None:
+        if not tm.try_get(1):
+            return None
+        taken.append((tm, 1))
+    if nbytes:
+        for t in (tb, td):
+            if t is not None:
+                if not t.try_get(nbytes):
+                    _give_back(taken)
+                    return None
+                taken.append((t, nbytes))
+    return tuple(taken)
