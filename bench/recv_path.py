@@ -55,14 +55,17 @@ def _delivered(acts: list) -> list[Message]:
     return out
 
 
-def recv_ns_per_msg(size: int, n: int, crc: bool = True, rounds: int = 5) -> tuple[float, float]:
-    """(best ns per message, gen-0 collections per 10k messages in that round)."""
+def recv_ns_per_msg(size: int, n: int, crc: bool = True, rounds: int = 5,
+                    per_read: int = 0) -> tuple[float, float]:
+    """(best ns per message, gen-0 collections per 10k messages in that round); ``per_read``
+    messages arrive per read (0: as many as fill 64 KiB), 1 being a round trip's receive."""
     p, s = _open_pair(crc)
     for _ in range(n):
         m = _MRecvBench()
         m.front = bytes(size)
         p.send_message(m, 0)
     wire = memoryview(b"".join(bytes(x) for x in p.take_output()))
+    read = READ if not per_read else per_read * (len(wire) // n)
     best, best_gc = float("inf"), 0.0
     for _ in range(rounds):
         s.in_seq = 0                      # the same seqs again are new messages
@@ -72,7 +75,7 @@ def recv_ns_per_msg(size: int, n: int, crc: bool = True, rounds: int = 5) -> tup
         off, total = 0, len(wire)
         while off < total:
             buf = s.get_buffer()
-            k = min(len(buf), total - off, READ)
+            k = min(len(buf), total - off, read)
             buf[:k] = wire[off:off + k]
             off += k
             for msg in _delivered(s.buffer_updated(k, 0)):
@@ -94,6 +97,10 @@ def run(quick: bool = False) -> list[dict]:
         rows.append({"bench": "recv_path", "metric": "recv_ns_per_msg", "impl": msgr_crc.BACKEND,
                      "size": size, "value": round(ns, 1), "unit": "ns/msg",
                      "gc_gen0_per_10k": round(gen0, 1)})
+    # a round trip's receive: one message per read, so the per-read costs show
+    ns, gen0 = recv_ns_per_msg(16, n // 4, rounds=2 if quick else 5, per_read=1)
+    rows.append({"bench": "recv_path", "metric": "recv_one_per_read_ns", "impl": msgr_crc.BACKEND,
+                 "size": 16, "value": round(ns, 1), "unit": "ns/msg", "gc_gen0_per_10k": round(gen0, 1)})
     return rows
 
 

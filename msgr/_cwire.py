@@ -20,7 +20,8 @@ reserved, crc.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any
 
 from msgr import crc as _crc
 from msgr.errors import BadCrcError, BadTagError, DecodeError, ShortBufferError
@@ -183,10 +184,11 @@ _STAMP = struct.Struct("<II")
 _ZERO_TAIL = (0,) * (SCAN_SLOTS - 3)
 
 
-def _scan_frames_py(buf: Buffer, offset: int = 0, *, crc_header: bool = True, crc_data: bool = True,
-                    new_footer: bool = True, max_inline: int = 1 << 20,
+def _scan_frames_py(buf: Buffer, offset: int = 0, *, end: int | None = None, crc_header: bool = True,
+                    crc_data: bool = True, new_footer: bool = True, max_inline: int = 1 << 20,
                     max_frames: int = 64) -> tuple[int, int, list[tuple[int, ...]]]:
-    """Describe every complete small frame of an OPEN-state receive buffer from ``offset``.
+    """Describe every complete small frame of an OPEN-state receive buffer in ``[offset, end)``
+    (``end`` None: the end of ``buf``).
 
     Returns ``(status, end, records)``: ``records`` holds one tuple of SCAN_SLOTS ints per
     complete frame (layout: R_* constants, csrc/fastpath.c), ``end`` is where the caller
@@ -199,6 +201,10 @@ def _scan_frames_py(buf: Buffer, offset: int = 0, *, crc_header: bool = True, cr
     if offset < 0 or max_frames < 1:
         raise ValueError("offset must be >= 0 and max_frames >= 1")
     mv = memoryview(buf).cast("B")
+    if end is not None:
+        if end < 0 or end > mv.nbytes:
+            raise ValueError("end must be within the buffer")
+        mv = mv[:end]
     size = mv.nbytes
     flen = FOOTER_SIZE if new_footer else FOOTER_OLD_SIZE
     recs: list[tuple[int, ...]] = []
@@ -273,6 +279,28 @@ if BACKEND.startswith("c-"):
     _pack_u32 = _U32.pack
     _c_scan = _lib.msgr_scan_frames
     _U64ARR = _ffi.typeof("uint64_t[]")
+    _unpack_rec = _REC.unpack_from
+    _iter_recs = _REC.iter_unpack
+    _SCRATCH_FRAMES = 64
+    _tls = threading.local()
+
+    def _scan_scratch() -> tuple[Any, Any, memoryview]:
+        """This thread's result and record arrays (cffi releases the GIL during the scan, so they
+        cannot be shared between threads; one thread runs one scan at a time)."""
+        res = _new("uint64_t[2]")
+        recs = _new(_U64ARR, _SCRATCH_FRAMES * SCAN_SLOTS)
+        t = _tls.scratch = (res, recs, memoryview(_ffi_buffer(recs)))
+        return t
+
+    def _handle(buf: Buffer) -> Any:
+        """A cffi view of ``buf``; the last one of this thread is kept, so a receive buffer scanned
+        again and again (the same object) is not converted each time."""
+        last = getattr(_tls, "pinned", None)
+        if last is not None and last[0] is buf:
+            return last[1]
+        p = _from_buffer(buf)
+        _tls.pinned = (buf, p)
+        return p
 
     def parse_header(buf: Buffer, offset: int = 0, check_crc: bool = True) -> tuple[int, ...]:  # noqa: F811
         """The 14 header fields (see module doc); verifies the crc unless told not to."""
@@ -308,20 +336,38 @@ if BACKEND.startswith("c-"):
             raise OverflowError(f"header field out of range: {exc}") from None
         return head + _pack_u32(_c_crc(0, head, 49))
 
-    def scan_frames(buf: Buffer, offset: int = 0, *, crc_header: bool = True,  # noqa: F811
-                    crc_data: bool = True, new_footer: bool = True, max_inline: int = 1 << 20,
+    def scan_frames(buf: Buffer, offset: int = 0, *, end: int | None = None,  # noqa: F811
+                    crc_header: bool = True, crc_data: bool = True, new_footer: bool = True,
+                    max_inline: int = 1 << 20,
                     max_frames: int = 64) -> tuple[int, int, list[tuple[int, ...]]]:
-        """Describe every complete small frame from ``offset``; see ``_scan_frames_py``."""
+        """Describe every complete small frame in ``[offset, end)``; see ``_scan_frames_py``.
+
+        Fixed costs are paid once per thread, not per call (one message per read is a round
+        trip's case): the output arrays are this thread's, and a buffer object scanned again
+        keeps its cffi view (so pass the receive buffer itself with ``end``, not a fresh slice)."""
         if offset < 0 or max_frames < 1:
             raise ValueError("offset must be >= 0 and max_frames >= 1")
         flags = ((_SCAN_CRC_HEADER if crc_header else 0) | (_SCAN_CRC_DATA if crc_data else 0)
                  | (_SCAN_NEW_FOOTER if new_footer else 0))
-        p = buf if type(buf) is bytes else _from_buffer(buf)
-        out = _new(_U64ARR, 2 + max_frames * SCAN_SLOTS)   # [end, count] then the records
-        status = _c_scan(p, len(p), offset, flags, max_inline, out + 2, max_frames, out)
-        n = out[1]
-        recs = list(_REC.iter_unpack(_ffi_buffer(out + 2, n * _REC_SIZE))) if n else []
-        return status, out[0], recs
+        p = buf if type(buf) is bytes else _handle(buf)
+        size = len(p)
+        if end is not None:
+            if end < 0 or end > size:
+                raise ValueError("end must be within the buffer")
+            size = end
+        if max_frames <= _SCRATCH_FRAMES:
+            try:
+                res, recs, mv = _tls.scratch
+            except AttributeError:
+                res, recs, mv = _scan_scratch()
+        else:   # more than the scratch holds: arrays for this call only
+            res, recs = _new("uint64_t[2]"), _new(_U64ARR, max_frames * SCAN_SLOTS)
+            mv = memoryview(_ffi_buffer(recs))
+        status = _c_scan(p, size, offset, flags, max_inline, recs, max_frames, res)
+        n = res[1]
+        if n == 1:
+            return status, res[0], [_unpack_rec(mv)]
+        return status, res[0], list(_iter_recs(mv[:n * _REC_SIZE])) if n else []
 
 
 def scan_error(buf: Buffer, offset: int, status: int, new_footer: bool = True) -> DecodeError:

@@ -300,6 +300,9 @@ def test_scan_matches_model(frames, new_footer, cut, lead):
     for wire in WIRES.values():
         got = wire.scan_frames(view, lead, new_footer=new_footer)
         assert got == (_cwire.SCAN_NEED_MORE, end, complete)
+        # the receive buffer itself with an end bound, twice (the C side keeps its view of it)
+        for _ in range(2):
+            assert wire.scan_frames(buf, lead, end=cut, new_footer=new_footer) == got
         if len(complete) > 1:
             got = wire.scan_frames(bytes(view), lead, new_footer=new_footer, max_frames=1)
             assert got == (_cwire.SCAN_FULL, complete[0][1] + complete[0][2], complete[:1])
@@ -375,6 +378,97 @@ def test_scan_old_footer_and_signed_src(w):
     assert bytes(m[r[_cwire.R_FRONT_OFFSET]:r[_cwire.R_FRONT_OFFSET] + 5]) == b"hello"
     # read with the wrong footer size, the frame looks longer than the buffer
     assert w.scan_frames(m, new_footer=True)[:2] == (_cwire.SCAN_NEED_MORE, 0)
+
+
+_REGIONS = ("tag", "header", "lengths", "header_crc", "front", "middle", "data", "footer_crc", "footer_flags")
+
+
+def _damage(buf, recs, frame, region, at, value):
+    """Overwrite one byte of ``region`` of frame ``frame`` (a message's part, or anywhere)."""
+    r = recs[frame % len(recs)]
+    pos, size = r[1], r[2]
+    if r[0] != 7 or region == "tag":
+        buf[pos + (at % size if region != "tag" else 0)] = value
+        return
+    f0, fl, ml, dl = r[22], r[8], r[9], r[10]
+    spans = {"header": (pos + 1, 49), "lengths": (pos + 23, 12), "header_crc": (pos + 50, 4),
+             "front": (f0, fl), "middle": (f0 + fl, ml), "data": (f0 + fl + ml, dl),
+             "footer_crc": (f0 + fl + ml + dl, 12), "footer_flags": (pos + size - 1, 1)}
+    start, n = spans[region]
+    if n:
+        buf[start + at % n] = value
+
+
+def _agree(buf, **kw):
+    """C and pure scanners: same status, resume point and records, the same typed error."""
+    got = _cwire.scan_frames(buf, 0, **kw)
+    assert got == FALLBACK.scan_frames(buf, 0, **kw)
+    assert got == FALLBACK.scan_frames(bytes(buf[:kw["end"]]), 0, **{**kw, "end": None})
+    status, end, _recs = got
+    if status < 0:
+        nf = kw["new_footer"]
+        a, b = _cwire.scan_error(buf, end, status, nf), FALLBACK.scan_error(buf, end, status, nf)
+        assert (type(a), str(a)) == (type(b), str(b))
+    return got
+
+
+@settings(max_examples=500, deadline=None)
+@given(frames=st.lists(frame_st, min_size=1, max_size=6), new_footer=st.booleans(),
+       damage=st.lists(st.tuples(st.integers(0, 5), st.sampled_from(_REGIONS), st.integers(0, 10**6),
+                                 st.integers(0, 255)), min_size=1, max_size=2),
+       crc_header=st.booleans(), crc_data=st.booleans())
+def test_scan_c_and_pure_agree_on_damaged_streams(frames, new_footer, damage, crc_header, crc_data):
+    """The receive rules as the pure scanner states them, checked against the C scanner on valid
+    streams with a byte overwritten in any part of a frame (tag, header, lengths, CRCs, segments,
+    footer flags), under both CRC switches and footer sizes."""
+    buf, recs = _encode(frames, new_footer)
+    for d in damage:
+        _damage(buf, recs, *d)
+    _agree(buf, end=len(buf), crc_header=crc_header, crc_data=crc_data, new_footer=new_footer,
+           max_inline=1 << 20, max_frames=64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(frames=st.lists(frame_st, min_size=1, max_size=8), new_footer=st.booleans(), cut=st.integers(0, 10**6),
+       max_inline=st.sampled_from([0, 20, 300, 1 << 20]), max_frames=st.integers(1, 70),
+       damage=st.lists(st.tuples(st.integers(0, 7), st.sampled_from(_REGIONS), st.integers(0, 10**6),
+                                 st.integers(0, 255)), max_size=1))
+def test_scan_c_and_pure_agree_on_cut_streams_and_limits(frames, new_footer, cut, max_inline, max_frames,
+                                                         damage):
+    """The same on streams cut anywhere, with any body limit (LARGE) and record count (FULL)."""
+    buf, recs = _encode(frames, new_footer)
+    for d in damage:
+        _damage(buf, recs, *d)
+    _agree(buf, end=cut % (len(buf) + 1), crc_header=True, crc_data=True, new_footer=new_footer,
+           max_inline=max_inline, max_frames=max_frames)
+
+
+def test_scan_scratch_is_per_thread():
+    """Threads scanning at once (the C call runs without the GIL) each get their own records."""
+    import threading
+    bufs = [bytes(_encode([("ack", k)] * 5 + [("msg", bytes([k]) * 50, b"", b"")], True)[0]) for k in range(4)]
+    want = [FALLBACK.scan_frames(b) for b in bufs]
+    bad: list = []
+
+    def run(k):
+        for _ in range(2000):
+            if _cwire.scan_frames(bufs[k]) != want[k]:
+                bad.append(k)
+                return
+    ts = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not bad
+
+
+def test_scan_end_bound_is_checked(w):
+    buf = b"\x09" * 10
+    assert w.scan_frames(buf, 2, end=5)[:2] == (_cwire.SCAN_NEED_MORE, 5)
+    with pytest.raises(ValueError):
+        w.scan_frames(buf, 0, end=11)
+    assert w.scan_frames(buf, 0, max_frames=100)[:2] == (_cwire.SCAN_NEED_MORE, 10)
 
 
 def test_scan_random_garbage_never_crashes():

@@ -255,14 +255,15 @@ class OpenMixin(ProtocolBase):
         OPEN); False: the state path takes the frame at ``_rpos`` (large body, full throttle,
         CLOSE, a length over the limits, bad input: it raises the typed error)."""
         rmv, rend = self._rmv, self._rend
-        view = rmv[:rend]
         crc_h, crc_d, new_footer = self._crc_header, self._crc_data, self._footer_size == 21
         while True:
             pos = self._rpos
             if pos == rend:
                 return True
-            status, end, recs = _scan(view, pos, crc_header=crc_h, crc_data=crc_d, new_footer=new_footer,
-                                      max_inline=BATCH_MAX_INLINE, max_frames=BATCH_MAX_FRAMES)
+            # the buffer object itself (not a slice) with end: the C scan keeps its view of it
+            status, end, recs = _scan(rmv, pos, end=rend, crc_header=crc_h, crc_data=crc_d,
+                                      new_footer=new_footer, max_inline=BATCH_MAX_INLINE,
+                                      max_frames=BATCH_MAX_FRAMES)
             if not self._batch_records(recs, rmv, now_us, acts):
                 return False                    # _rpos stays at the frame the state path takes
             if status == SCAN_FULL:
