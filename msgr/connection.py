@@ -134,6 +134,9 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
     def is_connected(self) -> bool:
         return not self._down and not self._closed and self._proto.is_connected()
 
+    def _session_over(self) -> bool:
+        return self._down or self._closed
+
     def _status(self) -> dict[str, Any]:
         """A snapshot for the admin socket's ``dump_connections`` (any thread; not atomic)."""
         proto = self._proto
@@ -248,6 +251,7 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
                 self._host.note_dropped_unsent(len(self._out_pending))
                 self._out_pending.clear()
         self._host.connection_marked_down(self)
+        self._wake_keepalive_waiters()   # no ack can come any more
         # immediate, as Ceph's (the protocol stops under the session lock, in the caller): the session is
         # CLOSED and unregistered when this returns; releasing the socket and timers is posted to the worker.
         # Blocking for the lock is safe from the application and from our own worker (reentrant); on
@@ -584,6 +588,7 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             pending, self._out_pending = self._out_pending, []
         self._unsent(pending)
         self._fail_flushes()
+        self._wake_keepalive_waiters()
         self._perf.msgr_active_connections -= 1
         self._worker.release()
         self._host.connection_closed(self)
@@ -707,6 +712,9 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         except Exception as exc:
             self._in_read = False
             self._internal_error(exc, "read")
+        finally:
+            if self._keepalive_waiters:   # someone waits in wait_keepalive_ack: it rechecks the stamp
+                self._wake_keepalive_waiters()
 
     @_locked
     def _on_writable(self, fd: int, mask: int) -> None:

@@ -4,6 +4,8 @@ Split from msgr.connection (which re-exports both) to keep that module under the
 """
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
@@ -13,6 +15,9 @@ from msgr.flush import refuse_blocking_call, resolve, wait_flushed
 if TYPE_CHECKING:  # pragma: no cover
     from msgr.message import Message
     from msgr.messenger import AsyncMessenger
+
+
+_KEEPALIVE_COND_LOCK = threading.Lock()   # makes a connection's keepalive condition once
 
 
 class Connection:
@@ -68,8 +73,45 @@ class Connection:
         return self._msgr
 
     def get_last_keepalive_ack(self) -> float:
-        """The stamp (seconds, Ceph's utime_t) echoed by the last KEEPALIVE2_ACK; 0.0 before any."""
+        """The stamp (seconds, Ceph's utime_t) echoed by the last KEEPALIVE2_ACK; 0.0 before any.
+
+        The stamp is the (wall clock) time this side sent the keepalive the peer acknowledged."""
         return 0.0
+
+    def wait_keepalive_ack(self, after: float | None = None, timeout: float | None = None) -> bool:
+        """Wait for a KEEPALIVE2_ACK newer than ``after``: True once :meth:`get_last_keepalive_ack`
+        is later than ``after`` (None: later than it is at the call).
+
+        Without a race between the send and the wait, one round trip is::
+
+            before = conn.get_last_keepalive_ack()
+            conn.send_keepalive()
+            ok = conn.wait_keepalive_ack(after=before, timeout=5.0)
+
+        Returns False on timeout (seconds, None = no limit) or when the connection is marked down
+        or closed first. The connection's worker wakes the waiter when it reads the ack (no
+        polling). Call it from an application thread: on a worker or the dispatch thread (inside a
+        Dispatcher callback) it raises :class:`msgr.errors.WouldDeadlockError`.
+        """
+        refuse_blocking_call("Connection.wait_keepalive_ack()")
+        if after is None:
+            after = self.get_last_keepalive_ack()
+        cond = self._keepalive_condition()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with cond:
+            self._keepalive_waiters += 1
+            try:
+                while True:
+                    if self.get_last_keepalive_ack() > after:
+                        return True
+                    if self._session_over():
+                        return False
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    cond.wait(left)
+            finally:
+                self._keepalive_waiters -= 1
 
     def get_peer_type(self) -> int | None:
         """The peer's entity type (``EntityName.TYPE_*``), None while unknown."""
@@ -94,6 +136,30 @@ class Connection:
 
     _last_fault: str | None = None
     _last_fault_error: Exception | None = None
+    # made on the first wait_keepalive_ack (an idle connection carries none); the worker checks the
+    # waiter count (no lock: the waiter rechecks the stamp under the condition) before notifying
+    _keepalive_cond: threading.Condition | None = None
+    _keepalive_waiters = 0
+
+    def _keepalive_condition(self) -> threading.Condition:
+        cond = self._keepalive_cond
+        if cond is None:
+            with _KEEPALIVE_COND_LOCK:
+                cond = self._keepalive_cond
+                if cond is None:
+                    cond = self._keepalive_cond = threading.Condition()
+        return cond
+
+    def _wake_keepalive_waiters(self) -> None:
+        """An ack was read, or the session ended: the waiters of wait_keepalive_ack look again."""
+        cond = self._keepalive_cond
+        if cond is not None:
+            with cond:
+                cond.notify_all()
+
+    def _session_over(self) -> bool:
+        """Marked down or closed: no ack can come any more."""
+        return False
 
     @property
     def last_fault(self) -> str | None:
@@ -113,6 +179,7 @@ class LoopbackConnection(Connection):
 
     def __init__(self, msgr: AsyncMessenger) -> None:
         self._msgr = msgr
+        self._ack_stamp = 0.0
 
     @property
     def peer_type(self) -> int:
@@ -137,7 +204,12 @@ class LoopbackConnection(Connection):
         self._msgr.dispatch_queue.local_delivery(msg)
 
     def send_keepalive(self) -> None:
-        pass
+        """Talking to ourselves: the keepalive is acknowledged at once."""
+        self._ack_stamp = time.time()
+        self._wake_keepalive_waiters()
+
+    def get_last_keepalive_ack(self) -> float:
+        return self._ack_stamp
 
     def is_connected(self) -> bool:
         return True

@@ -214,15 +214,6 @@ def _percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
-def _keepalive_ack_stamp(conn: Any) -> Any:
-    """The last KEEPALIVE2_ACK the connection saw (Ceph's get_last_keepalive_ack)."""
-    get = getattr(conn, "get_last_keepalive_ack", None)
-    if get is not None:
-        return get()
-    proto = getattr(conn, "proto", None)  # until the connection exposes it publicly
-    return getattr(proto, "last_keepalive_ack_us", None)
-
-
 class Probe:
     """One probe session; :meth:`run` returns a :class:`ProbeResult`."""
 
@@ -312,14 +303,12 @@ class Probe:
             return {"count": 0, "skipped": "peer lacks MSGR_KEEPALIVE2"}
         rtts = []
         for _ in range(self.count):
-            before = _keepalive_ack_stamp(self.conn)
+            before = self.conn.get_last_keepalive_ack()
             t0 = time.perf_counter()
             self.conn.send_keepalive()
-            deadline = t0 + self.timeout
-            while _keepalive_ack_stamp(self.conn) == before:
-                if time.perf_counter() > deadline:
-                    raise ProbeError("no KEEPALIVE2_ACK")
-                time.sleep(20e-6)
+            if not self.conn.wait_keepalive_ack(after=before, timeout=self.timeout):
+                raise ProbeError("no KEEPALIVE2_ACK" if self.conn.is_connected()
+                                 else "no KEEPALIVE2_ACK: the connection ended")
             rtts.append((time.perf_counter() - t0) * 1e6)
         return {"count": len(rtts), "p50_us": round(_percentile(rtts, 0.5), 1),
                 "p99_us": round(_percentile(rtts, 0.99), 1),

@@ -134,7 +134,7 @@ def test_connections_talk_to_the_messenger_through_its_internal_host(loopback):
 CONNECTION_API = {
     "send_message", "send_keepalive", "is_connected", "get_peer_addr", "get_peer_type", "peer_type",
     "peer_name", "features", "mark_down", "flush", "flush_future", "get_messenger",
-    "get_last_keepalive_ack", "last_fault", "last_fault_error",
+    "get_last_keepalive_ack", "wait_keepalive_ack", "last_fault", "last_fault_error",
 }
 
 
