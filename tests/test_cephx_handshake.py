@@ -278,3 +278,37 @@ def test_service_refuses_a_client_without_a_ticket_and_the_client_backs_off():
     assert not p.is_connected() and not net.messages(b)
     assert any("BADAUTHORIZER" in f.reason for f in net.events(p, Fault))
     assert b.auth_server.refused >= 1 and "requires cephx" in b.auth_server.last_refusal
+
+
+def test_cephx_require_signatures_refuses_a_peer_that_cannot_sign():
+    """Client side: a service whose reply lacks MSG_AUTH is given up (it could not sign)."""
+    p, ac = _client()
+    p.host.config.cephx_require_signatures = True
+    _out(p)
+    p.receive_data(_reply(Tag.CHALLENGE_AUTHORIZER, _challenge(5)), 0)
+    _out(p)
+    a = ac.built[0]
+    proof = seal_bl(KEY.secret, AuthorizeReply(a.nonce + 1).encode())
+    r = ConnectReply(Tag.READY, CEPH_FEATURES_ALL_PACIFIC & ~MSG_AUTH, 9, 1, 24, len(proof), 1).pack() + proof
+    acts = p.receive_data(r, 0)
+    assert any(isinstance(x, Fault) and "cannot sign" in x.reason for x in acts) and p.state is not State.OPEN
+
+
+@pytest.mark.parametrize("option, peer_type, refused", [
+    ("cephx_service_require_signatures", EntityName.TYPE_CLIENT, True),
+    ("cephx_service_require_signatures", OSD, False),
+    ("cephx_cluster_require_signatures", OSD, True),
+    ("cephx_cluster_require_signatures", EntityName.TYPE_CLIENT, False),
+    ("cephx_require_signatures", EntityName.TYPE_CLIENT, True),
+])
+def test_service_requires_msg_auth_of_cephx_peers_as_configured(option, peer_type, refused):
+    """Service side: a cephx connect without MSG_AUTH gets FEATURES where the options require signing."""
+    from test_protocol_support import RawPeer
+    host = FakeHost(EntityName.osd(2), EntityAddr.parse("v1:10.0.0.2:6800/22"))
+    setattr(host.config, option, True)
+    peer = RawPeer(host)
+    r, _ = peer.connect(host_type=peer_type, proto=24 if peer_type == EntityName.TYPE_CLIENT else 10,
+                        features=CEPH_FEATURES_ALL_PACIFIC & ~MSG_AUTH, auth_proto=2, auth=b"\x01" * 20)
+    assert (Tag(r.tag) is Tag.FEATURES) == refused
+    if refused:
+        assert r.features & MSG_AUTH

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, cast
 
 from msgr.entity import AF_INET, AF_INET6, LEGACY_ADDR_SIZE, EntityAddr, EntityName
 from msgr.errors import BadAddressError, BadTagError, RemoteProtocolError, WrongNodeError
-from msgr.features import CEPHX_V2, RECONNECT_SEQ
+from msgr.features import CEPHX_V2, MSG_AUTH, RECONNECT_SEQ
 from msgr.policy import Policy
 from msgr.protocol.actions import (
     Action,
@@ -396,6 +396,10 @@ class HandshakeMixin(ProtocolBase):
             return self._blocked()
         if self._authorizer is not None:
             self._authorizer.verify_reply(self._reply_auth)   # the peer proves it opened our ticket
+            if self.host.config.cephx_require_signatures and not self._last_reply().features & MSG_AUTH:
+                acts.extend(self._fault("peer cannot sign messages (no MSG_AUTH) and "
+                                        "cephx_require_signatures is set", now_us))
+                return self._blocked()
         if self._last_reply().tag == Tag.SEQ:
             self._to(S.CONNECTING_WAIT_ACK_SEQ)
             return None
@@ -493,7 +497,7 @@ class HandshakeMixin(ProtocolBase):
             self._auth_server_challenge = v.challenge
         self._auth_verdict = v
         x = ConnectCtx(c, proto_version(my, c.host_type, False),
-                       policy.features_required | (CEPHX_V2 if c.authorizer_protocol == CEPH_AUTH_CEPHX else 0),
+                       self._required_of(c, policy),
                        v.ok, policy, e_view, self._replacing,
                        self.peer_addr.legacy_cmp_key() < host.get_myaddr().legacy_cmp_key(),
                        not v.ok and v.challenge is not None)
@@ -527,11 +531,22 @@ class HandshakeMixin(ProtocolBase):
         self._server_open(c, policy, d.reset_from_peer, now_us, acts)
         return None
 
+    def _required_of(self, c: ConnectMsg, policy: Policy) -> int:
+        """Features the peer must have: the policy's; with a cephx authorizer CEPHX_V2 (row 2), and
+        MSG_AUTH when our options require signatures of this kind of peer (as Ceph's accept does)."""
+        if c.authorizer_protocol != CEPH_AUTH_CEPHX:
+            return policy.features_required
+        cfg = self.host.config
+        daemon = c.host_type in (EntityName.TYPE_OSD, EntityName.TYPE_MDS, EntityName.TYPE_MGR)
+        sign = cfg.cephx_require_signatures or (cfg.cephx_cluster_require_signatures if daemon
+                                                else cfg.cephx_service_require_signatures)
+        return policy.features_required | CEPHX_V2 | (MSG_AUTH if sign else 0)
+
     def _error_reply(self, c: ConnectMsg, policy: Policy, tag: Tag, gseq: int = 0, cseq: int = 0,
                      auth: bytes = b"") -> bytes:
         """A non-success reply (PROTOCOL.md §4.5): our protocol version, features = offered & supported | required;
         ``auth``: the authorizer bytes it carries (a cephx challenge)."""
-        required = policy.features_required | (CEPHX_V2 if c.authorizer_protocol == CEPH_AUTH_CEPHX else 0)
+        required = self._required_of(c, policy)
         return ConnectReply(tag, (c.features & policy.features_supported) | required, gseq, cseq,
                             proto_version(self.host.my_name.type, c.host_type, False), len(auth), 0).pack() + auth
 
