@@ -216,8 +216,8 @@ def _restart_iteration(pair: Pair, threads: int, delay: float, same_nonce: bool,
                     # a's session, see test_client_racing_a_connecting_server_keeps_its_messages)
                     wait_for(lambda: rb.n(1, 0) >= 1 + rnd % PER_SIDE or ra.count("remote_reset") > 0,
                              timeout=30, what="a's first messages at b",
-                             detail=lambda: f"{pair.name} round {rnd}: a {[c.status() for c in a.connections()]}; "
-                                            f"b {[c.status() for c in b.connections()]}")
+                             detail=lambda: f"{pair.name} round {rnd}: a {[c._status() for c in a.connections()]}; "
+                                            f"b {[c._status() for c in b.connections()]}")
             except BaseException as exc:
                 failed.append(exc)
             finally:
@@ -240,8 +240,8 @@ def _restart_iteration(pair: Pair, threads: int, delay: float, same_nonce: bool,
             return (f"{pair.name} threads={threads} delay={delay} same_nonce={same_nonce} round {rnd}: "
                     f"b got {dict(rb.by_key)} b2 got {dict(rb2.by_key)} a got {dict(ra.by_key)}; "
                     f"a discarded {ra.discarded_ids()}; a events {[k for k, _c in ra.events]}; "
-                    f"a {[c.status() for c in a.connections()]}; b2 {[c.status() for c in b2.connections()]}; "
-                    f"ca {ca.status()}")
+                    f"a {[c._status() for c in a.connections()]}; b2 {[c._status() for c in b2.connections()]}; "
+                    f"ca {ca._status()}")
 
         # the restarted side speaks first: its messages reach a exactly once
         send_range(b2.connect_to(pair.a.type, aaddr), 2, range(PER_SIDE), session=1)
