@@ -248,20 +248,11 @@ class AdminSocket:
         return self.msgr.perf_dump(args.get("logger"), args.get("counter"))
 
     def _perf_schema(self, args: dict[str, Any]) -> dict[str, Any]:
-        t = self.msgr.dispatch_throttle
-        extra = {f"throttle-{t.name}": {
-            "val": ("gauge", "Currently available throttle", "none"),
-            "max": ("gauge", "Max value for throttle", "none"),
-            "get_or_fail_fail": ("counter", "Get blocked during get_or_fail", "none")},
-            "dispatch_queue": {"length": ("gauge", "items waiting for the dispatch thread", "none"),
-                               "dispatched": ("counter", "items dispatched", "none")},
-            "connections": {"registered": ("gauge", "sessions known by peer address", "none"),
-                            "live": ("gauge", "connections alive", "none")}}
-        return self.msgr.perf.schema(extra)
+        return self.msgr.perf_schema()
 
     def _perf_reset(self, args: dict[str, Any]) -> dict[str, str]:
         var = str(args.get("var", ""))
-        if not self.msgr.perf.reset(var):
+        if not self.msgr.perf_reset(var):
             raise CommandError(errno.ENOENT, f"perf reset: no logger named {var!r}")
         return {"success": f"perf reset {var}"}
 

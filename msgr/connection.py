@@ -74,8 +74,8 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         self._msgr = msgr = host.messenger
         self._worker = worker
         self._center = worker.center
-        self._perf = msgr.perf.worker_block(worker.index)
-        self._now_us: Callable[[], int] = msgr.clock.now_us
+        self._perf = host.perf.worker_block(worker.index)
+        self._now_us: Callable[[], int] = host.clock.now_us
         if proto is None:
             from msgr.protocol.protocol_v1 import ProtocolV1
             proto = ProtocolV1(host, self)
@@ -160,7 +160,7 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         """
         h = msg.header
         if not h.priority:
-            h.priority = self._msgr.default_send_priority
+            h.priority = self._host.default_send_priority
         if _dbg.messages:
             debug.trace_sent(self, msg)
         if self._center.in_thread():
@@ -229,7 +229,7 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             self._host.note_dropped_unsent(len(msgs))
             return
         _log.warning("%r: session closed before %d message(s) could be queued", self, len(msgs))
-        self._msgr.dispatch_queue.queue_discarded(self, tuple(msgs))
+        self._host.dispatch_queue.queue_discarded(self, tuple(msgs))
 
     def send_keepalive(self) -> None:
         """Queue a KEEPALIVE2 (or KEEPALIVE); any thread."""
@@ -470,7 +470,7 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
                 if delay or self._delayed:
                     self._hold_back(msg, delay)
                     return
-        chain = self._msgr.dispatchers
+        chain = self._host.dispatchers
         for d in chain.preprocessors:
             d.ms_fast_preprocess(msg)
         for d in chain.fast_dispatchers:   # the chain's walk, inlined: this runs once per message
@@ -484,7 +484,7 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
                     perf.msgr_fast_dispatched += 1
                     perf.fast_ns += _mono_ns() - t0
                 return
-        self._msgr.dispatch_queue.enqueue(msg)
+        self._host.dispatch_queue.enqueue(msg)
 
     def _hold_back(self, msg: Message, delay_us: int) -> None:
         # later messages queue behind a delayed one: delivery order is kept
@@ -501,7 +501,7 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             self._delay_timer = self._center.create_time_event(self._delayed[0][0] - now, self._release_delayed)
 
     def _notify(self, event: A.ConnEvent) -> None:
-        self._msgr.dispatch_queue.queue_event(CODE_OF_EVENT[event], self)
+        self._host.dispatch_queue.queue_event(CODE_OF_EVENT[event], self)
 
     def _faulted(self, reason: str, error: Exception | None, notable: bool = False) -> None:
         self._perf.msgr_faults += 1
@@ -519,7 +519,7 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         else:
             _log.warning("%r: session reset discarded %d unsent message(s)", self, len(msgs))
         self._fail_flushes()
-        self._msgr.dispatch_queue.queue_discarded(self, msgs)
+        self._host.dispatch_queue.queue_discarded(self, msgs)
 
     def _take_handoff(self) -> tuple[socket.socket, list[memoryview]] | None:
         sock = self._sock

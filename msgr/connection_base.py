@@ -14,7 +14,7 @@ from msgr.flush import refuse_blocking_call, resolve, wait_flushed
 
 if TYPE_CHECKING:  # pragma: no cover
     from msgr.message import Message
-    from msgr.messenger import AsyncMessenger
+    from msgr.messenger import AsyncMessenger, MessengerHost
 
 
 _KEEPALIVE_COND_LOCK = threading.Lock()   # makes a connection's keepalive condition once
@@ -177,8 +177,9 @@ class Connection:
 class LoopbackConnection(Connection):
     """Our connection to ourselves: no socket, messages go straight to the dispatch queue."""
 
-    def __init__(self, msgr: AsyncMessenger) -> None:
-        self._msgr = msgr
+    def __init__(self, host: MessengerHost) -> None:
+        self._host = host
+        self._msgr = host.messenger
         self._ack_stamp = 0.0
 
     @property
@@ -198,10 +199,10 @@ class LoopbackConnection(Connection):
         me = self._msgr.my_name
         h.src_type, h.src_num = me.type, me.num
         if not h.priority:
-            h.priority = self._msgr.default_send_priority
+            h.priority = self._host.default_send_priority
         msg.set_connection(self)
-        self._msgr.perf.here().msgr_local_messages += 1
-        self._msgr.dispatch_queue.local_delivery(msg)
+        self._host.perf.here().msgr_local_messages += 1
+        self._host.dispatch_queue.local_delivery(msg)
 
     def send_keepalive(self) -> None:
         """Talking to ourselves: the keepalive is acknowledged at once."""
@@ -223,7 +224,7 @@ class LoopbackConnection(Connection):
     def flush_future(self) -> Future[bool]:
         """True once every message sent to ourselves before the call was dispatched."""
         fut: Future[bool] = Future()
-        self._msgr.dispatch_queue.barrier(lambda ok: resolve(fut, ok))
+        self._host.dispatch_queue.barrier(lambda ok: resolve(fut, ok))
         return fut
 
     def __repr__(self) -> str:

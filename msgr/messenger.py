@@ -127,6 +127,9 @@ class Messenger:
     ``get_myaddr()``, ``perf_dump()``             our address; counters as Ceph's ``perf dump``
     ``shutdown(linger=0.0)`` then ``wait()``      stop (``linger``: flush first); restartable
     ============================================  ==============================================
+
+    Read-only attributes: ``my_name`` (our :class:`~msgr.entity.EntityName`), ``nonce``, ``config``
+    (the :class:`~msgr.config.Config`; change options through it or the admin socket).
     """
 
     @staticmethod
@@ -147,14 +150,22 @@ class MessengerHost:
 
     Part of the messenger (it reads and changes the messenger's connection map, address and
     counters under the messenger lock). What the per-message path reads (``config``,
-    ``dispatch_throttle``, ``my_name``) are plain attributes, so that path pays no extra call.
+    ``dispatch_throttle``, ``my_name``, ``dispatch_queue``, ``dispatchers``, ``perf``,
+    ``default_send_priority``) are plain attributes, so that path pays no extra call.
     """
 
     def __init__(self, messenger: AsyncMessenger) -> None:
         self.messenger = messenger
         self.my_name = messenger.my_name
         self.config = messenger.config
-        self.rng = messenger.rng
+        self.rng = messenger._rng
+        self.clock = messenger._clock
+        self.perf = messenger._perf
+        self.dispatchers = messenger._dispatchers
+        self.dispatch_queue = messenger._dispatch_queue
+        # Ceph: a monitor sends at HIGH by default, everyone else at DEFAULT (set_default_send_priority)
+        self.default_send_priority = int(Priority.HIGH if messenger.my_name.type == EntityName.TYPE_MON
+                                         else Priority.DEFAULT)
         self.dispatch_throttle = Throttle(f"msgr_dispatch_throttler-{messenger.my_name}",
                                           messenger.config.ms_dispatch_throttle_bytes)
         self._rng_lock = threading.Lock()
@@ -281,11 +292,11 @@ class AsyncMessenger(Messenger):
         self.my_name = name
         self.nonce = nonce
         self.config = config
-        self.clock = MonotonicClock()
-        self.rng = random.Random(config.ms_inject_seed)
-        self.perf = MessengerPerf(str(name))
-        self.dispatchers = DispatcherChain()
-        self.dispatch_queue = DispatchQueue(self.dispatchers, str(name), self.perf)
+        self._clock = MonotonicClock()
+        self._rng = random.Random(config.ms_inject_seed)
+        self._perf = MessengerPerf(str(name))
+        self._dispatchers = DispatcherChain()
+        self._dispatch_queue = DispatchQueue(self._dispatchers, str(name), self._perf)
         self._lock = threading.RLock()
         self._conns: dict[EntityAddr, Any] = {}        # peer addr -> ProtocolV1 (registered sessions)
         self._all: set[AsyncConnection] = set()        # every live connection, registered or not
@@ -297,17 +308,15 @@ class AsyncMessenger(Messenger):
         self._listen_worker: Any = None
         self._stack: NetworkStack | None = None
         self._own_stack = stack            # caller-owned stack: never started/stopped by a wait()
-        self._loopback = LoopbackConnection(self)
         self._admin_socket: admin_socket.AdminSocket | None = None   # Config.admin_socket: from start() to shutdown()
         self._started = False
         self._stopping = threading.Event()
         self._learned = False
         self._dropped_unsent = 0           # messages mark_down/shutdown dropped (logged by wait())
         self._host = MessengerHost(self)   # what connections and protocols ask of us
+        self._loopback = LoopbackConnection(self._host)
         self._auth_client: AuthClient | None = None   # cephx authorizers for our connects (set_auth_client)
         self._auth_server: AuthServer | None = None   # verifies incoming authorizers (set_auth_server)
-        # Ceph: a monitor sends at HIGH by default, everyone else at DEFAULT
-        self.default_send_priority = int(Priority.HIGH if name.type == EntityName.TYPE_MON else Priority.DEFAULT)
 
     def __repr__(self) -> str:
         return f"<AsyncMessenger {self.my_name} {self._myaddr}>"
@@ -327,11 +336,11 @@ class AsyncMessenger(Messenger):
 
     def get_default_send_priority(self) -> int:
         """The priority given at send time to a message whose priority is 0."""
-        return self.default_send_priority
+        return self._host.default_send_priority
 
     def set_default_send_priority(self, prio: int) -> None:
         """Set the priority given at send time to messages whose priority is 0."""
-        self.default_send_priority = int(prio)
+        self._host.default_send_priority = int(prio)
 
     # --- policies and dispatchers ----------------------------------------------
     def set_policy(self, peer_type: int, policy: Policy) -> None:
@@ -361,11 +370,11 @@ class AsyncMessenger(Messenger):
 
     def add_dispatcher_head(self, d: Dispatcher) -> None:
         """Add ``d`` before the dispatchers already added (it is offered each message first)."""
-        self.dispatchers.add_head(d)
+        self._dispatchers.add_head(d)
 
     def add_dispatcher_tail(self, d: Dispatcher) -> None:
         """Add ``d`` after the dispatchers already added."""
-        self.dispatchers.add_tail(d)
+        self._dispatchers.add_tail(d)
 
     # --- binding and life ---------------------------------------------------------
     def bind(self, addr: EntityAddr) -> EntityAddr:
@@ -400,7 +409,7 @@ class AsyncMessenger(Messenger):
             self.bind(self._bind_addr)  # restart after shutdown: same address again
         self._stopping.clear()
         self._stack = self._acquire_stack()
-        self.dispatch_queue.start()
+        self._dispatch_queue.start()
         self._started = True
         self._admin_socket = admin_socket.serve(self)
         if self._listen is not None:
@@ -493,7 +502,7 @@ class AsyncMessenger(Messenger):
                 w.center.submit_to(close_listener, wait=False)
             except Exception:
                 lsock.close()
-        self.dispatch_queue.shutdown()
+        self._dispatch_queue.shutdown()
         if self._admin_socket is not None:
             self._admin_socket.stop()
             self._admin_socket = None
@@ -517,7 +526,7 @@ class AsyncMessenger(Messenger):
             for worker, conns in by_worker.items():
                 self._run_on(worker, lambda conns=conns: [c._abandon() for c in conns])
             self._release_stack(stack)
-        self.dispatch_queue.wait()
+        self._dispatch_queue.wait()
         with self._lock:
             leftovers = list(self._all)
             self._all.clear()
@@ -625,12 +634,31 @@ class AsyncMessenger(Messenger):
         docs/DEBUGGING.md): ``AsyncMessenger::Worker-N`` sections, the ``AsyncMessenger`` totals,
         the dispatch throttle, the dispatch queue and the connection counts."""
         t = self.dispatch_throttle
+        dq = self._dispatch_queue
         extra = {
             f"throttle-{t.name}": {"val": t.current, "max": t.max, "get_or_fail_fail": t.waits},
-            "dispatch_queue": {"length": len(self.dispatch_queue), "dispatched": self.dispatch_queue.dispatched},
+            "dispatch_queue": {"length": len(dq), "dispatched": dq.dispatched},
             "connections": {"registered": len(self._conns), "live": len(self._all)},
         }
-        return self.perf.dump(extra, logger, counter)
+        return self._perf.dump(extra, logger, counter)
+
+    def perf_schema(self) -> dict[str, Any]:
+        """Ceph's ``perf schema``: type, description and unit of every counter :meth:`perf_dump` gives."""
+        t = self.dispatch_throttle
+        extra = {f"throttle-{t.name}": {
+            "val": ("gauge", "Currently available throttle", "none"),
+            "max": ("gauge", "Max value for throttle", "none"),
+            "get_or_fail_fail": ("counter", "Get blocked during get_or_fail", "none")},
+            "dispatch_queue": {"length": ("gauge", "items waiting for the dispatch thread", "none"),
+                               "dispatched": ("counter", "items dispatched", "none")},
+            "connections": {"registered": ("gauge", "sessions known by peer address", "none"),
+                            "live": ("gauge", "connections alive", "none")}}
+        return self._perf.schema(extra)
+
+    def perf_reset(self, logger: str = "all") -> bool:
+        """Ceph's ``perf reset``: zero the counters of every section ("all") or of one
+        ``AsyncMessenger::Worker-N`` section; False if there is no such section."""
+        return self._perf.reset(logger)
 
 
 if TYPE_CHECKING:  # pragma: no cover

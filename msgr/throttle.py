@@ -29,13 +29,16 @@ class Throttle:
 
     @property
     def max(self) -> int:
+        """The bound (0 = unlimited)."""
         return self._max
 
     @property
     def current(self) -> int:
+        """Units in use now."""
         return self._current
 
     def reset_max(self, max: int) -> None:
+        """Change the bound (0 = unlimited); waiters look again."""
         with self._lock:
             self._max = max
             if self._sleepers:
@@ -47,6 +50,7 @@ class Throttle:
         return self._max == 0 or self._current + count <= self._max or self._current == 0
 
     def try_get(self, count: int = 1) -> bool:
+        """Take ``count`` units if they fit (a single oversized take fits an idle throttle); never waits."""
         with self._lock:
             cur, mx = self._current, self._max
             if mx == 0 or cur + count <= mx or cur == 0:
@@ -56,6 +60,7 @@ class Throttle:
             return False
 
     def get(self, count: int = 1, timeout: float | None = None) -> bool:
+        """Take ``count`` units, waiting up to ``timeout`` seconds (None = no limit) for them to fit."""
         with self._lock:
             self._sleepers += 1
             try:
@@ -67,6 +72,7 @@ class Throttle:
             return True
 
     def put(self, count: int = 1) -> None:
+        """Give ``count`` units back and wake the waiters of :meth:`get`."""
         if count <= 0:
             return
         with self._lock:

@@ -339,7 +339,7 @@ def test_partial_writes_keep_memoryviews_and_resume_on_writable(worker):
         got += b.recv(1 << 20)
     assert bytes(got) == expected
     assert worker.center.submit_to(lambda: (conn._wbufs, conn._writing)) == ([], False)
-    perf = ms.perf.totals()
+    perf = ms._perf.totals()
     assert perf["msgr_eagain"] > 0 and perf["msgr_send_bytes"] == len(expected)
     worker.center.submit_to(conn._drop_socket)   # on the worker: closing a polled fd under it races EBADF
     b.close()
@@ -360,7 +360,7 @@ def test_send_message_from_another_thread_coalesces_into_one_write(worker):
         got += b.recv(1 << 20)
     assert [m.header.tid for m in proto.sent_msgs] == list(range(500))
     assert proto.take_calls == 1          # one drain of the list, one take_output
-    assert ms.perf.totals()["msgr_send_calls"] <= 3
+    assert ms._perf.totals()["msgr_send_calls"] <= 3
     worker.center.submit_to(conn._drop_socket)   # on the worker: closing a polled fd under it races EBADF
     b.close()
 

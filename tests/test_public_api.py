@@ -105,9 +105,15 @@ def test_protocol_and_connection_host_methods_are_not_public_on_a_started_messen
     public = {n for n in dir(ms) if not n.startswith("_")}
     assert not public & set(_INTERNAL), sorted(public & set(_INTERNAL))
     for name in ("get_myaddr", "get_policy", "connect_to", "send_to", "send_message", "mark_down",
-                 "mark_down_all", "perf_dump", "set_policy", "bind", "shutdown", "wait",
-                 "get_default_send_priority", "dispatch_throttle"):
+                 "mark_down_all", "perf_dump", "perf_schema", "perf_reset", "set_policy", "bind",
+                 "shutdown", "wait", "get_default_send_priority", "dispatch_throttle", "my_name", "nonce",
+                 "config"):
         assert hasattr(ms, name), name
+    # the messenger's own machinery: reached by its connections through MessengerHost, not by users
+    for name in ("clock", "rng", "perf", "dispatch_queue", "dispatchers", "default_send_priority"):
+        assert not hasattr(ms, name), name
+    undocumented = [n for n in public if callable(getattr(ms, n)) and not inspect.getdoc(getattr(ms, n))]
+    assert not undocumented, undocumented
 
 
 def test_connections_talk_to_the_messenger_through_its_internal_host(loopback):
