@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""minimon: a small monitor-like service a real ``ceph`` CLI can use (auth none, msgr v1).
+"""minimon: a small monitor-like service a real ``ceph`` CLI can use (auth none or cephx, msgr v1).
 
-    python examples/minimon.py --bind v1:127.0.0.1:16789 [--fsid UUID] [--id a]
+    python examples/minimon.py --bind v1:127.0.0.1:16789 [--fsid UUID] [--id a] [--keyring FILE]
 
-Point a ceph.conf at it (``mon host = v1:127.0.0.1:16789``, auth none) and run
-``ceph ping mon.a`` or ``ceph mon stat``. Built on pymsgr's public API only.
+Point a ceph.conf at it (``mon host = v1:127.0.0.1:16789``) and run ``ceph ping mon.a`` or
+``ceph mon stat``. Without ``--keyring`` it speaks auth none; with it, cephx only (the keyring
+holds the clients' keys, as ``ceph-authtool`` writes them; msgr.auth.cephx_mon answers). Built on
+pymsgr's public API and msgr.auth.
 
 What it answers, like a pacific monitor does:
-  MAuth (negotiation)    MAuthReply(protocol none, result 0, a new global_id), then MMonMap
+  MAuth (negotiation)    auth none: MAuthReply(protocol none, result 0, a new global_id), then MMonMap
+                         cephx: MAuthReply(protocol cephx, a new global_id, the server challenge)
+  MAuth (cephx)          the session key and tickets (then MMonMap), or service tickets
   MMonSubscribe          MConfig (empty) for "config", MMonMap for "monmap", nothing else
   MMonGetVersion         MMonGetVersionReply(epoch 1) for monmap/osdmap/..., echoing the handle
   MPing                  MPing whose front is a string holding the status JSON
@@ -29,15 +33,28 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from msgr import Config, Dispatcher, EntityAddr, EntityName, Message, Messenger, Policy  # noqa: E402
+from msgr.auth.cephx_mon import CephxMonServer, CephxMonSession  # noqa: E402
+from msgr.auth.keyring import Keyring  # noqa: E402
 from msgr.encoding import Encoder, Utime  # noqa: E402
 from msgr.messages import (  # noqa: E402
-    MAuth, MAuthReply, MConfig, MMonCommand, MMonCommandAck, MMonGetVersion, MMonGetVersionReply,
-    MMonMap, MMonSubscribe, MonInfo, MonMap, MPing,
+    MAuth,
+    MAuthReply,
+    MConfig,
+    MMonCommand,
+    MMonCommandAck,
+    MMonGetVersion,
+    MMonGetVersionReply,
+    MMonMap,
+    MMonSubscribe,
+    MonInfo,
+    MonMap,
+    MPing,
 )
 
 PRIO_HIGH = 196       # what a real mon puts on its replies
 EINVAL = 22
-CEPH_AUTH_NONE = 1
+CEPH_AUTH_NONE, CEPH_AUTH_CEPHX = 1, 2
+EOPNOTSUPP = 95
 # Commands we advertise to the CLI (it validates a command against these before sending it).
 COMMANDS = [
     (["mon", "stat"], "summarize monitor status"),
@@ -49,8 +66,12 @@ COMMANDS = [
 
 
 class MiniMon(Dispatcher):
-    def __init__(self, addr: EntityAddr, fsid: uuid.UUID, name: str, verbose: bool = True) -> None:
+    def __init__(self, addr: EntityAddr, fsid: uuid.UUID, name: str, verbose: bool = True,
+                 keyring: Keyring | None = None) -> None:
         self.name = name
+        # cephx when a keyring is given (then cephx only); one session per client connection
+        self.cephx = CephxMonServer(keyring, time.time()) if keyring is not None else None
+        self._sessions: dict[Any, CephxMonSession] = {}
         self.verbose = verbose
         now = time.time()
         stamp = Utime(int(now), int((now % 1) * 1e9))
@@ -70,6 +91,14 @@ class MiniMon(Dispatcher):
         req.get_connection().send_message(msg)
 
     # --- Dispatcher -------------------------------------------------------------
+    def ms_handle_reset(self, conn: Any) -> bool:
+        with self._lock:
+            self._sessions.pop(conn, None)
+        return False
+
+    def ms_handle_remote_reset(self, conn: Any) -> None:
+        self.ms_handle_reset(conn)
+
     def ms_handle_accept(self, conn: Any) -> None:
         self.log(f"accepted {conn.peer_name} from {conn.get_peer_addr()} features {conn.features:#x}")
 
@@ -98,16 +127,50 @@ class MiniMon(Dispatcher):
 
     # --- handlers ------------------------------------------------------------------
     def _handle_MAuth(self, m: MAuth) -> None:
+        if self.cephx is not None:
+            self._handle_cephx(m)
+            return
         try:
             methods = m.negotiation().methods if m.protocol == 0 else [m.protocol]
         except Exception:
             methods = []
         if CEPH_AUTH_NONE not in methods:
-            self._reply(m, MAuthReply(0, -95, 0))   # -ENOTSUP, as the real mon does
+            self._reply(m, MAuthReply(0, -EOPNOTSUPP, 0))   # -ENOTSUP, as the real mon does
             return
         gid = next(self._gids)
         self._reply(m, MAuthReply(CEPH_AUTH_NONE, 0, gid))
         self._reply(m, MMonMap(self.monmap))          # the mon sends the map unasked
+
+    def _handle_cephx(self, m: MAuth) -> None:
+        assert self.cephx is not None
+        conn = m.get_connection()
+        if m.protocol == 0:
+            try:
+                neg = m.negotiation()
+            except Exception:
+                neg = None
+            if neg is None or CEPH_AUTH_CEPHX not in neg.methods:
+                self._reply(m, MAuthReply(0, -EOPNOTSUPP, 0))   # cephx required
+                return
+            session = self.cephx.new_session()
+            with self._lock:
+                self._sessions[conn] = session
+            gid = neg.global_id or next(self._gids)
+            self._reply(m, MAuthReply(CEPH_AUTH_CEPHX, 0, gid, session.start(neg.name, gid)))
+            return
+        with self._lock:
+            session = self._sessions.get(conn)
+        if session is None or m.protocol != CEPH_AUTH_CEPHX:
+            self._reply(m, MAuthReply(m.protocol, -EINVAL, 0))
+            return
+        was = session.authenticated
+        r, payload = session.handle(m.auth_payload, time.time())
+        req = {0x100: "GET_AUTH_SESSION_KEY", 0x200: "GET_PRINCIPAL_SESSION_KEY",
+               0x400: "GET_ROTATING_KEY"}.get(int.from_bytes(m.auth_payload[:2], "little"), "?")
+        self.log(f"cephx {session.name}: {req} result {r}")
+        self._reply(m, MAuthReply(CEPH_AUTH_CEPHX, r, session.global_id, payload))
+        if r == 0 and not was and session.authenticated:
+            self._reply(m, MMonMap(self.monmap))          # the mon sends the map unasked
 
     def _handle_MMonSubscribe(self, m: MMonSubscribe) -> None:
         if "config" in m.what:
@@ -192,13 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fsid", default=None, help="cluster fsid (default: a new uuid4)")
     p.add_argument("--id", default="a", help="monitor name (default a)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--keyring", default=None, help="cephx: the clients' keys (then cephx only)")
     args = p.parse_args(argv)
     bind = EntityAddr.parse(args.bind).with_nonce(0)  # clients expect a mon's nonce to be 0
     fsid = uuid.UUID(args.fsid) if args.fsid else uuid.uuid4()
     ms = Messenger.create(EntityName.mon(args.id), nonce=0, config=Config())
     ms.set_default_policy(Policy.stateless_server())
     addr = ms.bind(bind)
-    mon = MiniMon(addr.with_nonce(0), fsid, args.id, verbose=not args.quiet)
+    keyring = Keyring.load(args.keyring) if args.keyring else None
+    mon = MiniMon(addr.with_nonce(0), fsid, args.id, verbose=not args.quiet, keyring=keyring)
     ms.add_dispatcher_tail(mon)
     ms.start()
     print(f"minimon: mon.{args.id} listening on {addr} fsid {fsid}", flush=True)

@@ -1,0 +1,144 @@
+"""The real ``ceph`` CLI (cephx) against examples/minimon.py --keyring: pymsgr as the auth server.
+
+The keyring is made by ``ceph-authtool`` (client.admin with caps); minimon answers MAuth with
+msgr.auth.cephx_mon. The real CLI authenticates (challenge, proof, session key, tickets) and
+runs ``mon stat`` and ``ping mon.a``; with a key minimon does not know it is refused as a real
+monitor refuses (permission denied). pymsgr's own client logs in against it too.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cephmon import free_port
+from conftest import require_binary
+
+from msgr import Config, EntityAddr, EntityName, Messenger, Policy
+from msgr.auth import CryptoKey, PermissionDeniedError
+from msgr.auth.settings import client_auth
+from msgr.monc import MonAuth
+
+pytestmark = pytest.mark.ceph
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class CephxMiniMon:
+    """examples/minimon.py --keyring as a child process, and a ceph.conf requiring cephx."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.fsid = str(uuid.uuid4())
+        self.addr = f"v1:127.0.0.1:{self.port}"
+        self.keyring = tmp / "keyring"
+        for args in (["--create-keyring", "--gen-key", "-n", "client.admin", "--cap", "mon", "allow *",
+                      "--cap", "osd", "allow *"],):
+            r = subprocess.run(["ceph-authtool", str(self.keyring), *args], capture_output=True, text=True,
+                               timeout=30, stdin=subprocess.DEVNULL)
+            assert r.returncode == 0, r.stderr
+        self.conf = tmp / "ceph.conf"
+        self.conf.write_text(
+            "[global]\n"
+            f"\tfsid = {self.fsid}\n\tmon host = {self.addr}\n"
+            "\tauth cluster required = cephx\n\tauth service required = cephx\n"
+            "\tauth client required = cephx\n\tms bind msgr2 = false\n"
+            f"\tkeyring = {self.keyring}\n"
+            f"\tlog file = {tmp}/client.log\n\tadmin socket = \n")
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "examples" / "minimon.py"), "--bind", self.addr,
+             "--fsid", self.fsid, "--id", "a", "--keyring", str(self.keyring)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._ready.wait(20):
+            self.stop()
+            raise RuntimeError("minimon did not start:\n" + "\n".join(self.lines))
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+            if "listening on" in line:
+                self._ready.set()
+
+    def ceph(self, *args: str, keyring: Path | None = None) -> subprocess.CompletedProcess[str]:
+        extra = ["--keyring", str(keyring)] if keyring is not None else []
+        return subprocess.run(["ceph", "-c", str(self.conf), "--connect-timeout", "15", *extra, *args],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    def explain(self, r: subprocess.CompletedProcess[str]) -> str:
+        return f"rc={r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr[-3000:]}\nminimon:\n" + \
+            "\n".join(self.lines[-60:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def cephx_minimon(tmp_path_factory) -> Iterator[CephxMiniMon]:
+    require_binary("ceph", "ceph-authtool")
+    mm = CephxMiniMon(tmp_path_factory.mktemp("cephx-minimon"))
+    yield mm
+    mm.stop()
+
+
+def test_real_ceph_cli_authenticates_with_cephx_and_runs_mon_stat(cephx_minimon):
+    mm = cephx_minimon
+    r = mm.ceph("mon", "stat", "--format", "json")
+    assert r.returncode == 0, mm.explain(r)
+    st = json.loads(r.stdout)
+    assert st["num_mons"] == 1 and st["leader"] == "a"
+    # it negotiated cephx and got its session key from us (result 0), not auth none
+    assert any("MAuth" in line and "protocol=0" in line and "methods=[2]" in line for line in mm.lines), \
+        mm.explain(r)
+    assert any("cephx client.admin: GET_AUTH_SESSION_KEY result 0" in line for line in mm.lines)
+
+
+def test_real_ceph_ping_with_cephx(cephx_minimon):
+    mm = cephx_minimon
+    r = mm.ceph("ping", "mon.a")
+    assert r.returncode == 0, mm.explain(r)
+    assert json.loads(r.stdout)["mon_status"]["monmap"]["fsid"] == mm.fsid
+
+
+def test_real_ceph_cli_with_an_unknown_key_is_refused(cephx_minimon, tmp_path):
+    mm = cephx_minimon
+    bad = tmp_path / "bad.keyring"
+    bad.write_text(f"[client.admin]\n\tkey = {CryptoKey.generate().to_base64()}\n")
+    r = mm.ceph("mon", "stat", keyring=bad)
+    assert r.returncode != 0 and "permission denied" in r.stderr.lower(), mm.explain(r)
+    assert any("cephx client.admin: GET_AUTH_SESSION_KEY result -13" in line for line in mm.lines)
+
+
+def test_pymsgr_client_logs_in_to_minimon(cephx_minimon, tmp_path):
+    mm = cephx_minimon
+    ms = Messenger.create(EntityName.client(), config=Config(
+        name="client.admin", keyring=str(mm.keyring), auth_client_required="cephx"))
+    ms.set_policy(EntityName.TYPE_MON, Policy.lossy_client())
+    ms.start()
+    try:
+        login = MonAuth(ms, EntityAddr.parse(mm.addr + "/0"))
+        assert login.login() == 2 and login.global_id >= 4097
+        assert {EntityName.TYPE_MON, EntityName.TYPE_OSD, EntityName.TYPE_MGR} <= set(login.cephx.tickets.handlers)
+        bad = tmp_path / "bad.keyring"
+        bad.write_text(f"[client.admin]\n\tkey = {CryptoKey.generate().to_base64()}\n")
+        with pytest.raises(PermissionDeniedError):
+            MonAuth(ms, EntityAddr.parse(mm.addr + "/0"), auth=client_auth(Config(
+                name="client.admin", keyring=str(bad), auth_client_required="cephx"))).login()
+    finally:
+        ms.shutdown()
+        ms.wait()
