@@ -65,7 +65,11 @@ def _locked(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCore):
-    """A session with one peer: its protocol machine, its socket and its worker."""
+    """A session with one peer over TCP: what ``Messenger.connect_to`` and the callbacks hand out.
+
+    Its public methods are :class:`~msgr.connection_base.Connection`'s (docs/USER_GUIDE.md, "Connection");
+    the rest (its protocol machine, socket, worker) is underscored and belongs to the messenger.
+    """
 
     def __init__(self, host: MessengerHost, worker: Any, target: EntityAddr | None = None,
                  target_type: int | None = None, proto: Any = None) -> None:
