@@ -22,7 +22,7 @@ from test_cephx_osd import _recv_exact
 
 from msgr import Config, Dispatcher, EntityAddr, EntityName, Message, Messenger, Policy
 from msgr.auth.cephx_wire import AuthTicket, ServiceTicketInfo, TicketBlob
-from msgr.auth.crypto import seal
+from msgr.auth.crypto import KeyCipher, seal
 from msgr.auth.keyring import CryptoKey
 from msgr.auth.tickets import Authorizer
 from msgr.encoding import AuthEntityName, Encoder, Utime
@@ -241,7 +241,7 @@ def test_a_badly_signed_message_faults_the_session_with_one_warning(service, adm
     assert isinstance(secho.got.get(timeout=10), MPing) and isinstance(cecho.got.get(timeout=10), MPing)
     signer = conn._proto._signer
     assert signer is not None
-    signer.secret = bytes(16)   # from now on our signatures are wrong
+    signer._cipher = KeyCipher(bytes(16))   # from now on our signatures are wrong (another key)
     with caplog.at_level(logging.INFO, logger="msgr"):
         conn.send_message(MPing())
         deadline = time.monotonic() + 10

@@ -22,7 +22,7 @@ from msgr.encoding import Decoder
 
 __all__ = [
     "AES_IV", "AUTH_ENC_MAGIC", "AES_KEY_LEN", "aes_encrypt", "aes_decrypt", "seal", "unseal",
-    "seal_bl", "unseal_bl",
+    "seal_bl", "unseal_bl", "KeyCipher",
 ]
 
 AES_IV = b"cephsageyudagreg"
@@ -42,9 +42,22 @@ def _cipher(secret: bytes) -> Cipher[modes.CBC]:
 
 def aes_encrypt(secret: bytes, plaintext: bytes | bytearray | memoryview) -> bytes:
     """PKCS#7-pad and encrypt ``plaintext`` with ``secret`` as Ceph does."""
-    pad = AES_BLOCK - len(plaintext) % AES_BLOCK
-    enc = _cipher(secret).encryptor()
-    return enc.update(bytes(plaintext) + bytes([pad]) * pad) + enc.finalize()
+    return KeyCipher(secret).encrypt(plaintext)
+
+
+class KeyCipher:
+    """:func:`aes_encrypt` for one key, its cipher built once: a signing session encrypts a block
+    per message, and building the cipher costs more than the encryption itself."""
+
+    __slots__ = ("_cipher",)
+
+    def __init__(self, secret: bytes) -> None:
+        self._cipher = _cipher(secret)
+
+    def encrypt(self, plaintext: bytes | bytearray | memoryview) -> bytes:
+        pad = AES_BLOCK - len(plaintext) % AES_BLOCK
+        enc = self._cipher.encryptor()
+        return enc.update(bytes(plaintext) + bytes([pad]) * pad) + enc.finalize()
 
 
 def aes_decrypt(secret: bytes, ciphertext: bytes | bytearray | memoryview) -> bytes:

@@ -15,8 +15,9 @@ Both forms encrypt a small block with the session key shared with the peer
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
-from msgr.auth.crypto import AUTH_ENC_MAGIC, aes_encrypt
+from msgr.auth.crypto import AUTH_ENC_MAGIC, KeyCipher
 from msgr.auth.errors import BadSignatureError
 from msgr.features import CEPHX_V2, MSG_AUTH
 
@@ -25,21 +26,32 @@ __all__ = ["sign_legacy", "sign_v2", "message_signature", "SessionSigner"]
 _LEGACY = struct.Struct("<BQI4I")
 _V2 = struct.Struct("<8I")
 _FOUR = struct.Struct("<4Q")
+Encrypt = Callable[[bytes], bytes]
+
+
+def _legacy(encrypt: Encrypt, header_crc: int, front_crc: int, middle_crc: int, data_crc: int) -> int:
+    block = _LEGACY.pack(1, AUTH_ENC_MAGIC, 16, header_crc, front_crc, middle_crc, data_crc)
+    return int.from_bytes(encrypt(block)[:8], "little")
+
+
+def _v2(encrypt: Encrypt, header_crc: int, front_crc: int, front_len: int, middle_crc: int,
+        middle_len: int, data_crc: int, data_len: int, seq: int) -> int:
+    block = _V2.pack(header_crc, front_crc, front_len, middle_crc, middle_len, data_crc, data_len,
+                     seq & 0xFFFFFFFF)
+    a, b, c, d = _FOUR.unpack_from(encrypt(block))
+    sig: int = a ^ b ^ c ^ d
+    return sig
 
 
 def sign_legacy(secret: bytes, header_crc: int, front_crc: int, middle_crc: int,
                 data_crc: int) -> int:
-    block = _LEGACY.pack(1, AUTH_ENC_MAGIC, 16, header_crc, front_crc, middle_crc, data_crc)
-    return int.from_bytes(aes_encrypt(secret, block)[:8], "little")
+    return _legacy(KeyCipher(secret).encrypt, header_crc, front_crc, middle_crc, data_crc)
 
 
 def sign_v2(secret: bytes, header_crc: int, front_crc: int, front_len: int, middle_crc: int,
             middle_len: int, data_crc: int, data_len: int, seq: int) -> int:
-    block = _V2.pack(header_crc, front_crc, front_len, middle_crc, middle_len, data_crc, data_len,
-                     seq & 0xFFFFFFFF)
-    a, b, c, d = _FOUR.unpack_from(aes_encrypt(secret, block))
-    sig: int = a ^ b ^ c ^ d
-    return sig
+    return _v2(KeyCipher(secret).encrypt, header_crc, front_crc, front_len, middle_crc, middle_len,
+               data_crc, data_len, seq)
 
 
 def message_signature(secret: bytes, cephx_v2: bool, *, header_crc: int, front_crc: int,
@@ -60,13 +72,20 @@ class SessionSigner:
     (``cephx_sign_messages``), as Ceph signs then and checks then.
     """
 
-    __slots__ = ("secret", "cephx_v2", "checked", "signed")
+    __slots__ = ("_cipher", "cephx_v2", "checked", "signed")
 
     def __init__(self, secret: bytes, cephx_v2: bool) -> None:
-        self.secret = secret
+        self._cipher = KeyCipher(secret)
         self.cephx_v2 = cephx_v2
         self.signed = 0
         self.checked = 0
+
+    def _signature(self, header_crc: int, front_crc: int, front_len: int, middle_crc: int,
+                   middle_len: int, data_crc: int, data_len: int, seq: int) -> int:
+        if self.cephx_v2:
+            return _v2(self._cipher.encrypt, header_crc, front_crc, front_len, middle_crc, middle_len,
+                       data_crc, data_len, seq)
+        return _legacy(self._cipher.encrypt, header_crc, front_crc, middle_crc, data_crc)
 
     @classmethod
     def for_session(cls, secret: bytes, features: int, sign_messages: bool) -> SessionSigner | None:
@@ -78,16 +97,14 @@ class SessionSigner:
              middle_len: int, data_crc: int, data_len: int, seq: int) -> int:
         """The footer signature of an outgoing message."""
         self.signed += 1
-        return message_signature(self.secret, self.cephx_v2, header_crc=header_crc,
-                                 front_crc=front_crc, front_len=front_len, middle_crc=middle_crc,
-                                 middle_len=middle_len, data_crc=data_crc, data_len=data_len, seq=seq)
+        return self._signature(header_crc, front_crc, front_len, middle_crc, middle_len, data_crc,
+                               data_len, seq)
 
     def check(self, header_crc: int, front_crc: int, front_len: int, middle_crc: int,
               middle_len: int, data_crc: int, data_len: int, seq: int, sig: int) -> None:
         """Raise :class:`BadSignatureError` unless ``sig`` is the signature of this message."""
-        want = message_signature(self.secret, self.cephx_v2, header_crc=header_crc,
-                                 front_crc=front_crc, front_len=front_len, middle_crc=middle_crc,
-                                 middle_len=middle_len, data_crc=data_crc, data_len=data_len, seq=seq)
+        want = self._signature(header_crc, front_crc, front_len, middle_crc, middle_len, data_crc,
+                               data_len, seq)
         if want != sig:
             raise BadSignatureError(f"message seq {seq}: signature {sig:#018x} does not match its "
                                     f"contents (session key gives {want:#018x})")
