@@ -214,10 +214,10 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             self._perf.queue_lat(len(msgs), _mono_ns() - posted_ns)
         msgs.append(msg)
         self._perf.queue_lat_n += 1    # this one reaches the protocol at once
-        now = self._now_us()
         try:
-            for m in msgs:
-                self._handle(self._proto.send_message(m, now))
+            acts = self._proto.send_messages(msgs, self._now_us())   # one protocol call per burst
+            if acts:
+                self._handle(acts)
             self._perf.msgr_send_messages += len(msgs)
             if not self._in_read:
                 self._after()
@@ -309,11 +309,10 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         if not msgs:
             return
         self._perf.queue_lat(len(msgs), _mono_ns() - posted_ns)
-        proto = self._proto
-        now = self._now_us()
         try:
-            for m in msgs:
-                self._handle(proto.send_message(m, now))
+            acts = self._proto.send_messages(msgs, self._now_us())   # one protocol call per burst
+            if acts:
+                self._handle(acts)
             self._perf.msgr_send_messages += len(msgs)
             self._after()
         except Exception as exc:

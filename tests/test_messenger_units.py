@@ -303,6 +303,11 @@ class FakeProto:
         self.out.append(bytes([msg.header.tid % 256]) * 1000)
         return []
 
+    def send_messages(self, msgs, now_us):
+        for msg in msgs:
+            self.send_message(msg, now_us)
+        return []
+
 
 @pytest.fixture
 def worker():

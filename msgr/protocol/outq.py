@@ -114,6 +114,18 @@ class OutQueue:
         self._queue(msg.header.priority).append(msg)
         self._count += 1
 
+    def enqueue_all(self, msgs: list[Message]) -> None:
+        """:meth:`enqueue` each of ``msgs`` in order (a burst usually has one priority)."""
+        prio: int | None = None
+        q: deque[Message] | None = None
+        for m in msgs:
+            p = m.header.priority
+            if p != prio:
+                q, prio = self._queue(p), p
+            assert q is not None
+            q.append(m)
+        self._count += len(msgs)
+
     def pop(self) -> Message | None:
         """The head of the highest non-empty priority queue, or None."""
         if not self._count:

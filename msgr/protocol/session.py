@@ -67,6 +67,19 @@ class SessionMixin(ProtocolBase):
         self._outq.enqueue(msg)
         return self._wake_from_standby(now_us)
 
+    def send_messages(self, msgs: list[Message], now_us: int) -> list[Action]:
+        """:meth:`send_message` for a burst, in order (one state check, one queue pass)."""
+        if self.state is S.CLOSED:
+            return [Discarded(tuple(msgs))]
+        default = Priority.DEFAULT
+        for msg in msgs:
+            h = msg.header
+            if not h.priority:
+                h.priority = default
+            h.seq = 0
+        self._outq.enqueue_all(msgs)
+        return self._wake_from_standby(now_us)
+
     def send_keepalive(self, now_us: int) -> list[Action]:
         """KEEPALIVE2 (or KEEPALIVE without MSGR_KEEPALIVE2) at the next write."""
         if self.state is S.CLOSED:
