@@ -39,7 +39,8 @@ class CephxMiniMon:
         self.addr = f"v1:127.0.0.1:{self.port}"
         self.keyring = tmp / "keyring"
         for args in (["--create-keyring", "--gen-key", "-n", "client.admin", "--cap", "mon", "allow *",
-                      "--cap", "osd", "allow *"],):
+                      "--cap", "osd", "allow *"],
+                     ["--gen-key", "-n", "osd.5", "--cap", "mon", "allow profile osd"]):
             r = subprocess.run(["ceph-authtool", str(self.keyring), *args], capture_output=True, text=True,
                                timeout=30, stdin=subprocess.DEVNULL)
             assert r.returncode == 0, r.stderr
@@ -142,3 +143,50 @@ def test_pymsgr_client_logs_in_to_minimon(cephx_minimon, tmp_path):
     finally:
         ms.shutdown()
         ms.wait()
+
+
+def test_a_cluster_of_pymsgr_only_with_cephx(cephx_minimon):
+    """minimon is the monitor, a pymsgr osd.5 gets its rotating secrets from it and serves, a pymsgr
+    client gets its OSD ticket from it: the session between them is authorized and signed."""
+    import queue
+
+    from msgr import Dispatcher, Message
+    from msgr.messages.ping import MPing
+    mm = cephx_minimon
+    got: queue.Queue[Message] = queue.Queue()
+
+    class Take(Dispatcher):
+        def ms_dispatch(self, msg: Message) -> bool:
+            got.put(msg)
+            return isinstance(msg, MPing)
+
+    mon_addr = EntityAddr.parse(mm.addr + "/0")
+    svc = Messenger.create(EntityName.osd(5), config=Config(name="osd.5", keyring=str(mm.keyring),
+                                                            auth_client_required="cephx"))
+    svc.set_policy(EntityName.TYPE_MON, Policy.lossy_client())
+    svc.set_policy(EntityName.TYPE_CLIENT, Policy.stateless_server())
+    svc.add_dispatcher_tail(Take())
+    addr = svc.bind(EntityAddr.parse("v1:127.0.0.1:0/0"))
+    svc.start()
+    cli = Messenger.create(EntityName.client(), config=Config(name="client.admin", keyring=str(mm.keyring),
+                                                              auth_client_required="cephx"))
+    cli.set_policy(EntityName.TYPE_MON, Policy.lossy_client())
+    cli.set_policy(EntityName.TYPE_OSD, Policy.lossy_client())
+    cli.start()
+    try:
+        slogin = MonAuth(svc, mon_addr)
+        slogin.login()
+        server = slogin.serve()
+        assert any("osd.5: GET_ROTATING_KEY result 0" in line for line in mm.lines)
+        MonAuth(cli, mon_addr).login()
+        conn = cli.connect_to(EntityName.TYPE_OSD, addr)
+        conn.send_message(MPing())
+        while not isinstance(m := got.get(timeout=10), MPing):
+            pass
+        assert m.footer is not None and m.footer.flags & 4   # signed
+        assert server.accepted == 1 and server.refused == 0
+    finally:
+        cli.shutdown()
+        cli.wait()
+        svc.shutdown()
+        svc.wait()
