@@ -21,6 +21,7 @@ from msgr.config import Config
 from msgr.entity import EntityAddr, EntityName
 from msgr.message import Message
 from msgr.policy import Policy
+from msgr.protocol.actions import Deliver
 from msgr.protocol.protocol_v1 import ProtocolV1
 from msgr.sim.fakehost import FakeHost
 from msgr.sim.wire_pair import WireNet
@@ -45,14 +46,7 @@ def _open_pair(crc: bool) -> tuple[ProtocolV1, ProtocolV1]:
 
 
 def _delivered(acts: list) -> list[Message]:
-    out: list[Message] = []
-    for act in acts:
-        msgs = getattr(act, "msgs", None)
-        if msgs is not None:
-            out.extend(msgs)
-        elif getattr(act, "msg", None) is not None:
-            out.append(act.msg)
-    return out
+    return [m for act in acts if type(act) is Deliver for m in act.msgs]
 
 
 def recv_ns_per_msg(size: int, n: int, crc: bool = True, rounds: int = 5,

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKEND", "HEADER_SIZE", "HEADER_OLD_SIZE", "FOOTER_SIZE", "FOOTER_OLD_SIZE",
     "parse_header", "pack_header", "header_crc", "parse_footer", "pack_footer",
-    "parse_header_old", "pack_header_old", "scan_frames", "scan_error",
+    "parse_header_old", "pack_header_old", "scan_frames", "scan", "scan_flags", "scan_error",
 ]
 
 HEADER_SIZE = 53
@@ -184,9 +184,15 @@ _STAMP = struct.Struct("<II")
 _ZERO_TAIL = (0,) * (SCAN_SLOTS - 3)
 
 
-def _scan_frames_py(buf: Buffer, offset: int = 0, *, end: int | None = None, crc_header: bool = True,
-                    crc_data: bool = True, new_footer: bool = True, max_inline: int = 1 << 20,
-                    max_frames: int = 64) -> tuple[int, int, list[tuple[int, ...]]]:
+def scan_flags(crc_header: bool = True, crc_data: bool = True, new_footer: bool = True) -> int:
+    """The ``flags`` argument of :func:`scan` (see :func:`scan_frames` for the switches)."""
+    return ((_SCAN_CRC_HEADER if crc_header else 0) | (_SCAN_CRC_DATA if crc_data else 0)
+            | (_SCAN_NEW_FOOTER if new_footer else 0))
+
+
+def scan_frames(buf: Buffer, offset: int = 0, *, end: int | None = None, crc_header: bool = True,
+                crc_data: bool = True, new_footer: bool = True, max_inline: int = 1 << 20,
+                max_frames: int = 64) -> tuple[int, int, list[tuple[int, ...]]]:
     """Describe every complete small frame of an OPEN-state receive buffer in ``[offset, end)``
     (``end`` None: the end of ``buf``).
 
@@ -197,9 +203,20 @@ def _scan_frames_py(buf: Buffer, offset: int = 0, *, end: int | None = None, crc
     negative: the frame at ``end`` is bad, ``scan_error`` builds the exception).  Records before
     the stop are valid in every case.  ``crc_header`` = ms_crc_header (header, front, middle),
     ``crc_data`` = ms_crc_data (unless the footer says NOCRC), ``new_footer`` = MSG_AUTH.
+    :func:`scan` is the same with positional arguments and the switches as one ``flags`` int
+    (the receive path's form: no keyword handling per call).
     """
+    return scan(buf, offset, end, scan_flags(crc_header, crc_data, new_footer), max_inline, max_frames)
+
+
+def _scan_py(buf: Buffer, offset: int, end: int | None, flags: int, max_inline: int,
+             max_frames: int) -> tuple[int, int, list[tuple[int, ...]]]:
+    """The receive rules of the OPEN state for small frames, in Python (see :func:`scan_frames`);
+    the C scanner (csrc/fastpath.c) must agree with it on every input (tests/test_cwire.py)."""
     if offset < 0 or max_frames < 1:
         raise ValueError("offset must be >= 0 and max_frames >= 1")
+    crc_header, crc_data = flags & _SCAN_CRC_HEADER, flags & _SCAN_CRC_DATA
+    new_footer = bool(flags & _SCAN_NEW_FOOTER)
     mv = memoryview(buf).cast("B")
     if end is not None:
         if end < 0 or end > mv.nbytes:
@@ -263,7 +280,7 @@ def _scan_frames_py(buf: Buffer, offset: int = 0, *, end: int | None = None, crc
     return status, pos, recs
 
 
-scan_frames = _scan_frames_py
+scan = _scan_py
 
 if BACKEND.startswith("c-"):
     from msgr._fastpath import ffi as _ffi
@@ -336,19 +353,15 @@ if BACKEND.startswith("c-"):
             raise OverflowError(f"header field out of range: {exc}") from None
         return head + _pack_u32(_c_crc(0, head, 49))
 
-    def scan_frames(buf: Buffer, offset: int = 0, *, end: int | None = None,  # noqa: F811
-                    crc_header: bool = True, crc_data: bool = True, new_footer: bool = True,
-                    max_inline: int = 1 << 20,
-                    max_frames: int = 64) -> tuple[int, int, list[tuple[int, ...]]]:
-        """Describe every complete small frame in ``[offset, end)``; see ``_scan_frames_py``.
+    def scan(buf: Buffer, offset: int, end: int | None, flags: int, max_inline: int,  # noqa: F811
+             max_frames: int) -> tuple[int, int, list[tuple[int, ...]]]:
+        """The C scanner (csrc/fastpath.c) behind :func:`scan_frames`; same results as ``_scan_py``.
 
         Fixed costs are paid once per thread, not per call (one message per read is a round
         trip's case): the output arrays are this thread's, and a buffer object scanned again
         keeps its cffi view (so pass the receive buffer itself with ``end``, not a fresh slice)."""
         if offset < 0 or max_frames < 1:
             raise ValueError("offset must be >= 0 and max_frames >= 1")
-        flags = ((_SCAN_CRC_HEADER if crc_header else 0) | (_SCAN_CRC_DATA if crc_data else 0)
-                 | (_SCAN_NEW_FOOTER if new_footer else 0))
         p = buf if type(buf) is bytes else _handle(buf)
         size = len(p)
         if end is not None:

@@ -181,32 +181,27 @@ _MESSAGE_INIT = Message.__init__
 _new = object.__new__
 
 
-def _blank(cls: type[Message]) -> Message:
-    """A ``cls`` instance for the receive path without its default header.
-
-    Classes that keep ``Message.__init__`` only need their slots set; a class with its own
-    ``__init__`` (defaults for its decoded fields) is built with ``cls()`` as always.
-    """
-    if cls.__init__ is not _MESSAGE_INIT:
-        return cls()
-    msg = _new(cls)
-    msg._connection = msg._throttled = msg.encoded_features = None
-    msg.recv_stamp_us = msg.dispatch_stamp_us = 0
-    return msg
-
-
 def decode_message(header: MsgHeader, front: Buffer, middle: Buffer, data: Buffer,
-                   footer: MsgFooter | tuple[int, ...] | None = None) -> Message:
+                   footer: MsgFooter | tuple[int, ...] | None = None, connection: Connection | None = None,
+                   recv_stamp_us: int = 0) -> Message:
     """Build the registered class for ``header.type`` and decode its payload.
 
-    The message is built once (no throwaway default header for classes without an ``__init__``
-    of their own). ``footer`` may be a ``_cwire.scan_frames`` record: the MsgFooter is then built
-    only if someone reads ``msg.footer``. Raises :class:`DecodeError` (never anything else) when
-    the payload is bad: any exception of ``decode_payload`` becomes one, named after the class.
+    The message is built once: a class that keeps ``Message.__init__`` only gets its slots set
+    (no throwaway default header); one with its own ``__init__`` (defaults for its decoded
+    fields) is built with ``cls()``. ``footer`` may be a ``_cwire.scan_frames`` record: the
+    MsgFooter is then built only if someone reads ``msg.footer``. ``connection`` and
+    ``recv_stamp_us`` are the receive path's, set before ``decode_payload`` runs. Raises
+    :class:`DecodeError` (never anything else) when the payload is bad: any exception of
+    ``decode_payload`` becomes one, named after the class.
     """
     cls = _registry.get(header.type, Message)
-    msg = _blank(cls)
-    msg.header = header
+    if cls.__init__ is _MESSAGE_INIT:
+        msg = _new(cls)
+        msg._throttled = msg.encoded_features = None
+        msg.dispatch_stamp_us = 0
+    else:
+        msg = cls()
+    msg.header, msg._connection, msg.recv_stamp_us = header, connection, recv_stamp_us
     msg.front, msg.middle, msg.data, msg._footer = front, middle, data, footer
     if cls is not Message:
         if cls.HEAD_VERSION and cls.HEAD_VERSION < header.compat_version:

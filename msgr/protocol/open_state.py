@@ -47,7 +47,7 @@ from msgr.wire import (
 )
 
 _KEEPALIVE = bytes((Tag.KEEPALIVE,))
-_scan = _cwire.scan_frames
+_scan = _cwire.scan
 SCAN_FULL, SCAN_NEED_MORE = _cwire.SCAN_FULL, _cwire.SCAN_NEED_MORE
 _LENS = struct.Struct("<III").unpack_from   # front/middle/data_len at frame offset 23
 #: Bodies up to this size are parsed by the batch path; larger ones take the state path, whose
@@ -74,6 +74,7 @@ class OpenMixin(ProtocolBase):
     def _init_open(self) -> None:
         self._header_size = 53
         self._footer_size = 21
+        self._scan_flags = 0              # _cwire.scan flags, set with the footer size in _ready
         self._hdr: MsgHeader | None = None
         self._seg_len = 0
         self._segs: list[bytes | bytearray] = []
@@ -85,6 +86,7 @@ class OpenMixin(ProtocolBase):
         f = self.features
         self._header_size = 53 if f & NOSRCADDR == NOSRCADDR else 334
         self._footer_size = 21 if f & MSG_AUTH == MSG_AUTH else 13
+        self._scan_flags = _cwire.scan_flags(self._crc_header, self._crc_data, self._footer_size == 21)
         me = self.host.my_name
         # the C scanner knows the 53-byte header only, and checks no signatures (cephx: the state path)
         self._batch = self._header_size == 53 and self._signer is None
@@ -229,7 +231,7 @@ class OpenMixin(ProtocolBase):
         self._hdr = None
         throttled, self._throttled = self._throttled, []
         try:
-            msg = decode_message(h, front, middle, data, MsgFooter(fc, mc, dc, sig, flags))
+            msg = decode_message(h, front, middle, data, MsgFooter(fc, mc, dc, sig, flags), self.connection, now_us)
         except BaseException:
             _give_back(throttled)   # every exit gives back what this message took
             raise
@@ -243,8 +245,6 @@ class OpenMixin(ProtocolBase):
         if pn is None or pn.num != h.src_num or pn.type != h.src_type:
             self.peer_name = EntityName(h.src_type, h.src_num)
         msg._throttled = throttled or None
-        msg.set_connection(self.connection)
-        msg.recv_stamp_us = now_us
         self.stats["msgs_in"] += 1
         acts.append(Deliver([msg]))
 
@@ -255,15 +255,13 @@ class OpenMixin(ProtocolBase):
         OPEN); False: the state path takes the frame at ``_rpos`` (large body, full throttle,
         CLOSE, a length over the limits, bad input: it raises the typed error)."""
         rmv, rend = self._rmv, self._rend
-        crc_h, crc_d, new_footer = self._crc_header, self._crc_data, self._footer_size == 21
+        flags = self._scan_flags
         while True:
             pos = self._rpos
             if pos == rend:
                 return True
             # the buffer object itself (not a slice) with end: the C scan keeps its view of it
-            status, end, recs = _scan(rmv, pos, end=rend, crc_header=crc_h, crc_data=crc_d,
-                                      new_footer=new_footer, max_inline=BATCH_MAX_INLINE,
-                                      max_frames=BATCH_MAX_FRAMES)
+            status, end, recs = _scan(rmv, pos, rend, flags, BATCH_MAX_INLINE, BATCH_MAX_FRAMES)
             if not self._batch_records(recs, rmv, now_us, acts):
                 return False                    # _rpos stays at the frame the state path takes
             if status == SCAN_FULL:
@@ -288,7 +286,7 @@ class OpenMixin(ProtocolBase):
         in_seq = self.in_seq
         got: list[Message] = []
         # (messages, bytes) still reserved for the rest of this scan; given back on any stop
-        left_m, left_b = self._reserve_scan(recs, tm, tb, td)
+        left_m, left_b = self._reserve_scan(recs, tm, tb, td) if len(recs) > 1 else (0, 0)
         pairs: dict[int, tuple[tuple[Throttle, int], ...]] = {}   # a message's share, by size
         try:
             for r in recs:
@@ -314,7 +312,7 @@ class OpenMixin(ProtocolBase):
                     middle, o = (rmv[o:o + m].tobytes() if m else b""), o + m
                     data = rmv[o:o + d].tobytes() if d else b""
                     try:
-                        msg = decode_message(MsgHeader(*r[3:17]), front, middle, data, r)
+                        msg = decode_message(MsgHeader(*r[3:17]), front, middle, data, r, conn, now_us)
                     except BaseException:
                         _give_back(throttled)   # every exit gives back what this message took
                         raise
@@ -327,8 +325,6 @@ class OpenMixin(ProtocolBase):
                         if pn is None or pn.num != r[13] or pn.type != r[12]:
                             self.peer_name = EntityName(r[12], r[13])
                         msg._throttled = throttled or None
-                        msg._connection = conn
-                        msg.recv_stamp_us = now_us
                         got.append(msg)
                 elif tag == 8:
                     self._outq.ack(r[3])
@@ -461,6 +457,10 @@ def _take_one(tm: Throttle | None, tb: Throttle | None, td: Throttle | None,
               nbytes: int) -> tuple[tuple[Throttle, int], ...] | None:
     """One message's throttles in Ceph's order (messages, bytes, dispatch queue): what it took,
     or None (having given back what it had taken) when one is full."""
+    if tm is None and tb is None:   # the usual policy: the dispatch throttle alone
+        if td is None or not nbytes:
+            return ()
+        return ((td, nbytes),) if td.try_get(nbytes) else None
     taken: list[tuple[Throttle, int]] = []
     if tm is not None:
         if not tm.try_get(1):
