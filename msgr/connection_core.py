@@ -112,6 +112,12 @@ class ConnectionCore:
         """Hand a delivered message to the dispatchers (fast or queued)."""
         raise NotImplementedError
 
+    def _dispatch_all(self, msgs: list[Any]) -> None:
+        """Hand one receive call's messages to the dispatchers, in order (a transport may hoist
+        its per-message bookkeeping out of the loop)."""
+        for msg in msgs:
+            self._dispatch(msg)
+
     def _notify(self, event: A.ConnEvent) -> None:
         raise NotImplementedError
 
@@ -207,16 +213,21 @@ class ConnectionCore:
         self._call(self._proto.on_timer, kind)
 
     def _do_deliver(self, act: A.Deliver) -> None:
-        dispatch = self._dispatch
+        msgs = act.msgs
         proto = self._proto
-        for msg in act.msgs:
-            name = proto.peer_name
-            if name is not None and name.num == _NEW:
-                # v1 carries no entity number in the handshake: take it from the peer's first message
+        name = proto.peer_name
+        if name is not None and name.num == _NEW:
+            # v1 carries no entity number in the handshake: take it from the peer's first message
+            # that has one (each message is dispatched under the name known when it arrived)
+            for i, msg in enumerate(msgs):
                 h = msg.header
                 if h.src_type == name.type and h.src_num != _NEW:
                     proto.peer_name = EntityName(name.type, h.src_num, name.id)
-            dispatch(msg)
+                    self._dispatch_all(msgs[i:])
+                    return
+                self._dispatch(msg)
+            return
+        self._dispatch_all(msgs)
 
     def _do_notify(self, act: A.Notify) -> None:
         self._notify(act.event)

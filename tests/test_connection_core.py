@@ -224,6 +224,24 @@ def test_deliver_names_the_peer_from_its_first_message(transport, adapters):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+def test_one_deliver_of_several_messages_names_the_peer_and_dispatches_them_all(transport, adapters):
+    """One Deliver carries a receive call's messages: the first with an entity number names the
+    peer, and every one of them reaches the dispatchers."""
+    t = adapters(transport)
+    conn = t.new_conn()
+    conn._proto.peer_name = EntityName(OSD, EntityName.NEW)
+    msgs = []
+    for num in (EntityName.NEW, 7, 8):
+        m = Message()
+        m.header.src_type, m.header.src_num = OSD, num
+        m.set_connection(conn)
+        msgs.append(m)
+    t.run(conn, lambda: conn._handle([A.Deliver(msgs)]))
+    assert conn._proto.peer_name == EntityName.osd(7)
+    wait_for(lambda: t.delivered() == 3, timeout=5, what="three dispatches")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_stop_existing_closes_a_lossy_session_caught_mid_connect(transport, adapters):
     """Ceph's replace() of a lossy session: stop() + reset callback whatever its state. Performed as a
     socket error (two performers did), a lossy session still connecting just backed off and went on."""
