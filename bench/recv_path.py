@@ -49,32 +49,39 @@ def _delivered(acts: list) -> list[Message]:
     return [m for act in acts if type(act) is Deliver for m in act.msgs]
 
 
-def recv_ns_per_msg(size: int, n: int, crc: bool = True, rounds: int = 5,
-                    per_read: int = 0) -> tuple[float, float]:
+def recv_ns_per_msg(size: int, n: int, crc: bool = True, rounds: int = 5, per_read: int = 0,
+                    sessions: int = 1) -> tuple[float, float]:
     """(best ns per message, gen-0 collections per 10k messages in that round); ``per_read``
-    messages arrive per read (0: as many as fill 64 KiB), 1 being a round trip's receive."""
-    p, s = _open_pair(crc)
-    for _ in range(n):
-        m = _MRecvBench()
-        m.front = bytes(size)
-        p.send_message(m, 0)
-    wire = memoryview(b"".join(bytes(x) for x in p.take_output()))
-    read = READ if not per_read else per_read * (len(wire) // n)
+    messages arrive per read (0: as many as fill 64 KiB), 1 being a round trip's receive;
+    ``sessions`` receiving sessions take turns (one worker serving both ends of a round trip)."""
+    pairs = [_open_pair(crc) for _ in range(sessions)]
+    per = n // sessions
+    for p, _s in pairs:
+        for _ in range(per):
+            m = _MRecvBench()
+            m.front = bytes(size)
+            p.send_message(m, 0)
+    wires = [memoryview(b"".join(bytes(x) for x in p.take_output())) for p, _s in pairs]
+    total = len(wires[0])
+    read = READ if not per_read else per_read * (total // per)
+    n = per * sessions
     best, best_gc = float("inf"), 0.0
     for _ in range(rounds):
-        s.in_seq = 0                      # the same seqs again are new messages
+        for _p, s in pairs:
+            s.in_seq = 0                  # the same seqs again are new messages
         got = 0
         g0 = gc.get_stats()[0]["collections"]
         t0 = time.perf_counter()
-        off, total = 0, len(wire)
+        off = 0
         while off < total:
-            buf = s.get_buffer()
-            k = min(len(buf), total - off, read)
-            buf[:k] = wire[off:off + k]
+            for (_p, s), wire in zip(pairs, wires, strict=True):
+                buf = s.get_buffer()
+                k = min(len(buf), total - off, read)
+                buf[:k] = wire[off:off + k]
+                for msg in _delivered(s.buffer_updated(k, 0)):
+                    msg.release_throttles()   # what dispatch does after each message
+                    got += 1
             off += k
-            for msg in _delivered(s.buffer_updated(k, 0)):
-                msg.release_throttles()   # what dispatch does after each message
-                got += 1
         dt = time.perf_counter() - t0
         if got != n:
             raise RuntimeError(f"delivered {got} of {n}")
@@ -94,6 +101,10 @@ def run(quick: bool = False) -> list[dict]:
     # a round trip's receive: one message per read, so the per-read costs show
     ns, gen0 = recv_ns_per_msg(16, n // 4, rounds=2 if quick else 5, per_read=1)
     rows.append({"bench": "recv_path", "metric": "recv_one_per_read_ns", "impl": msgr_crc.BACKEND,
+                 "size": 16, "value": round(ns, 1), "unit": "ns/msg", "gc_gen0_per_10k": round(gen0, 1)})
+    # the same with two sessions taking turns on this thread (both ends of a round trip, one worker)
+    ns, gen0 = recv_ns_per_msg(16, n // 4, rounds=2 if quick else 5, per_read=1, sessions=2)
+    rows.append({"bench": "recv_path", "metric": "recv_one_per_read_2sessions_ns", "impl": msgr_crc.BACKEND,
                  "size": 16, "value": round(ns, 1), "unit": "ns/msg", "gc_gen0_per_10k": round(gen0, 1)})
     return rows
 

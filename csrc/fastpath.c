@@ -429,7 +429,9 @@ void msgr_pack_footer(char *dst, uint32_t front_crc, uint32_t middle_crc, uint32
  *   CLOSE      a TAG_CLOSE at result[0] (not consumed; the connection is ending);
  *   <0         the frame at result[0] is bad: BAD_TAG, BAD_HEADER_CRC, BAD_FRONT_CRC,
  *              BAD_MIDDLE_CRC, BAD_DATA_CRC, NOT_COMPLETE (footer lacks the COMPLETE flag).
- * result[0] = offset just past the last record (where the caller resumes), result[1] = records.
+ * result[0] = offset just past the last record (where the caller resumes), result[1] = records,
+ * result[2] = how many of them are TAG_MSG, result[3] = the sum of their front+middle+data lengths
+ * (so the caller can take the receive throttles for the whole scan without walking the records).
  * Records before a stop are valid in every case, errors included.
  */
 int msgr_scan_frames(const char *buf, size_t len, size_t off, uint32_t flags, uint64_t max_inline,
@@ -439,6 +441,7 @@ int msgr_scan_frames(const char *buf, size_t len, size_t off, uint32_t flags, ui
     const size_t flen = (flags & MSGR_SCAN_NEW_FOOTER) ? MSGR_FOOTER_SIZE : MSGR_FOOTER_OLD_SIZE;
     size_t pos = off;
     uint32_t n = 0;
+    uint64_t nmsgs = 0, nbytes = 0;
     int status = MSGR_SCAN_NEED_MORE;
 
     while (pos < len) {
@@ -500,6 +503,8 @@ int msgr_scan_frames(const char *buf, size_t len, size_t off, uint32_t flags, ui
             r[21] = fflags;
             r[22] = pos + 1 + MSGR_HEADER_SIZE;
             r[23] = 0;
+            nmsgs++;
+            nbytes += body;
         } else if (tag == TAG_ACK || tag == TAG_KEEPALIVE2 || tag == TAG_KEEPALIVE2_ACK) {
             if (avail < 9)
                 break;
@@ -529,5 +534,7 @@ int msgr_scan_frames(const char *buf, size_t len, size_t off, uint32_t flags, ui
     }
     result[0] = pos;
     result[1] = n;
+    result[2] = nmsgs;
+    result[3] = nbytes;
     return status;
 }

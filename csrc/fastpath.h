@@ -56,7 +56,7 @@ int msgr_frame_msg(char *dst, size_t off, uint64_t seq, uint64_t tid, uint16_t t
                    const char *front, uint32_t front_len, const char *middle, uint32_t middle_len,
                    const char *data, uint32_t data_len, uint32_t flags);
 
-/* --- batch frame scanner (OPEN state); see fastpath.c for the full contract --- */
+/* --- batch frame scanner (OPEN state); see fastpath.c for the full contract (result: 4 values) --- */
 #define MSGR_SCAN_SLOTS 24
 #define MSGR_SCAN_CRC_HEADER 1
 #define MSGR_SCAN_CRC_DATA 2

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKEND", "HEADER_SIZE", "HEADER_OLD_SIZE", "FOOTER_SIZE", "FOOTER_OLD_SIZE",
     "parse_header", "pack_header", "header_crc", "parse_footer", "pack_footer",
-    "parse_header_old", "pack_header_old", "scan_frames", "scan", "scan_flags", "scan_error",
+    "parse_header_old", "pack_header_old", "scan_frames", "scan", "scan_flags", "pin", "scan_error",
 ]
 
 HEADER_SIZE = 53
@@ -206,13 +206,22 @@ def scan_frames(buf: Buffer, offset: int = 0, *, end: int | None = None, crc_hea
     :func:`scan` is the same with positional arguments and the switches as one ``flags`` int
     (the receive path's form: no keyword handling per call).
     """
-    return scan(buf, offset, end, scan_flags(crc_header, crc_data, new_footer), max_inline, max_frames)
+    return scan(buf, offset, end, scan_flags(crc_header, crc_data, new_footer), max_inline, max_frames)[:3]
+
+
+def _pin_py(buf: Buffer) -> Any:
+    """A view of ``buf`` that :func:`scan` takes as it is (the C backend's is a cffi view made
+    once per buffer); ``buf`` may not change size while the view lives."""
+    return memoryview(buf).cast("B")
 
 
 def _scan_py(buf: Buffer, offset: int, end: int | None, flags: int, max_inline: int,
-             max_frames: int) -> tuple[int, int, list[tuple[int, ...]]]:
+             max_frames: int) -> tuple[int, int, list[tuple[int, ...]], int, int]:
     """The receive rules of the OPEN state for small frames, in Python (see :func:`scan_frames`);
-    the C scanner (csrc/fastpath.c) must agree with it on every input (tests/test_cwire.py)."""
+    the C scanner (csrc/fastpath.c) must agree with it on every input (tests/test_cwire.py).
+
+    Returns what :func:`scan_frames` does plus how many records are messages and the sum of
+    their front+middle+data lengths (what the receive throttles take for the whole scan)."""
     if offset < 0 or max_frames < 1:
         raise ValueError("offset must be >= 0 and max_frames >= 1")
     crc_header, crc_data = flags & _SCAN_CRC_HEADER, flags & _SCAN_CRC_DATA
@@ -277,10 +286,12 @@ def _scan_py(buf: Buffer, offset: int, end: int | None, flags: int, max_inline: 
             status = SCAN_BAD_TAG
             break
         pos += total
-    return status, pos, recs
+    msgs = [r for r in recs if r[0] == 7]
+    return status, pos, recs, len(msgs), sum(r[8] + r[9] + r[10] for r in msgs)
 
 
 scan = _scan_py
+pin = _pin_py
 
 if BACKEND.startswith("c-"):
     from msgr._fastpath import ffi as _ffi
@@ -304,20 +315,17 @@ if BACKEND.startswith("c-"):
     def _scan_scratch() -> tuple[Any, Any, memoryview]:
         """This thread's result and record arrays (cffi releases the GIL during the scan, so they
         cannot be shared between threads; one thread runs one scan at a time)."""
-        res = _new("uint64_t[2]")
+        res = _new("uint64_t[4]")
         recs = _new(_U64ARR, _SCRATCH_FRAMES * SCAN_SLOTS)
         t = _tls.scratch = (res, recs, memoryview(_ffi_buffer(recs)))
         return t
 
-    def _handle(buf: Buffer) -> Any:
-        """A cffi view of ``buf``; the last one of this thread is kept, so a receive buffer scanned
-        again and again (the same object) is not converted each time."""
-        last = getattr(_tls, "pinned", None)
-        if last is not None and last[0] is buf:
-            return last[1]
-        p = _from_buffer(buf)
-        _tls.pinned = (buf, p)
-        return p
+    _PINNED = type(_from_buffer(b""))
+
+    def pin(buf: Buffer) -> Any:  # noqa: F811
+        """A view of ``buf`` that :func:`scan` takes as it is (here the cffi view, made once per
+        buffer instead of once per scan); ``buf`` may not change size while the view lives."""
+        return _from_buffer(buf)
 
     def parse_header(buf: Buffer, offset: int = 0, check_crc: bool = True) -> tuple[int, ...]:  # noqa: F811
         """The 14 header fields (see module doc); verifies the crc unless told not to."""
@@ -354,15 +362,16 @@ if BACKEND.startswith("c-"):
         return head + _pack_u32(_c_crc(0, head, 49))
 
     def scan(buf: Buffer, offset: int, end: int | None, flags: int, max_inline: int,  # noqa: F811
-             max_frames: int) -> tuple[int, int, list[tuple[int, ...]]]:
+             max_frames: int) -> tuple[int, int, list[tuple[int, ...]], int, int]:
         """The C scanner (csrc/fastpath.c) behind :func:`scan_frames`; same results as ``_scan_py``.
 
-        Fixed costs are paid once per thread, not per call (one message per read is a round
-        trip's case): the output arrays are this thread's, and a buffer object scanned again
-        keeps its cffi view (so pass the receive buffer itself with ``end``, not a fresh slice)."""
+        Fixed costs are paid once per thread or buffer, not per call (one message per read is a
+        round trip's case): the output arrays are this thread's, and a receive buffer passed as
+        its :func:`pin` view is not converted again."""
         if offset < 0 or max_frames < 1:
             raise ValueError("offset must be >= 0 and max_frames >= 1")
-        p = buf if type(buf) is bytes else _handle(buf)
+        t = type(buf)
+        p: Any = buf if t is _PINNED or t is bytes else _from_buffer(buf)
         size = len(p)
         if end is not None:
             if end < 0 or end > size:
@@ -374,13 +383,13 @@ if BACKEND.startswith("c-"):
             except AttributeError:
                 res, recs, mv = _scan_scratch()
         else:   # more than the scratch holds: arrays for this call only
-            res, recs = _new("uint64_t[2]"), _new(_U64ARR, max_frames * SCAN_SLOTS)
+            res, recs = _new("uint64_t[4]"), _new(_U64ARR, max_frames * SCAN_SLOTS)
             mv = memoryview(_ffi_buffer(recs))
         status = _c_scan(p, size, offset, flags, max_inline, recs, max_frames, res)
         n = res[1]
         if n == 1:
-            return status, res[0], [_unpack_rec(mv)]
-        return status, res[0], list(_iter_recs(mv[:n * _REC_SIZE])) if n else []
+            return status, res[0], [_unpack_rec(mv)], res[2], res[3]
+        return status, res[0], list(_iter_recs(mv[:n * _REC_SIZE])) if n else [], res[2], res[3]
 
 
 def scan_error(buf: Buffer, offset: int, status: int, new_footer: bool = True) -> DecodeError:

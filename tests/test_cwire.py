@@ -404,6 +404,13 @@ def _agree(buf, **kw):
     got = _cwire.scan_frames(buf, 0, **kw)
     assert got == FALLBACK.scan_frames(buf, 0, **kw)
     assert got == FALLBACK.scan_frames(bytes(buf[:kw["end"]]), 0, **{**kw, "end": None})
+    # the receive path's form: a pinned view, positional switches, message count and body bytes
+    flags = _cwire.scan_flags(kw["crc_header"], kw["crc_data"], kw["new_footer"])
+    args = (0, kw["end"], flags, kw["max_inline"], kw["max_frames"])
+    full = _cwire.scan(_cwire.pin(buf), *args)
+    msgs = [r for r in got[2] if r[0] == 7]
+    assert full == got + (len(msgs), sum(r[8] + r[9] + r[10] for r in msgs))
+    assert full == FALLBACK.scan(FALLBACK.pin(buf), *args)
     status, end, _recs = got
     if status < 0:
         nf = kw["new_footer"]

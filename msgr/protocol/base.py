@@ -66,7 +66,9 @@ class ProtocolBase:
     _once_ready: bool
     _backoff_us: int
     _reconnect_armed: bool
-    _rmv: memoryview                   # the receive buffer; unread bytes are [_rpos, _rend)
+    _rbuf: bytearray                   # the receive buffer; unread bytes are [_rpos, _rend)
+    _rmv: memoryview                   # a view of _rbuf
+    _rpin: Any                         # _cwire.pin(_rbuf) once a batch scan made it, else None
     _rpos: int
     _rend: int
     # --- the handshake (handshake.py) ----------------------------------------------------------------

@@ -256,13 +256,16 @@ class OpenMixin(ProtocolBase):
         CLOSE, a length over the limits, bad input: it raises the typed error)."""
         rmv, rend = self._rmv, self._rend
         flags = self._scan_flags
+        pinned = self._rpin
+        if pinned is None:
+            pinned = self._rpin = _cwire.pin(self._rbuf)   # once per receive buffer, not per scan
         while True:
             pos = self._rpos
             if pos == rend:
                 return True
-            # the buffer object itself (not a slice) with end: the C scan keeps its view of it
-            status, end, recs = _scan(rmv, pos, rend, flags, BATCH_MAX_INLINE, BATCH_MAX_FRAMES)
-            if not self._batch_records(recs, rmv, now_us, acts):
+            status, end, recs, nmsgs, nbytes = _scan(pinned, pos, rend, flags, BATCH_MAX_INLINE,
+                                                     BATCH_MAX_FRAMES)
+            if not self._batch_records(recs, nmsgs, nbytes, rmv, now_us, acts):
                 return False                    # _rpos stays at the frame the state path takes
             if status == SCAN_FULL:
                 continue
@@ -270,7 +273,8 @@ class OpenMixin(ProtocolBase):
                 return status == SCAN_NEED_MORE
             return self._batch_wait(end, rend)
 
-    def _batch_records(self, recs: list[tuple[int, ...]], rmv: memoryview, now_us: int, acts: list[Action]) -> bool:
+    def _batch_records(self, recs: list[tuple[int, ...]], nmsgs: int, nbytes: int, rmv: memoryview, now_us: int,
+                       acts: list[Action]) -> bool:
         """Apply scanned records in order; False = stop at ``_rpos`` (the state path takes that frame).
 
         Per message: limits, the three throttles (Ceph's order, given back on any stop), decode
@@ -286,7 +290,7 @@ class OpenMixin(ProtocolBase):
         in_seq = self.in_seq
         got: list[Message] = []
         # (messages, bytes) still reserved for the rest of this scan; given back on any stop
-        left_m, left_b = self._reserve_scan(recs, tm, tb, td) if len(recs) > 1 else (0, 0)
+        left_m, left_b = _reserve_scan(nmsgs, nbytes, tm, tb, td) if nmsgs > 1 else (0, 0)
         pairs: dict[int, tuple[tuple[Throttle, int], ...]] = {}   # a message's share, by size
         try:
             for r in recs:
@@ -346,33 +350,6 @@ class OpenMixin(ProtocolBase):
             if got:
                 self.stats["msgs_in"] += len(got)
                 acts.append(Deliver(got))
-
-    @staticmethod
-    def _reserve_scan(recs: list[tuple[int, ...]], tm: Throttle | None, tb: Throttle | None,
-                      td: Throttle | None) -> tuple[int, int]:
-        """Take the throttles for every message of a scan at once: (messages, bytes) taken, or
-        (0, 0) when they would not all fit (then each message takes its own, in order, and the
-        first that does not fit stops the batch as before). All fit exactly when the sum fits
-        under each max: with that, every message alone would have been admitted too."""
-        k = nbytes = 0
-        for r in recs:
-            if r[0] == 7:
-                k += 1
-                nbytes += r[8] + r[9] + r[10]
-        if k < 2:
-            return 0, 0
-        taken: list[tuple[Throttle, int]] = []
-        for t, c in ((tm, k), (tb, nbytes), (td, nbytes)):
-            if t is None or c == 0:
-                continue
-            mx = t.max
-            if mx and (t.current + c > mx or not t.try_get(c)):
-                _give_back(taken)
-                return 0, 0
-            if not mx:
-                t.try_get(c)                    # unlimited: always admitted
-            taken.append((t, c))
-        return k, nbytes
 
     def _batch_wait(self, end: int, rend: int) -> bool:
         """An incomplete frame at ``end``: wait in OPEN if it is small and its header passed."""
@@ -474,3 +451,23 @@ def _take_one(tm: Throttle | None, tb: Throttle | None, td: Throttle | None,
                     return None
                 taken.append((t, nbytes))
     return tuple(taken)
+
+
+def _reserve_scan(k: int, nbytes: int, tm: Throttle | None, tb: Throttle | None,
+                  td: Throttle | None) -> tuple[int, int]:
+    """Take the throttles for all ``k`` messages (``nbytes`` in all) of a scan at once: (messages,
+    bytes) taken, or (0, 0) when they would not all fit (then each message takes its own, in
+    order, and the first that does not fit stops the batch as before). All fit exactly when the
+    sum fits under each max: with that, every message alone would have been admitted too."""
+    taken: list[tuple[Throttle, int]] = []
+    for t, c in ((tm, k), (tb, nbytes), (td, nbytes)):
+        if t is None or c == 0:
+            continue
+        mx = t.max
+        if mx and (t.current + c > mx or not t.try_get(c)):
+            _give_back(taken)
+            return 0, 0
+        if not mx:
+            t.try_get(c)                    # unlimited: always admitted
+        taken.append((t, c))
+    return k, nbytes

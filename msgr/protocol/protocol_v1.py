@@ -179,6 +179,7 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         # receive buffer: [_rpos, _rend) holds unread bytes; _direct is a segment's own buffer
         self._rbuf = bytearray(RBUF_IDLE)
         self._rmv = memoryview(self._rbuf)
+        self._rpin: Any = None        # _cwire.pin(_rbuf), made by the first batch scan of this buffer
         self._rsize = RBUF_IDLE
         self._rpos = self._rend = 0
         self._offered = 0             # length of the last get_buffer() view of _rbuf
@@ -307,6 +308,7 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         if n:
             buf[:n] = self._rmv[pos:end]
         self._rbuf, self._rmv, self._rsize = buf, memoryview(buf), size
+        self._rpin = None
         self._rpos, self._rend = 0, n
 
     def _make_room(self, need: int) -> None:
