@@ -9,16 +9,18 @@
 :class:`MonAuth` runs :mod:`msgr.auth.mon_exchange` over a monitor session of the messenger
 (its replies come in through a dispatcher it adds at the head of the chain) and then installs
 a :class:`~msgr.auth.auth_client.CephxAuthClient` on the messenger
-(:meth:`~msgr.messenger.AsyncMessenger.set_auth_client`). Renewal is the application's: call
-:meth:`MonAuth.renew` now and then (it does nothing until a ticket is three quarters through
-its validity). A daemon entity (``osd.N``) can also :meth:`MonAuth.serve`: fetch its service
-type's rotating secrets and verify the authorizers of incoming connects with them
-(:class:`~msgr.auth.auth_server.CephxAuthServer`). Blocking: call it from an application
-thread, never from a dispatcher.
+(:meth:`~msgr.messenger.AsyncMessenger.set_auth_client`). :meth:`MonAuth.keep_fresh` renews
+tickets (three quarters through their validity) and a service's rotating secrets on a thread;
+or call :meth:`MonAuth.refresh` yourself now and then. A daemon entity (``osd.N``) can also
+:meth:`MonAuth.serve`: fetch its service type's rotating secrets and verify the authorizers
+of incoming connects with them (:class:`~msgr.auth.auth_server.CephxAuthServer`). Blocking:
+call it from an application thread, never from a dispatcher.
 """
 from __future__ import annotations
 
+import logging
 import queue
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,11 +33,14 @@ from msgr.auth.mon_exchange import authenticate, fetch_rotating, renew
 from msgr.auth.settings import ClientAuth, client_auth
 from msgr.dispatcher import Dispatcher
 from msgr.entity import EntityAddr, EntityName
+from msgr.errors import MsgrError
 from msgr.message import Message
 from msgr.messages.auth import MAuth, MAuthReply
 from msgr.wire import Priority
 
 __all__ = ["MonAuth"]
+
+_log = logging.getLogger(__name__)
 
 
 class MonAuth(Dispatcher):
@@ -63,6 +68,11 @@ class MonAuth(Dispatcher):
         self._added = False
         self.service_secrets = ServiceSecrets()
         self.auth_server: CephxAuthServer | None = None
+        self.rotating_fetches = 0
+        # one exchange at a time on the monitor session (the application's and keep_fresh's)
+        self._exchange = threading.Lock()
+        self._stop = threading.Event()
+        self._fresher: threading.Thread | None = None
 
     # --- Dispatcher: the monitor session's MAuthReply and resets ---------------------------------
     def ms_dispatch(self, msg: Message) -> bool:
@@ -105,25 +115,29 @@ class MonAuth(Dispatcher):
     def login(self) -> int:
         """Authenticate (session key, then service tickets) and give the messenger our
         authorizers; returns the round trips taken. Typed errors as msgr.auth.errors says."""
-        self._session()
-        self.rounds = authenticate(self.cephx, self._send, self._recv, self.clock,
-                                   lock=self.auth_client.lock)
+        with self._exchange:
+            self._session()
+            self.rounds = authenticate(self.cephx, self._send, self._recv, self.clock,
+                                       lock=self.auth_client.lock)
         self.messenger.set_auth_client(self.auth_client)
         return self.rounds
 
     def renew(self) -> int:
         """Renew the tickets that are due (0 round trips when none is)."""
-        if not self.cephx.needs_renewal(self.clock()):
-            return 0
-        self._session()
-        return renew(self.cephx, self._send, self._recv, self.clock, lock=self.auth_client.lock)
+        with self._exchange:
+            if not self.cephx.needs_renewal(self.clock()):
+                return 0
+            self._session()
+            return renew(self.cephx, self._send, self._recv, self.clock, lock=self.auth_client.lock)
 
     def serve(self) -> CephxAuthServer:
         """A daemon entity (``osd.N``...) after :meth:`login`: fetch our service type's rotating
         secrets (``CEPHX_GET_ROTATING_KEY``) and make the messenger verify incoming authorizers
         with them (``set_auth_server``). Call again to refresh the secrets (they rotate)."""
-        self._session()
-        fetch_rotating(self.cephx, self._send, self._recv, self.clock, lock=self.auth_client.lock)
+        with self._exchange:
+            self._session()
+            fetch_rotating(self.cephx, self._send, self._recv, self.clock, lock=self.auth_client.lock)
+            self.rotating_fetches += 1
         rotating = self.cephx.rotating
         if rotating is None:   # pragma: no cover - fetch_rotating sets it or raises
             raise AuthError("the monitor sent no rotating secrets")
@@ -134,6 +148,48 @@ class MonAuth(Dispatcher):
                                                self.clock)
             self.messenger.set_auth_server(self.auth_server)
         return self.auth_server
+
+    def rotating_due(self) -> bool:
+        """A service's rotating secrets need fetching again: the oldest one we hold has expired
+        (the monitor has rotated since; we still know its current and next secrets)."""
+        rotating = self.cephx.rotating
+        if self.auth_server is None or rotating is None or not rotating.secrets:
+            return False
+        return self.clock() >= min(float(k.expiration) for k in rotating.secrets.values())
+
+    def refresh(self) -> int:
+        """Renew the tickets that are due and, for a service, the rotating secrets when due;
+        returns the requests made (0: nothing was due)."""
+        n = self.renew()
+        if self.rotating_due():
+            self.serve()
+            n += 1
+        return n
+
+    def keep_fresh(self, interval: float = 30.0) -> None:
+        """Call :meth:`refresh` every ``interval`` seconds on a thread of ours until :meth:`close`.
+        A failed refresh is logged (WARNING) and tried again at the next interval."""
+        if self._fresher is not None:
+            return
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.refresh()
+                except (MsgrError, OSError) as exc:
+                    _log.warning("cephx refresh for %s failed (retrying in %.0f s): %s",
+                                 self.auth.name, interval, exc)
+
+        self._fresher = threading.Thread(target=loop, name=f"cephx-refresh-{self.auth.name}", daemon=True)
+        self._fresher.start()
+
+    def close(self) -> None:
+        """Stop :meth:`keep_fresh` (the tickets stay usable until they expire)."""
+        self._stop.set()
+        t, self._fresher = self._fresher, None
+        if t is not None:
+            t.join()
 
     @property
     def global_id(self) -> int:

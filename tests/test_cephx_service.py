@@ -259,3 +259,31 @@ def test_a_badly_signed_message_faults_the_session_with_one_warning(service, adm
         conn2 = cms.connect_to(OSD, sms.get_myaddr())
     conn2.send_message(MPing())
     assert isinstance(secho.got.get(timeout=10), MPing)
+
+
+def test_keep_fresh_renews_tickets_and_rotating_secrets(service):
+    """keep_fresh against the real monitor, with our clock moved ahead: the service re-fetches its
+    rotating secrets once the oldest has expired, and renews its tickets when three quarters through."""
+    mon, _, _, _, login = service
+    ahead = [0.0]
+    ms = _messenger(EntityName(OSD, 5), Config(name="osd.5", keyring=str(login.auth.keyring_path),
+                                               auth_client_required="cephx"))
+    fresh = MonAuth(ms, EntityAddr.parse(mon.addr), clock=lambda: time.time() + ahead[0])
+    try:
+        fresh.login()
+        fresh.serve()
+        mon_key = fresh.cephx.tickets.handlers[MON].session_key
+        fetches = fresh.rotating_fetches
+        assert not fresh.rotating_due() and fresh.refresh() == 0
+        fresh.keep_fresh(interval=0.05)
+        ahead[0] = 3700.0   # past the oldest rotating secret (1 h) and the mon ticket's renewal point
+        deadline = time.monotonic() + 10
+        while (fresh.rotating_fetches == fetches or fresh.cephx.tickets.handlers[MON].session_key == mon_key) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fresh.rotating_fetches > fetches
+        assert fresh.cephx.tickets.handlers[MON].session_key != mon_key   # a renewed ticket
+    finally:
+        fresh.close()
+        ms.shutdown()
+        ms.wait()
