@@ -14,8 +14,11 @@ src/test/msgr/test_msgr.cc:
 Every iteration checks: no message delivered twice; on a lossless pair every message sent on a session
 that was not ended by the application arrives exactly once, and across a restart every message of the
 survivor is delivered (to the old or the new process) or reported through ``ms_handle_discarded``;
-after the race settles one session per pair and a probe each way arrives exactly once; no ERROR line
-from ``msgr``/``eventcenter``.
+on the lossy pair (lossy_client <-> stateless_server) what arrives on a session is a prefix of what was
+sent, once each, in order, and anything missing comes with ``ms_handle_reset`` at the sender (the
+counts of reported and unreported losses are printed; docs/DELIVERY.md); after the race settles one
+session per pair (lossless) and a probe each way arrives exactly once (lossy: on a new session after
+each reported reset); no ERROR line from ``msgr``/``eventcenter``.
 
 ``MSGR_FUZZ_PROFILE=long`` (``make fuzz``) runs many more iterations per case.
 """
@@ -60,8 +63,10 @@ PAIRS = [
          Policy.lossless_peer_reuse),
     Pair("lossless_client-stateful_server", EntityName.client(4100), EntityName.osd(1), Policy.lossless_client,
          Policy.stateful_server),
-    # not yet in the suite (issue 11, open): lossy_client <-> stateless_server, whose probes did not arrive
+    Pair("lossy_client-stateless_server", EntityName.client(4100), EntityName.osd(1), Policy.lossy_client,
+         Policy.stateless_server),
 ]
+LOSSLESS_PAIRS = [p for p in PAIRS if p.lossless]
 
 
 class _Errors(logging.Handler):
@@ -93,6 +98,44 @@ def _no_duplicates(rec, sender: int, session: int, what: str) -> list[int]:
     return ids
 
 
+LOSSY_TOTALS = {"sent": 0, "delivered": 0, "reported": 0, "silent": 0, "reported_and_delivered": 0}
+
+
+def _probe(ms, sender_rec, rec, peer_type: int, peer, who: int, lossless: bool, state) -> None:
+    """Probes from ``ms`` to ``peer`` until a whole set arrives: at once on a lossless pair; on a lossy
+    one a lost set must come with ms_handle_reset at the sender, and a new connect_to tries again."""
+    for attempt in range(1 if lossless else 20):
+        session = 10 + attempt
+        resets = sender_rec.count("reset")
+        send_range(ms.connect_to(peer_type, peer), who, range(3), session=session)
+        wait_for(lambda session=session, resets=resets: rec.n(who, session) >= 3
+                 or sender_rec.count("reset") > resets, timeout=30,
+                 what=f"probes from {who} (attempt {attempt})", detail=state)
+        if rec.n(who, session) >= 3:
+            check_exact(rec.ids(who, session), range(3), f"{state()} probe from {who}")
+            return
+        _increasing(rec.ids(who, session), f"{state()} probe from {who} attempt {attempt}")
+    raise AssertionError(f"{state()}: no probe set from {who} arrived in 20 attempts")
+
+
+def _lossy_losses(sender_rec, rec, sender: int, session: int, state) -> None:
+    """On a lossy session: what arrived is a prefix of what was sent, once each, in order; anything
+    missing comes with ms_handle_reset at the sender; counts what was reported through
+    ms_handle_discarded and what went silently (written to a socket that then closed)."""
+    got = rec.ids(sender, session)
+    k = len(got)
+    assert got == list(range(k)), f"{state()}: {sender}/{session} not a prefix, once each, in order: {got}"
+    reported = {i for s, sess, i in sender_rec.discarded_ids() if (s, sess) == (sender, session)}
+    lost = set(range(k, PER_SIDE))
+    if lost:
+        assert sender_rec.count("reset") > 0, f"{state()}: {sender}/{session} lost {sorted(lost)} without a reset"
+    LOSSY_TOTALS["sent"] += PER_SIDE
+    LOSSY_TOTALS["delivered"] += k
+    LOSSY_TOTALS["reported"] += len(lost & reported)
+    LOSSY_TOTALS["silent"] += len(lost - reported)
+    LOSSY_TOTALS["reported_and_delivered"] += len(reported - lost)
+
+
 def _iteration(pair: Pair, threads: int, delay: float, scenario: str, rnd: int) -> None:
     cfg = Config(ms_async_op_threads=threads, ms_inject_internal_delays=delay, ms_inject_seed=rnd,
                  ms_initial_backoff=0.01, ms_max_backoff=0.05)
@@ -119,26 +162,21 @@ def _iteration(pair: Pair, threads: int, delay: float, scenario: str, rnd: int) 
             t.start()
         for t in ts:
             t.join()
-        if scenario == "restart":
-            cluster.stop(b)   # mid-handshake (or just after): the process goes away...
-            b.start()         # ...and comes back at the same address
-            cluster.all.append(b)
-
         def state() -> str:
             return (f"{pair.name} threads={threads} delay={delay} {scenario} round {rnd}: "
-                    f"b got {rb.by_key.keys()} a got {ra.by_key.keys()}; a {a.connections()}; b {b.connections()}")
+                    f"b got {dict(rb.by_key)} a got {dict(ra.by_key)}; a discarded {ra.discarded_ids()}; "
+                    f"b discarded {rb.discarded_ids()}; a events {[k for k, _c in ra.events]}; "
+                    f"b events {[k for k, _c in rb.events]}; a {a.connections()}; b {b.connections()}")
 
         if pair.lossless and scenario == "simultaneous":
             wait_for(lambda: rb.n(1) >= PER_SIDE and ra.n(2) >= PER_SIDE, timeout=30,
                      what="every message of the race", detail=state)
         if pair.lossless and scenario == "markdown":
             wait_for(lambda: rb.n(1, 1) >= PER_SIDE, timeout=30, what="the messages after mark_down", detail=state)
-        # the race settles: probes both ways on what connect_to hands out now
-        send_range(a.connect_to(pair.b.type, baddr), 1, range(3), session=9)
-        send_range(b.connect_to(pair.a.type, aaddr), 2, range(3), session=9)
-        wait_for(lambda: rb.n(1, 9) >= 3 and ra.n(2, 9) >= 3, timeout=30, what="probes both ways", detail=state)
-        check_exact(rb.ids(1, 9), range(3), f"{state()} probe a -> b")
-        check_exact(ra.ids(2, 9), range(3), f"{state()} probe b -> a")
+        # the race settles: probes both ways on what connect_to hands out now (lossy: again on a new
+        # session until one gets through, each lost attempt reported by ms_handle_reset)
+        _probe(a, ra, rb, pair.b.type, baddr, 1, pair.lossless, state)
+        _probe(b, rb, ra, pair.a.type, aaddr, 2, pair.lossless, state)
         for rec, sender in ((rb, 1), (ra, 2)):
             for session in (0, 1):
                 _no_duplicates(rec, sender, session, state())
@@ -147,6 +185,10 @@ def _iteration(pair: Pair, threads: int, delay: float, scenario: str, rnd: int) 
             check_exact(ra.ids(2), range(PER_SIDE), f"{state()} b -> a")
         if pair.lossless and scenario == "markdown":
             check_exact(rb.ids(1, 1), range(PER_SIDE), f"{state()} a -> b after mark_down")
+        if not pair.lossless:
+            # a's first session in the markdown scenario was marked down by a: dropped without a reset, as Ceph
+            _lossy_losses(ra, rb, 1, 1 if scenario == "markdown" else 0, state)
+            _lossy_losses(rb, ra, 2, 0, state)
         if not pair.b_policy().lossy:   # a stateless server keeps no map: one socket, one session
             wait_for(lambda: len(live_sessions(a, baddr)) == 1 and len(live_sessions(b, aaddr)) == 1, timeout=30,
                      what="one session per pair", detail=state)
@@ -159,9 +201,12 @@ def _iteration(pair: Pair, threads: int, delay: float, scenario: str, rnd: int) 
 @pytest.mark.parametrize("threads", [1, 2, 3], ids=lambda n: f"{n}w")
 @pytest.mark.parametrize("pair", PAIRS, ids=lambda p: p.name)
 def test_race(pair, threads, delay, scenario, errors):
+    before = dict(LOSSY_TOTALS)
     for rnd in range(ITERATIONS):
         _iteration(pair, threads, delay, scenario, rnd)
         assert not errors.lines, errors.lines
+    if not pair.lossless:
+        print(f"{ITERATIONS} races, lossy first messages: {({k: v - before[k] for k, v in LOSSY_TOTALS.items()})}")
 
 
 # --- restart of one side mid-handshake ------------------------------------------------------------------
@@ -293,7 +338,7 @@ def _restart_iteration(pair: Pair, threads: int, delay: float, same_nonce: bool,
 @pytest.mark.parametrize("same_nonce", [True, False], ids=["same_addr", "new_nonce"])
 @pytest.mark.parametrize("delay", [0.0, 0.001], ids=["nodelay", "delays"])
 @pytest.mark.parametrize("threads", [1, 2, 3], ids=lambda n: f"{n}w")
-@pytest.mark.parametrize("pair", PAIRS, ids=lambda p: p.name)
+@pytest.mark.parametrize("pair", LOSSLESS_PAIRS, ids=lambda p: p.name)
 def test_restart_mid_handshake(pair, threads, delay, same_nonce, errors):
     totals: dict[str, int] = {}
     for rnd in range(ITERATIONS):
