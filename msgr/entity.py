@@ -7,6 +7,7 @@ port are big-endian) and the newer marker form used inside message payloads.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import struct
@@ -22,6 +23,17 @@ AF_INET6 = 10  # Linux value; it is what goes on the wire
 LEGACY_ADDR_SIZE = 136
 _SOCKADDR_STORAGE_SIZE = 128
 _SOCKADDR_UNION_SIZE = 28  # sizeof(sockaddr_in6): what Ceph's memcmp of entity_addr_t covers
+
+# The handshake packs and compares the same few addresses on every connect: these caches keep
+# ipaddress parsing (tens of microseconds per handshake) off that path. Values are immutable bytes.
+_ADDR_CACHE = 1024
+
+
+@functools.lru_cache(maxsize=_ADDR_CACHE)
+def _packed_ip(ip: str) -> bytes:
+    """An IP's network-order bytes (4 or 16)."""
+    return ipaddress.ip_address(ip).packed
+
 
 _TYPE_NAMES = {1: "mon", 2: "mds", 4: "osd", 8: "client", 16: "mgr", 0x20: "auth"}
 
@@ -172,7 +184,7 @@ class EntityAddr:
     # --- queries ---------------------------------------------------------
     def is_blank_ip(self) -> bool:
         """True for ``0.0.0.0`` and ``::`` (bound to any address; the peer fills it in)."""
-        return ipaddress.ip_address(self.ip).packed == bytes(len(ipaddress.ip_address(self.ip).packed))
+        return not any(_packed_ip(self.ip))
 
     def sockaddr(self) -> tuple[str, int]:
         """``(ip, port)`` for ``socket.connect``/``bind``."""
@@ -195,20 +207,19 @@ class EntityAddr:
         little-endian bytes, then the sockaddr with a host-order family),
         which is not the numeric order of IP and port.
         """
-        return struct.pack("<II", self.TYPE_LEGACY, self.nonce) + self._sockaddr_bytes(big_endian_family=False)[
-            :_SOCKADDR_UNION_SIZE].ljust(_SOCKADDR_UNION_SIZE, b"\0")
+        return _legacy_cmp_key(self)
 
     # --- legacy (v1 handshake) encoding ----------------------------------
     def _sockaddr_bytes(self, big_endian_family: bool) -> bytes:
         fam_fmt = ">H" if big_endian_family else "<H"
-        packed_ip = ipaddress.ip_address(self.ip).packed
+        packed_ip = _packed_ip(self.ip)
         if self.family == AF_INET6:
             return struct.pack(fam_fmt, AF_INET6) + struct.pack(">HI", self.port, 0) + packed_ip + b"\0\0\0\0"
         return struct.pack(fam_fmt, AF_INET) + struct.pack(">H", self.port) + packed_ip + bytes(8)
 
     def encode_legacy(self) -> bytes:
         """The 136-byte legacy form (type written as 0, family and port big-endian)."""
-        return struct.pack("<II", 0, self.nonce) + self._sockaddr_bytes(True).ljust(_SOCKADDR_STORAGE_SIZE, b"\0")
+        return _encode_legacy(self)
 
     @classmethod
     def decode_legacy(cls, buf: BytesLike, offset: int = 0) -> EntityAddr:
@@ -217,11 +228,11 @@ class EntityAddr:
             raise ShortBufferError("entity_addr_t (legacy)", LEGACY_ADDR_SIZE, max(0, len(buf) - offset))
         _type, nonce = struct.unpack_from("<II", buf, offset)
         family, port = struct.unpack_from(">HH", buf, offset + 8)
-        raw = bytes(buf[offset + 12: offset + LEGACY_ADDR_SIZE])
         if family == AF_INET:
-            ip = str(ipaddress.IPv4Address(raw[:4]))
+            # inet_ntop's dotted quad is str(IPv4Address(...)) without its parsing cost
+            ip = socket.inet_ntop(socket.AF_INET, bytes(buf[offset + 12:offset + 16]))
         elif family == AF_INET6:
-            ip = str(ipaddress.IPv6Address(raw[4:20]))
+            ip = str(ipaddress.IPv6Address(bytes(buf[offset + 16:offset + 32])))
         elif family == 0:
             ip, family = "0.0.0.0", AF_INET  # an empty address counts as blank
         else:
@@ -236,12 +247,12 @@ class EntityAddr:
             return self.encode_legacy()
         if self.family == AF_INET6:
             sa = (struct.pack("<H", AF_INET6) + struct.pack(">HI", self.port, 0)
-                  + ipaddress.ip_address(self.ip).packed + b"\0\0\0\0")
+                  + _packed_ip(self.ip) + b"\0\0\0\0")
         elif self.is_blank_ip() and self.port == 0 and self.type == self.TYPE_NONE:
             sa = b""
         else:
             sa = (struct.pack("<H", AF_INET) + struct.pack(">H", self.port)
-                  + ipaddress.ip_address(self.ip).packed + bytes(8))
+                  + _packed_ip(self.ip) + bytes(8))
         body = struct.pack("<III", self.type, self.nonce, len(sa)) + sa
         return struct.pack("<BBBI", 1, 1, 1, len(body)) + body
 
@@ -279,6 +290,17 @@ class EntityAddr:
         if family == AF_INET6 and elen >= 24:
             return cls(typ, nonce, str(ipaddress.IPv6Address(sa[8:24])), port, AF_INET6), end
         raise BadAddressError(f"entity_addr_t: unknown family {family} / length {elen}")
+
+
+@functools.lru_cache(maxsize=_ADDR_CACHE)
+def _encode_legacy(addr: EntityAddr) -> bytes:
+    return struct.pack("<II", 0, addr.nonce) + addr._sockaddr_bytes(True).ljust(_SOCKADDR_STORAGE_SIZE, b"\0")
+
+
+@functools.lru_cache(maxsize=_ADDR_CACHE)
+def _legacy_cmp_key(addr: EntityAddr) -> bytes:
+    return struct.pack("<II", EntityAddr.TYPE_LEGACY, addr.nonce) + addr._sockaddr_bytes(big_endian_family=False)[
+        :_SOCKADDR_UNION_SIZE].ljust(_SOCKADDR_UNION_SIZE, b"\0")
 
 
 def encode_addrvec(addrs: list[EntityAddr], features: int = 0) -> bytes:
