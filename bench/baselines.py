@@ -41,7 +41,7 @@ except ImportError:  # pragma: no cover - only before msgr/_cwire.py existed
             raise ValueError("bad header crc")
         return t
 
-__all__ = ["loopback_limit", "framed_throughput", "framed_rtt", "LOOPS", "loop_factory",
+__all__ = ["loopback_limit", "framed_throughput", "framed_rtt", "LOOPS", "loop_factory", "handshake_row",
            "percentiles"]
 
 TAG_MSG, TAG_ACK = 7, 8
@@ -496,6 +496,30 @@ def start_ceph_mon():
         sys.path.insert(0, root)
     cephmon = importlib.import_module("tests.cephmon")
     return cephmon.CephMon().start()
+
+
+def handshake_row(case: str, host: str, port: int, peer_type: int, duration: float,
+                  client: str = "rawv1", windows: int = 3) -> dict:
+    """Handshakes (TCP connect -> READY, lossy) by the raw v1 client against ``host:port``, one
+    after another, each socket closed before the next: the best-p50 of ``windows``, as
+    :func:`keepalive2_row` (the server's teardown of one session overlaps the next connect, as
+    it would for a stream of short-lived clients)."""
+    def window(seconds: float) -> list[float]:
+        samples: list[float] = []
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            c = RawV1Client(host, port, host_type=8, peer_type=peer_type, lossy=True)
+            samples.append(time.perf_counter() - t0)
+            c.close()
+        return samples
+    window(0.2)                                               # warm-up
+    runs = [window(duration / windows) for _ in range(windows)]
+    samples = min(runs, key=lambda r: percentiles(r)["p50_us"])
+    row = {"case": case, "size": None, "kind": "handshake", "client": client, "windows": windows,
+           "messages": len(samples), "msgs_per_s": len(samples) / sum(samples), "mb_per_s": None}
+    row.update(percentiles(samples))
+    return row
 
 
 def keepalive2_row(case: str, host: str, port: int, peer_type: int, duration: float,

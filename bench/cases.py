@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from bench.baselines import RawV1Client, gc_collections, gc_per_10k, percentiles
 
 __all__ = ["Params", "available", "pipelined", "rtt", "handshake_rate", "idle_connections",
-           "keepalive2", "NOT_AVAILABLE"]
+           "keepalive2", "raw_handshakes", "NOT_AVAILABLE"]
 
 NOT_AVAILABLE = "pymsgr messenger not available yet"
 BENCH_TYPE, ACK_TYPE = 0x7F01, 0x7F02
@@ -544,6 +544,33 @@ def keepalive2(p: Params, duration: float) -> list[dict]:
         return rows
     finally:
         _stop(servers)
+
+
+def raw_handshakes(p: Params, duration: float) -> dict:
+    """Handshakes by the raw v1 client against a pymsgr server in a process of its own, as the
+    real ceph-mon it is compared with runs in its own (a server sharing this process would share
+    its GIL with the client)."""
+    import multiprocessing
+
+    from bench.baselines import handshake_row
+    sp = Params(**{**p.__dict__, "policy": "lossy", "connections": 1})
+    ctx = multiprocessing.get_context("spawn")   # never fork a process with threads
+    pipe, child_end = ctx.Pipe()
+    child = ctx.Process(target=_serve_child, args=(sp, child_end), daemon=True)
+    child.start()
+    try:
+        if not pipe.poll(30):
+            raise TimeoutError("server process did not start")
+        addr = _api().EntityAddr.parse(pipe.recv()[0])
+        row = handshake_row("pymsgr.handshake.rawv1", addr.ip, addr.port, _api().EntityName.TYPE_OSD,
+                            duration)
+        row["server"] = "pymsgr"
+        return row
+    finally:
+        pipe.send("stop")
+        child.join(10)
+        if child.is_alive():
+            child.kill()
 
 
 def client_keepalive_supported() -> bool:

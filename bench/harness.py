@@ -118,6 +118,8 @@ def _pymsgr_steps(args, sizes, quick: bool, dur: float) -> list[Step]:
             steps.append(pipe_step(params(size, connections=4)))
             steps.append(pipe_step(params(size, processes=2)))
     p0 = params(16)
+    # the same raw client as against the real ceph-mon (baseline.ceph_mon.handshake)
+    steps.append(("pymsgr.handshake.rawv1", lambda: cases.raw_handshakes(p0, dur)))
     steps.append(("pymsgr.handshake", lambda: cases.handshake_rate(
         cases.Params(**{**p0.__dict__, "duration": min(dur, 1.0)}))))
     n_idle = min(100, args.idle_connections) if quick else args.idle_connections
@@ -215,8 +217,11 @@ def _mon_keepalive(duration: float) -> dict:
     try:
         time.sleep(1.0)   # let the fresh monitor finish its start-up work first
         rows = [baselines.keepalive2_row("baseline.ceph_mon.keepalive2", mon.host, mon.port, 1,
-                                         duration)]
-        rows[0]["server"] = "ceph-mon"
+                                         duration),
+                baselines.handshake_row("baseline.ceph_mon.handshake", mon.host, mon.port, 1,
+                                        duration)]
+        for r in rows:
+            r["server"] = "ceph-mon"
         if cases.available() is None and cases.client_keepalive_supported():
             rows.append(cases.client_keepalive2("baseline.ceph_mon.keepalive2.pymsgr_client",
                                                 mon.addr, 1, "ceph-mon", duration))

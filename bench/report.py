@@ -52,9 +52,9 @@ def add_ratios(rows: list[dict]) -> list[dict]:
                 if b is not None and r["case"] != b["case"]:
                     r[f"ratio_vs_{name}"] = _ratio(r.get("p50_us"), b.get("p50_us"))
             continue
-        if r.get("kind") == "keepalive2":
+        if r.get("kind") in ("keepalive2", "handshake"):
             # against the real monitor measured by the same client
-            mon = next((m for m in rows if m.get("kind") == "keepalive2" and not m.get("error")
+            mon = next((m for m in rows if m.get("kind") == r["kind"] and not m.get("error")
                         and m.get("server") == "ceph-mon"
                         and m.get("client") == r.get("client")), None)
             r["ratio_kind"] = "latency"
@@ -178,6 +178,9 @@ def goals(rows: list[dict]) -> list[str]:
     client = f" [{r.get('client')} client]" if r else ""
     line("keepalive2 RTT p50 vs real ceph-mon (latency)" + client,
          r and r.get("ratio_vs_ceph_mon"), 1.2, False)
+    r = _find(rows, "pymsgr.handshake.rawv1")
+    line("handshake (connect -> ready) p50 vs real ceph-mon [rawv1 client]",
+         r and r.get("ratio_vs_ceph_mon"), 1.3, False)
     r = _find(rows, "pymsgr.idle_connections")
     line("1,000 idle lossless conns: KiB RSS each", r and r.get("rss_kib_per_conn"), 32, False)
     return out
