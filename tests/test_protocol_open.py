@@ -716,3 +716,14 @@ def test_c_framer_refuses_out_of_range_fields_like_the_pure_one():
             with pytest.raises(OverflowError):
                 f.frame(m, [])
     assert outq._c_frame is not None
+
+
+def test_direct_segment_buffers_are_plain_bytearrays_of_the_announced_length():
+    """The direct receive buffers skip the zero fill (protocol_v1._unfilled) but stay bytearrays the
+    socket fills whole: the type and length a dispatcher sees are those of bytearray(n)."""
+    from msgr.protocol import protocol_v1
+    for n in (protocol_v1.DIRECT_MIN + 1, protocol_v1.DIRECT_CHUNK, protocol_v1.DIRECT_PREALLOC_MAX):
+        buf = protocol_v1._unfilled(n)
+        assert type(buf) is bytearray and len(buf) == n
+        buf[-1] = 7
+        assert buf[-1] == 7
