@@ -100,6 +100,7 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         self._out_posted = False
         self._posted_ns = 0           # when the pending burst was posted to the worker
         self._in_read = False         # inside _on_readable: its _after() writes what we queue
+        self._wake_dispatch = False   # an event was queued inside _on_readable: wake at its end
         self._opened = 0
         self._delayed: list[tuple[int, Message]] = []      # (due_us, msg) held back by ms_inject_delay_*
         self._delay_timer: int | None = None
@@ -531,6 +532,13 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             self._delay_timer = self._center.create_time_event(self._delayed[0][0] - now, self._release_delayed)
 
     def _notify(self, event: A.ConnEvent) -> None:
+        if self._in_read:
+            # queued now (in order with this event's messages), the thread woken when the read
+            # handler ends: after its write, so a handshake reply is not held up behind the
+            # dispatch thread taking the GIL for ms_handle_accept
+            self._host.dispatch_queue.queue_event(CODE_OF_EVENT[event], self, wake=False)
+            self._wake_dispatch = True
+            return
         self._host.dispatch_queue.queue_event(CODE_OF_EVENT[event], self)
 
     def _faulted(self, reason: str, error: Exception | None, notable: bool = False) -> None:
@@ -743,6 +751,9 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             self._in_read = False
             self._internal_error(exc, "read")
         finally:
+            if self._wake_dispatch:
+                self._wake_dispatch = False
+                self._host.dispatch_queue.wake()
             if self._keepalive_waiters:   # someone waits in wait_keepalive_ack: it rechecks the stamp
                 self._wake_keepalive_waiters()
 

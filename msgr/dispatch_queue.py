@@ -140,9 +140,19 @@ class DispatchQueue:
             debug.trace_sent(msg.get_connection(), msg)
         self._put(msg.header.priority if priority is None else priority, (_D_LOCAL, msg, None))
 
-    def queue_event(self, code: int, conn: Any) -> None:
-        """Queue a connection event (``D_CONNECT`` ... ``D_CONN_REFUSED``)."""
-        self._put(PRIO_HIGHEST, (code, None, conn))
+    def queue_event(self, code: int, conn: Any, wake: bool = True) -> None:
+        """Queue a connection event (``D_CONNECT`` ... ``D_CONN_REFUSED``).
+
+        ``wake=False``: queued in order but the thread is not woken; the caller calls
+        :meth:`wake` soon (a worker does at the end of the event it is handling, so the dispatch
+        thread does not compete for the GIL with the write of the handshake reply)."""
+        self._put(PRIO_HIGHEST, (code, None, conn), wake)
+
+    def wake(self) -> None:
+        """Wake the thread if something is queued and it sleeps (after ``queue_event(wake=False)``)."""
+        with self._lock:
+            if self._length:
+                self._wake_locked()
 
     def queue_discarded(self, conn: Any, messages: tuple[Message, ...]) -> None:
         self._put(PRIO_HIGHEST, (_D_DISCARDED, messages, conn))
@@ -184,7 +194,7 @@ class DispatchQueue:
             cb, state[1] = state[1], None
             cb(ok)
 
-    def _put(self, prio: int, item: _Item) -> None:
+    def _put(self, prio: int, item: _Item, wake: bool = True) -> None:
         with self._lock:
             if self._stop:
                 # after shutdown nothing is dispatched; give the throttles back at once
@@ -196,7 +206,8 @@ class DispatchQueue:
                 q = self._queues[prio] = collections.deque()
             q.append(item)
             self._length += 1
-            self._wake_locked()
+            if wake:
+                self._wake_locked()
 
     def __len__(self) -> int:
         return self._length

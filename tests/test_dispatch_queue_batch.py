@@ -200,3 +200,29 @@ def test_producers_wake_the_thread_only_when_it_sleeps():
         d.release.set()
         dq.shutdown()
         assert dq.wait(5)
+
+
+def test_an_event_queued_without_wake_waits_for_wake_and_keeps_its_place():
+    """queue_event(wake=False) (a worker inside a read handler) leaves the sleeping thread asleep
+    until wake(); the event is dispatched in the order it was queued, before later messages."""
+    gate = Gate(hold_first=False)
+    dq = _queue(gate)
+    dq.start()
+    try:
+        dq.enqueue(_msg(127, 1))
+        _wait_len(dq, gate.seen, 1)
+        for _ in range(500):          # the thread has gone back to sleep
+            if dq._idle:
+                break
+            threading.Event().wait(0.01)
+        assert dq._idle
+        dq.queue_event(D_CONNECT, "c1", wake=False)
+        threading.Event().wait(0.1)
+        assert gate.seen == [1], "woken without wake()"
+        dq.wake()
+        _wait_len(dq, gate.seen, 2)
+        dq.enqueue(_msg(127, 2))
+        _wait_len(dq, gate.seen, 3)
+        assert gate.seen == [1, ("connect", "c1"), 2]
+    finally:
+        dq.shutdown()
