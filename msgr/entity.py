@@ -11,7 +11,7 @@ import functools
 import ipaddress
 import socket
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from msgr._typing import BytesLike
@@ -166,20 +166,20 @@ class EntityAddr:
 
     def with_nonce(self, nonce: int) -> EntityAddr:
         """A copy with another nonce."""
-        return replace(self, nonce=nonce)
+        return self.__class__(self.type, nonce, self.ip, self.port, self.family)   # not replace(): 5x slower
 
     def with_port(self, port: int) -> EntityAddr:
         """A copy with another port."""
-        return replace(self, port=port)
+        return self.__class__(self.type, self.nonce, self.ip, port, self.family)
 
     def with_ip(self, ip: str) -> EntityAddr:
         """A copy with another IP (the family follows it)."""
         family = AF_INET6 if ":" in ip else AF_INET
-        return replace(self, ip=ip, family=family)
+        return self.__class__(self.type, self.nonce, ip, self.port, family)
 
     def with_type(self, type: int) -> EntityAddr:
         """A copy with another address type (``TYPE_LEGACY`` is ``v1:``)."""
-        return replace(self, type=type)
+        return self.__class__(type, self.nonce, self.ip, self.port, self.family)
 
     # --- queries ---------------------------------------------------------
     def is_blank_ip(self) -> bool:
