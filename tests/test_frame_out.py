@@ -135,3 +135,18 @@ def test_a_payload_that_does_not_encode_stops_the_batch_there(kind):
     assert n == 1 and isinstance(err, ValueError)
     assert [m.header.seq for m in msgs] == [6, 0, 0]
     assert sum(map(len, out)) == 54 + 8 + 21
+
+
+@needs_c
+def test_a_long_turn_is_cut_into_buffers_of_bounded_size():
+    msgs = _build([([16, 0, 0], ["bytes"] * 3, 1, (0,) * 7)] * 5000)
+    out: list = []
+    n, err = _framer("c-batch", NOSRCADDR | MSG_AUTH, True, True, 1).frame_all(msgs, 0, out)
+    assert (n, err) == (5000, None)
+    one = 54 + 16 + 21
+    assert len(out) > 1 and all(len(b) <= outq.RUN_MAX_BYTES + one for b in out)
+    assert sum(map(len, out)) == 5000 * one
+    pure: list = []
+    assert _framer("pure", NOSRCADDR | MSG_AUTH, True, True, 1).frame_all(_build(
+        [([16, 0, 0], ["bytes"] * 3, 1, (0,) * 7)] * 5000), 0, pure) == (5000, None)
+    assert b"".join(out) == b"".join(bytes(b) for b in pure)

@@ -300,7 +300,7 @@ class Framer:
             parts += (_HOLE_HEAD, front, middle, data, hole_foot)
             fields += (seq + done + len(run), h.tid, h.type, h.priority, h.version, h.data_off,
                        h.compat_version, h.reserved, fl, ml, dl)
-            run_bytes += fl + ml + dl
+            run_bytes += fl + ml + dl + _SLOT   # the buffer holds the framing too
             if run_bytes > RUN_MAX_BYTES:
                 n, err = self._frame_run(run, parts, fields, seq + done, out)
                 done += n
