@@ -79,7 +79,7 @@ def recv_ns_per_msg(size: int, n: int, crc: bool = True, rounds: int = 5, per_re
                 k = min(len(buf), total - off, read)
                 buf[:k] = wire[off:off + k]
                 for msg in _delivered(s.buffer_updated(k, 0)):
-                    msg.release_throttles()   # what dispatch does after each message
+                    msg._release_throttles()   # what dispatch does after each message
                     got += 1
             off += k
         dt = time.perf_counter() - t0

@@ -126,7 +126,7 @@ class AsyncDispatcher(Dispatcher):
         """Take ``msg`` for the loop (holding its throttles); False if not accepted or closed."""
         if self._closed or (self._accept is not None and not self._accept(msg)):
             return False
-        release = msg.hold_throttles()
+        release = msg._hold_throttles()
         with self._lock:
             self._in_flight += 1
         try:

@@ -483,7 +483,7 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
                 try:
                     d.ms_fast_dispatch(msg)
                 finally:
-                    msg.release_throttles()
+                    msg._release_throttles()
                     perf = self._perf
                     perf.msgr_fast_dispatched += 1
                     perf.fast_ns += _mono_ns() - t0
@@ -510,7 +510,7 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
                     try:
                         d.ms_fast_dispatch(msg)
                     finally:
-                        msg.release_throttles()
+                        msg._release_throttles()
                         perf.msgr_fast_dispatched += 1
                         perf.fast_ns += _mono_ns() - t0
                     break
@@ -620,7 +620,7 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             self._center.delete_time_event(self._delay_timer)
             self._delay_timer = None
         for _due, msg in self._delayed:
-            msg.release_throttles()
+            msg._release_throttles()
         self._delayed.clear()
         with self._out_lock:
             pending, self._out_pending = self._out_pending, []

@@ -200,7 +200,7 @@ class LoopbackConnection(Connection):
         h.src_type, h.src_num = me.type, me.num
         if not h.priority:
             h.priority = self._host.default_send_priority
-        msg.set_connection(self)
+        msg._set_connection(self)
         self._host.perf.here().msgr_local_messages += 1
         self._host.dispatch_queue.local_delivery(msg)
 

@@ -123,7 +123,7 @@ class DispatchQueue:
         prio = msg.header.priority if priority is None else priority
         with self._lock:   # _put inlined: this runs once per message on the worker
             if self._stop:
-                msg.release_throttles()   # after shutdown nothing is dispatched
+                msg._release_throttles()   # after shutdown nothing is dispatched
                 return
             q = self._queues.get(prio)
             if q is None:
@@ -199,7 +199,7 @@ class DispatchQueue:
             if self._stop:
                 # after shutdown nothing is dispatched; give the throttles back at once
                 if item[0] in (_D_MESSAGE, _D_LOCAL):
-                    item[1].release_throttles()
+                    item[1]._release_throttles()
                 return
             q = self._queues.get(prio)
             if q is None:
@@ -299,7 +299,7 @@ class DispatchQueue:
         """Items of a batch the thread took and will not dispatch (the queue stopped)."""
         for code, msg, _conn in items:
             if code in (_D_MESSAGE, _D_LOCAL):
-                msg.release_throttles()
+                msg._release_throttles()
             elif code == _D_BARRIER:
                 self._barrier_reached(msg, False)
 
@@ -344,7 +344,7 @@ class DispatchQueue:
         for q in queues.values():
             for code, msg, _conn in q:
                 if code in (_D_MESSAGE, _D_LOCAL):
-                    msg.release_throttles()
+                    msg._release_throttles()
                 elif code == _D_BARRIER:
                     self._barrier_reached(msg, False)
                     continue

@@ -5,6 +5,13 @@ builds it with no arguments, fills header/front/middle/data and calls
 ``decode_payload()``. Unknown types arrive as a plain :class:`Message`.
 ``encode_payload(features)`` fills ``front`` (and ``middle``/``data``)
 from the message's own fields just before it is first sent.
+
+The underscored members of :class:`Message` are the messenger's side of it, not
+the application's: the send queue encodes through ``_encode``, the receive path
+sets ``_connection``, ``_throttled`` and ``_recv_stamp_us`` (as
+:func:`decode_message` builds it), dispatch gives the receive throttles back with
+``_release_throttles`` and msgr.aio keeps them with ``_hold_throttles``. The
+public names are those docs/USER_GUIDE.md §5 documents.
 """
 from __future__ import annotations
 
@@ -40,8 +47,16 @@ class Message:
     HEAD_VERSION: ClassVar[int] = 1
     COMPAT_VERSION: ClassVar[int] = 1
 
-    __slots__ = ("header", "_footer", "front", "middle", "data", "_connection", "_throttled",
-                 "encoded_features", "recv_stamp_us", "dispatch_stamp_us", "__dict__")
+    # a dict so that help(Message) documents the public slots
+    __slots__ = {
+        "header": "Ceph's message header (msgr.wire.MsgHeader): seq, tid, type, priority, version, "
+                  "compat_version, src_type/src_num, segment lengths.",
+        "front": "The front segment (bytes-like): what encode_payload writes and decode_payload reads.",
+        "middle": "The middle segment (bytes-like; most messages leave it empty).",
+        "data": "The data segment (bytes-like): bulk bytes, sent without being copied.",
+        "_footer": None, "_connection": None, "_throttled": None, "_encoded_features": None,
+        "_recv_stamp_us": None, "__dict__": None,
+    }
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -64,12 +79,11 @@ class Message:
         self.middle: Buffer = b""
         self.data: Buffer = b""
         self._connection: Connection | None = None
-        # (throttle, count) pairs taken on receive, given back by release_throttles()
+        # (throttle, count) pairs taken on receive, given back by _release_throttles()
         self._throttled: Sequence[tuple[Throttle, int]] | None = None
         # features the front was encoded for; None = not encoded yet (re-encoded on requeue)
-        self.encoded_features: int | None = None
-        self.recv_stamp_us = 0
-        self.dispatch_stamp_us = 0
+        self._encoded_features: int | None = None
+        self._recv_stamp_us = 0   # when it was read (us, the messenger's clock); 0 if built here
 
     @property
     def footer(self) -> MsgFooter | None:
@@ -124,7 +138,7 @@ class Message:
         """The connection a received message came in on (reply through it); None for one built here."""
         return self._connection
 
-    def set_connection(self, conn: Connection | None) -> None:
+    def _set_connection(self, conn: Connection | None) -> None:
         """Attach the connection the message belongs to (done by the receiving side)."""
         self._connection = conn
 
@@ -132,14 +146,14 @@ class Message:
         """Bytes of front + middle + data."""
         return len(self.front) + len(self.middle) + len(self.data)
 
-    def release_throttles(self) -> None:
+    def _release_throttles(self) -> None:
         """Give back the receive-side throttle reservations (after dispatch)."""
         taken, self._throttled = self._throttled, None
         if taken:
             for throttle, count in taken:
                 throttle.put(count)
 
-    def hold_throttles(self) -> Callable[[], None]:
+    def _hold_throttles(self) -> Callable[[], None]:
         """Take over the receive-side throttle reservations: dispatch no longer gives them back,
         the returned function does (once). A dispatcher that hands the message on to be consumed
         later (msgr.aio) calls it when the consumer takes it, so the throttles keep pushing back
@@ -154,11 +168,11 @@ class Message:
                     throttle.put(count)
         return release
 
-    def encode(self, features: int) -> None:
+    def _encode(self, features: int) -> None:
         """Encode the payload for ``features`` unless already encoded for them."""
-        if self.encoded_features != features:
+        if self._encoded_features != features:
             self.encode_payload(features)
-            self.encoded_features = features
+            self._encoded_features = features
         h = self.header
         h.type = self.TYPE or h.type
         h.front_len = len(self.front)
@@ -197,11 +211,10 @@ def decode_message(header: MsgHeader, front: Buffer, middle: Buffer, data: Buffe
     cls = _registry.get(header.type, Message)
     if cls.__init__ is _MESSAGE_INIT:
         msg = _new(cls)
-        msg._throttled = msg.encoded_features = None
-        msg.dispatch_stamp_us = 0
+        msg._throttled = msg._encoded_features = None
     else:
         msg = cls()
-    msg.header, msg._connection, msg.recv_stamp_us = header, connection, recv_stamp_us
+    msg.header, msg._connection, msg._recv_stamp_us = header, connection, recv_stamp_us
     msg.front, msg.middle, msg.data, msg._footer = front, middle, data, footer
     if cls is not Message:
         if cls.HEAD_VERSION and cls.HEAD_VERSION < header.compat_version:

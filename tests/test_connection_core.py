@@ -217,7 +217,7 @@ def test_deliver_names_the_peer_from_its_first_message(transport, adapters):
     conn._proto.peer_name = EntityName(OSD, EntityName.NEW)
     m = Message()
     m.header.src_type, m.header.src_num = OSD, 7
-    m.set_connection(conn)
+    m._set_connection(conn)
     t.run(conn, lambda: conn._handle([A.Deliver([m]), A.Fault("bad day"), A.Fault("worse day")]))
     assert conn._proto.peer_name == EntityName.osd(7)
     assert t.delivered() == 1 and conn._fault_count == 2 and conn._last_fault == "worse day"
@@ -234,7 +234,7 @@ def test_one_deliver_of_several_messages_names_the_peer_and_dispatches_them_all(
     for num in (EntityName.NEW, 7, 8):
         m = Message()
         m.header.src_type, m.header.src_num = OSD, num
-        m.set_connection(conn)
+        m._set_connection(conn)
         msgs.append(m)
     t.run(conn, lambda: conn._handle([A.Deliver(msgs)]))
     assert conn._proto.peer_name == EntityName.osd(7)

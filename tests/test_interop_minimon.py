@@ -133,14 +133,14 @@ class _FakeConn:
 def _deliver(mon, msg):
     """Encode ``msg`` as the peer would, decode it as minimon gets it, return minimon's replies."""
     from msgr.message import decode_message
-    msg.encode(_FakeConn.features)
+    msg._encode(_FakeConn.features)
     got = decode_message(msg.header, msg.front, msg.middle, msg.data)
     conn = _FakeConn()
-    got.set_connection(conn)
+    got._set_connection(conn)
     assert mon.ms_dispatch(got)
     out = []
     for reply in conn.sent:
-        reply.encode(conn.features)
+        reply._encode(conn.features)
         out.append(decode_message(reply.header, reply.front, reply.middle, reply.data))
     return out
 

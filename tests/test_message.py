@@ -28,7 +28,7 @@ class MRegistryProbe(Message):
 def test_registry_builds_the_registered_class():
     assert message_class(2) is MPing
     m = MRegistryProbe(77)
-    m.encode(features=0)
+    m._encode(features=0)
     assert (m.header.type, m.header.front_len, m.header.version, m.header.compat_version) == (0x7A01, 4, 2, 1)
     back = decode_message(m.header, m.front, b"", b"")
     assert type(back) is MRegistryProbe and back.value == 77
@@ -55,11 +55,11 @@ def test_bad_payload_and_too_new_compat_raise_decode_error():
 
 def test_encode_is_done_once_per_feature_set():
     m = MRegistryProbe(5)
-    m.encode(1)
+    m._encode(1)
     m.value = 6
-    m.encode(1)          # same features: the encoded front is kept (requeue does not re-encode)
+    m._encode(1)          # same features: the encoded front is kept (requeue does not re-encode)
     assert m.front == (5).to_bytes(4, "little")
-    m.encode(2)          # new session features: encoded again
+    m._encode(2)          # new session features: encoded again
     assert m.front == (6).to_bytes(4, "little")
 
 
@@ -73,9 +73,9 @@ def test_decode_keeps_the_received_header_and_sets_every_slot():
     msg = decode_message(h, b"abc", b"m", b"d")
     assert type(msg) is MPlainProbe and msg.header is h
     assert (msg.front, msg.middle, msg.data, msg.footer) == (b"abc", b"m", b"d", None)
-    assert msg.get_connection() is None and msg._throttled is None and msg.encoded_features is None
-    assert msg.recv_stamp_us == msg.dispatch_stamp_us == 0
-    msg.release_throttles()                     # nothing taken: a no-op
+    assert msg.get_connection() is None and msg._throttled is None and msg._encoded_features is None
+    assert msg._recv_stamp_us == 0
+    msg._release_throttles()                     # nothing taken: a no-op
     msg.note = "x"                              # instances still take ad-hoc attributes
     assert msg.get_payload_len() == 5 and msg.get_seq() == 9
 

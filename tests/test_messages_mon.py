@@ -64,7 +64,7 @@ def _decode(ev: dict) -> Message:
 
 
 def _encode(msg: Message, features: int = CEPH_FEATURES_ALL_PACIFIC) -> Message:
-    msg.encode(features)
+    msg._encode(features)
     return decode_message(msg.header, msg.front, msg.middle, msg.data)
 
 
@@ -157,7 +157,7 @@ def test_client_messages_match_recorded_client_bytes() -> None:
     assert _encode(MAuth.none_request()).front == bytes.fromhex(auth["front"])
     (sub,) = _msgs("tx", 15)
     s = MMonSubscribe(hostname="pymsgr").add("config").add("monmap")
-    s.encode(CEPH_FEATURES_ALL_PACIFIC)
+    s._encode(CEPH_FEATURES_ALL_PACIFIC)
     assert s.front == bytes.fromhex(sub["front"])
     assert (s.header.version, s.header.compat_version) == (3, 1)
     (gv,) = _msgs("tx", 19)
@@ -174,7 +174,7 @@ def test_mauth_front_is_findings_section_6() -> None:
             + b"\x01" + struct.pack("<II", 1, 1) + struct.pack("<II", 8, 5) + b"admin"
             + bytes(8) + struct.pack("<I", 0))
     m = MAuth.none_request()
-    m.encode(CEPH_FEATURES_ALL_PACIFIC)
+    m._encode(CEPH_FEATURES_ALL_PACIFIC)
     assert m.front == want and len(m.front) == 60
     assert (m.header.type, m.header.version, m.header.compat_version) == (17, 1, 1)
     neg = _encode(m).negotiation()

@@ -188,10 +188,10 @@ def test_throttle_blocks_then_resumes(which):
     assert s.state is State.OPEN_MESSAGE_THROTTLE_MESSAGE or s.state.name.startswith("OPEN_MESSAGE_THROTTLE")
     while len(net.messages(b)) < 10:
         before = len(net.messages(b))
-        net.held.pop(0).release_throttles()   # the dispatcher finished one: the next can be read
+        net.held.pop(0)._release_throttles()   # the dispatcher finished one: the next can be read
         net.run(until=lambda before=before: len(net.messages(b)) > before)
     for m in net.held:
-        m.release_throttles()
+        m._release_throttles()
     net.run()
     assert s.wants_read and s.state is State.OPEN
     assert [msg_id(m) for m in net.messages(b)] == list(range(10))
@@ -314,8 +314,8 @@ def _feed(s, wire, chunks):
             if isinstance(a, Deliver):
                 for m in a.msgs:
                     log.append(("D", m.header.seq, m.header.tid, bytes(m.front), bytes(m.middle), bytes(m.data),
-                                m.footer.front_crc, m.footer.data_crc, m.recv_stamp_us, str(m.get_source())))
-                    m.release_throttles()
+                                m.footer.front_crc, m.footer.data_crc, m._recv_stamp_us, str(m.get_source())))
+                    m._release_throttles()
             elif isinstance(a, Fault):
                 log.append(("F", type(a.error).__name__, a.reason))
             else:
@@ -410,7 +410,7 @@ def test_dup_seqs_in_one_batch_are_dropped_and_release_throttles():
     assert pol.throttler_messages.current == 5 and pol.throttler_bytes.current == 50
     assert host.dispatch_throttle.current == 50
     for m in got:
-        m.release_throttles()
+        m._release_throttles()
     assert pol.throttler_messages.current == pol.throttler_bytes.current == host.dispatch_throttle.current == 0
 
 
@@ -432,14 +432,14 @@ def test_throttle_stops_the_batch_at_that_frame(which):
     assert [type(a).__name__ for a in acts].count("ArmTimer") == 1
     seen = [1, 2, 3]
     while len(seen) < 10:
-        got.pop(0).release_throttles()
+        got.pop(0)._release_throttles()
         acts = s.on_timer(TimerKind.THROTTLE_RETRY, 5)
         more = delivered(acts)
         got += more
         seen += [m.header.seq for m in more]
     assert seen == list(range(1, 11))
     for m in got:
-        m.release_throttles()
+        m._release_throttles()
     assert s.state is State.OPEN and s.wants_read and s._rpos == s._rend == 0
 
 
@@ -463,16 +463,16 @@ def _throttled_run(batch, wire, chunks, maxes, hold):
             acts = s.buffer_updated(k, i)
         else:
             while held:
-                held.pop(0).release_throttles()
+                held.pop(0)._release_throttles()
             acts = s.on_timer(TimerKind.THROTTLE_RETRY, i)
         got = delivered(acts)
         log.append(([m.header.seq for m in got], levels(), s.state.name,
                     [type(a).__name__ for a in acts if not isinstance(a, Deliver)]))
         held += got
         while len(held) > hold:
-            held.pop(0).release_throttles()
+            held.pop(0)._release_throttles()
     while held:
-        held.pop(0).release_throttles()
+        held.pop(0)._release_throttles()
     return log, levels(), s.in_seq
 
 
@@ -692,7 +692,7 @@ def test_c_framer_gives_the_pure_framers_bytes(feats, crc_header, crc_data):
                 m.header.data_off, m.header.reserved = k & 0xFFFF, 7
                 out_c, out_py = [], []
                 n_c, n_py = c.frame(m, out_c), py.frame(m, out_py)
-                m.encoded_features = None
+                m._encoded_features = None
                 wire_c.append(b"".join(bytes(x) for x in out_c))
                 wire_py.append(b"".join(bytes(x) for x in out_py))
                 assert n_c == n_py == len(wire_c[-1])

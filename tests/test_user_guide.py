@@ -16,7 +16,7 @@ def test_message_subclass_example_round_trips() -> None:
     exec(compile(code.group(1), str(GUIDE), "exec"), ns)
     cls = ns["MKvPut"]
     msg = cls("key", b"value", 30)  # type: ignore[operator]
-    msg.encode(0)
+    msg._encode(0)
     got = decode_message(msg.header, msg.front, b"", b"")
     assert type(got) is cls and (got.key, got.value, got.ttl) == ("key", b"value", 30)
     # a version-1 sender (no ttl field) is still read

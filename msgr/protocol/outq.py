@@ -276,7 +276,7 @@ class Framer:
         done = 0                       # framed before the current run
         for msg in msgs:
             try:
-                msg.encode(features)
+                msg._encode(features)
             except BaseException as exc:
                 n, err = self._frame_run(run, parts, fields, seq + done, out)
                 return done + n, err or exc
@@ -366,7 +366,7 @@ class Framer:
 
     def frame(self, msg: Message, out: list[BytesLike]) -> int:
         """Append tag+header, front, middle, data, footer of ``msg`` (seq already set); returns bytes."""
-        msg.encode(self.features)
+        msg._encode(self.features)
         h = msg.header
         h.src_type, h.src_num = self.src_type, self.src_num
         front, middle, data = msg.front, msg.middle, msg.data

@@ -189,7 +189,7 @@ class SimEndpoint(InMemoryHost):
         self.record("deliver", conn, msg)
         lo, hi = self.dispatch_delay_us
         if hi <= 0:
-            msg.release_throttles()
+            msg._release_throttles()
             return
         self._dispatch_q.append(msg)
         if self._dispatch_ev is None:
@@ -199,7 +199,7 @@ class SimEndpoint(InMemoryHost):
         """A slow dispatcher: one message per event, its throttles given back afterwards."""
         self._dispatch_ev = None
         if self._dispatch_q:
-            self._dispatch_q.popleft().release_throttles()
+            self._dispatch_q.popleft()._release_throttles()
         if self._dispatch_q:
             lo, hi = self.dispatch_delay_us
             self._dispatch_ev = self.net.call_later(self.net.rng.randint(lo, hi), self._dispatch_one, "dispatch")

@@ -79,7 +79,7 @@ class WireConn(ConnectionCore):
         net = self.net
         net.delivered.setdefault(id(self._proto.host), []).append(msg)
         if net.release:
-            msg.release_throttles()
+            msg._release_throttles()
         else:
             net.held.append(msg)
 
