@@ -38,6 +38,7 @@ from msgr.entity import EntityAddr, EntityName
 from msgr.errors import MsgrError, WrongNodeError
 from msgr.flush import FlushingConnection
 from msgr.protocol import actions as A
+from msgr.protocol.outq import precompute_crcs
 from msgr.socket_writer import SocketWriter
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,6 +102,7 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         self._posted_ns = 0           # when the pending burst was posted to the worker
         self._in_read = False         # inside _on_readable: its _after() writes what we queue
         self._wake_dispatch = False   # an event was queued inside _on_readable: wake at its end
+        self._precompute_crcs = msgr.config.ms_crc_header or msgr.config.ms_crc_data
         self._opened = 0
         self._delayed: list[tuple[int, Message]] = []      # (due_us, msg) held back by ms_inject_delay_*
         self._delay_timer: int | None = None
@@ -171,6 +173,8 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         if self._center.in_thread():
             self._send_here(msg)   # on our worker: straight to the protocol, no posted event
             return None
+        if self._precompute_crcs:
+            precompute_crcs(msg)   # big segments: the CRC in this thread, not on the worker
         with self._out_lock:
             if self._down or self._closed:
                 self._unsent((msg,))

@@ -15,7 +15,9 @@ payloads of a run of small messages into one buffer (one join) and one
 ``msgr_frame_batch`` call (csrc/frame_out.c) writes every tag, header, CRC and
 footer around them; a big message gets one ``msgr_frame_msg`` call, its
 tag+header and footer in an arena bytearray (``reserve``), its segments sent as
-they are. The pure path gives identical bytes (tests/test_frame_out.py).
+they are. The pure path gives identical bytes (tests/test_frame_out.py). The CRC of a big
+``bytes`` segment may already be known: ``precompute_crcs`` computed it in the application thread
+that called send_message (tests/test_large_send.py).
 """
 from __future__ import annotations
 
@@ -228,6 +230,37 @@ class OutQueue:
         return dropped
 
 
+#: A bytes segment at least this long gets its CRC-32C in the sending thread (precompute_crcs, called
+#: by AsyncConnection.send_message off the worker), as Ceph's send_message prepares a message in the
+#: caller: the C CRC runs without the GIL, so a worker that also receives does not pay it.
+PRECOMPUTE_MIN = 64 * 1024
+
+
+def precompute_crcs(msg: Message) -> None:
+    """Compute now the CRCs of ``msg``'s big ``bytes`` segments and keep them on the message with the
+    segment they belong to; :meth:`Framer.frame` uses one only while that very object is still the
+    segment (a payload re-encoded for other features is computed again). Immutable segments only:
+    a bytearray could change before it is framed."""
+    pre: list[tuple[BytesLike, int] | None] | None = None
+    for i, seg in enumerate((msg.front, msg.middle, msg.data)):
+        if type(seg) is bytes and len(seg) >= PRECOMPUTE_MIN:
+            if pre is None:
+                pre = [None, None, None]
+            pre[i] = (seg, crc32c(0, seg))
+    if pre is not None:
+        msg.__dict__["_seg_crcs"] = pre
+
+
+def _crc_of(seg: BytesLike, known: tuple[BytesLike, int] | None) -> int:
+    """The CRC-32C of a segment: precomputed for this very object, else now (0 for an empty one)."""
+    if known is not None and known[0] is seg:
+        return known[1]
+    return crc32c(0, seg) if seg else 0
+
+
+_NOT_KNOWN = (None, None, None)
+
+
 class Framer:
     """Builds the wire buffers of messages for one session's negotiated features."""
 
@@ -371,7 +404,10 @@ class Framer:
         h.src_type, h.src_num = self.src_type, self.src_num
         front, middle, data = msg.front, msg.middle, msg.data
         cflags = self._cflags
-        if cflags is not None:
+        known = msg.__dict__.get("_seg_crcs") if len(front) + len(middle) + len(data) >= PRECOMPUTE_MIN \
+            else None
+        common = self.new_header and self.crc_header and self.signer is None
+        if cflags is not None and not (known is not None and common):
             pos = self._apos
             if self._aend - pos < _SLOT:
                 self.reserve(1)
@@ -397,8 +433,10 @@ class Framer:
                 out.append(data)
             out.append(mv[pos + 54:end])
             return n + len(front) + len(middle) + len(data)
-        if self.new_header and self.crc_header and self.signer is None:
-            # the common case in one struct call + one in-place CRC (no wrapper, no extra concat)
+        if common:
+            # the common case in one struct call + one in-place CRC (no wrapper, no extra concat); with the C
+            # framer present only for a message whose big segments' CRCs were computed at send_message
+            kf, km, kd = known or _NOT_KNOWN
             try:
                 head = _pack_tag_hdr(7, h.seq, h.tid, h.type, h.priority, h.version, h.front_len,
                                      h.middle_len, h.data_len, h.data_off, self.src_type, self._src_num_u,
@@ -406,11 +444,10 @@ class Framer:
             except struct.error as exc:
                 raise OverflowError(f"header field out of range: {exc}") from None
             if self.crc_data:
-                dc, flags = (crc32c(0, data) if data else 0), FOOTER_COMPLETE
+                dc, flags = _crc_of(data, kd), FOOTER_COMPLETE
             else:
                 dc, flags = 0, FOOTER_COMPLETE | FOOTER_NOCRC
-            ftr = (_pack_ftr if self.new_footer else _pack_ftr_old)(
-                crc32c(0, front) if front else 0, crc32c(0, middle) if middle else 0, dc, flags)
+            ftr = (_pack_ftr if self.new_footer else _pack_ftr_old)(_crc_of(front, kf), _crc_of(middle, km), dc, flags)
             out.append(head + _pack_u32(_crc_tag_hdr(head)))   # nothing appended before this point
             if front:
                 out.append(front)
