@@ -15,15 +15,17 @@ Backends, chosen once at import:
   when neither C module is there. crcmod ships no wheel, so without a compiler it is pure
   Python (about 13 MB/s).
 
-A C module that is not built (not asked for with ``MSGR_NO_CEXT=1``) is reported once at import
-with a ``RuntimeWarning`` naming the CRC in use and how to fix it; with ``MSGR_REQUIRE_CEXT=1``
-it is an ``ImportError`` instead (CI sets it so a broken C build cannot pass unnoticed).
+A C module that is not built, or built from older sources than csrc/ (msgr/_cext.py decides),
+is reported once at import with a ``RuntimeWarning`` naming the CRC in use and how to fix it,
+unless ``MSGR_NO_CEXT=1`` asked for no C; with ``MSGR_REQUIRE_CEXT=1`` it is an ``ImportError``
+instead (CI sets it so a broken or stale C build cannot pass unnoticed).
 """
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
+
+from msgr import _cext
 
 __all__ = ["crc32c", "crc32c_zeros", "BACKEND"]
 
@@ -33,18 +35,13 @@ Backend = tuple[Callable[[int, Buffer], int], Callable[[int, int], int], str]
 _ZERO_CHUNK = 1 << 16
 
 
-class _CModuleMissing(Exception):
-    """msgr._fastpath could not be imported (the reason is the message)."""
-
-
 def _load_c() -> Backend | None:
-    """The C backend; None when ``MSGR_NO_CEXT=1``; raises _CModuleMissing when it is not built."""
-    if os.environ.get("MSGR_NO_CEXT") == "1":
+    """The C backend; None when ``MSGR_NO_CEXT=1``; raises CModuleMissing when it is not built
+    or incomplete (ImportError under ``MSGR_REQUIRE_CEXT=1``): msgr/_cext.py decides."""
+    loaded = _cext.load()
+    if loaded is None:
         return None
-    try:
-        from msgr._fastpath import ffi, lib
-    except ImportError as exc:
-        raise _CModuleMissing(str(exc)) from None
+    ffi, lib = loaded
     c_crc = lib.msgr_crc32c
     from_buffer = ffi.from_buffer
 
@@ -134,7 +131,7 @@ def _crcmod_is_compiled() -> bool:
     return True
 
 
-def _missing_c_message(reason: str, backend: str) -> str:
+def _missing_c_message(problem: str, backend: str) -> str:
     if backend == "crc32c":
         crc = "CRC-32C uses the crc32c package (fast)"
         extra = ""
@@ -142,7 +139,7 @@ def _missing_c_message(reason: str, backend: str) -> str:
         speed = "C code" if _crcmod_is_compiled() else "pure Python, about 13 MB/s"
         crc = f"CRC-32C falls back to crcmod ({speed})"
         extra = ", or `pip install crc32c` for a fast CRC without rebuilding"
-    return (f"pymsgr: the C fast path msgr._fastpath is not built ({reason}): {crc} and frames are "
+    return (f"pymsgr: the C fast path msgr._fastpath {problem}: {crc} and frames are "
             f"packed and checked in Python. To fix, install a C compiler and the Python headers "
             f"(e.g. `apt-get install gcc python3-dev`) and reinstall pymsgr{extra}. "
             f"MSGR_NO_CEXT=1 selects the pure fallback on purpose and silences this warning.")
@@ -151,10 +148,7 @@ def _missing_c_message(reason: str, backend: str) -> str:
 def _load() -> Backend:
     try:
         return _load_c() or _load_crcmod()
-    except _CModuleMissing as exc:
-        if os.environ.get("MSGR_REQUIRE_CEXT") == "1":
-            raise ImportError(f"MSGR_REQUIRE_CEXT=1 but the C fast path msgr._fastpath cannot be "
-                              f"imported: {exc}") from None
+    except _cext.CModuleMissing as exc:
         backend = _load_fallback()
         warnings.warn(_missing_c_message(str(exc), backend[2]), RuntimeWarning, stacklevel=3)
         return backend

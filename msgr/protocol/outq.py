@@ -60,8 +60,7 @@ if crc_backend.startswith("c-"):
     _crc_at = _lib.msgr_crc32c_at
     _c_frame = _lib.msgr_frame_msg
     _from_buffer = _ffi.from_buffer
-    # csrc/frame_out.c; a module built before it existed frames message by message
-    _c_batch = getattr(_lib, "msgr_frame_batch", None)
+    _c_batch = _lib.msgr_frame_batch   # csrc/frame_out.c (a module without it is not used: msgr/_cext.py)
 
     def _crc_tag_hdr(head: bytes) -> int:
         return _crc_at(0, head, 50, 1, 49)
