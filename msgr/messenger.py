@@ -125,6 +125,7 @@ class Messenger:
     ``send_message(msg, peer_type, addr)``        the same (Ceph's order; the old one is deprecated)
     ``mark_down(addr)`` / ``mark_down_all()``     end sessions now
     ``get_myaddr()``, ``perf_dump()``             our address; counters as Ceph's ``perf dump``
+    ``set_auth_client/_server(x)``                cephx authorizers (``msgr.monc.MonAuth`` sets them)
     ``shutdown(linger=0.0)`` then ``wait()``      stop (``linger``: flush first); restartable
     ============================================  ==============================================
 

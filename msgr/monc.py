@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from msgr.auth.auth_client import CephxAuthClient
 from msgr.auth.auth_server import CephxAuthServer, ServiceSecrets
@@ -38,6 +38,9 @@ from msgr.message import Message
 from msgr.messages.auth import MAuth, MAuthReply
 from msgr.wire import Priority
 
+if TYPE_CHECKING:  # pragma: no cover
+    from msgr.messenger import AsyncMessenger
+
 __all__ = ["MonAuth"]
 
 _log = logging.getLogger(__name__)
@@ -50,7 +53,7 @@ class MonAuth(Dispatcher):
     ``auth_client_required``: :func:`msgr.auth.settings.client_auth`); it must allow cephx.
     """
 
-    def __init__(self, messenger: Any, mon_addr: EntityAddr, auth: ClientAuth | None = None,
+    def __init__(self, messenger: AsyncMessenger, mon_addr: EntityAddr, auth: ClientAuth | None = None,
                  timeout: float = 10.0, clock: Callable[[], float] = time.time) -> None:
         self.messenger = messenger
         self.mon_addr = mon_addr
