@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +76,15 @@ class CephxMiniMon:
         return subprocess.run(["ceph", "-c", str(self.conf), "--connect-timeout", "15", *extra, *args],
                               capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
 
+    def saw(self, text: str, timeout: float = 10.0) -> bool:
+        """minimon printed a line containing ``text`` (its output is read by a thread: wait for it)."""
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def explain(self, r: subprocess.CompletedProcess[str]) -> str:
         return f"rc={r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr[-3000:]}\nminimon:\n" + \
             "\n".join(self.lines[-60:])
@@ -104,9 +114,9 @@ def test_real_ceph_cli_authenticates_with_cephx_and_runs_mon_stat(cephx_minimon)
     st = json.loads(r.stdout)
     assert st["num_mons"] == 1 and st["leader"] == "a"
     # it negotiated cephx and got its session key from us (result 0), not auth none
+    assert mm.saw("cephx client.admin: GET_AUTH_SESSION_KEY result 0"), mm.explain(r)
     assert any("MAuth" in line and "protocol=0" in line and "methods=[2]" in line for line in mm.lines), \
         mm.explain(r)
-    assert any("cephx client.admin: GET_AUTH_SESSION_KEY result 0" in line for line in mm.lines)
 
 
 def test_real_ceph_ping_with_cephx(cephx_minimon):
@@ -122,7 +132,7 @@ def test_real_ceph_cli_with_an_unknown_key_is_refused(cephx_minimon, tmp_path):
     bad.write_text(f"[client.admin]\n\tkey = {CryptoKey.generate().to_base64()}\n")
     r = mm.ceph("mon", "stat", keyring=bad)
     assert r.returncode != 0 and "permission denied" in r.stderr.lower(), mm.explain(r)
-    assert any("cephx client.admin: GET_AUTH_SESSION_KEY result -13" in line for line in mm.lines)
+    assert mm.saw("cephx client.admin: GET_AUTH_SESSION_KEY result -13")
 
 
 def test_pymsgr_client_logs_in_to_minimon(cephx_minimon, tmp_path):
@@ -177,7 +187,7 @@ def test_a_cluster_of_pymsgr_only_with_cephx(cephx_minimon):
         slogin = MonAuth(svc, mon_addr)
         slogin.login()
         server = slogin.serve()
-        assert any("osd.5: GET_ROTATING_KEY result 0" in line for line in mm.lines)
+        assert mm.saw("osd.5: GET_ROTATING_KEY result 0")
         MonAuth(cli, mon_addr).login()
         conn = cli.connect_to(EntityName.TYPE_OSD, addr)
         conn.send_message(MPing())
