@@ -126,6 +126,17 @@ class RawOsdSession:
         self.sock.close()
 
 
+CHALLENGE_UNKNOWN = "Tag: Unknown (0x10)"
+
+
+def unknown_tags_before_the_challenge(text: str) -> list[str]:
+    """tshark's "Tag: Unknown" complaints before it meets tag 0x10 (CHALLENGE_AUTHORIZER), which it does
+    not know. After it, tshark has lost the stream (for the real client too) and what it reports depends
+    on how TCP cut the bytes (observed to vary between runs), so only what comes before is compared."""
+    import re
+    return re.findall(r"Tag: Unknown \(0x[0-9a-f]+\)", text.split(CHALLENGE_UNKNOWN, 1)[0])
+
+
 def _command_front(fsid: str, cmd: dict) -> bytes:
     """MCommand's front: fsid (16 raw bytes) + vector<string> (the JSON command)."""
     text = json.dumps(cmd).encode()
@@ -193,7 +204,6 @@ def test_tshark_decodes_the_osd_session_as_the_real_clients(osd_cluster, tshark)
     not know tag 0x10 (CHALLENGE_AUTHORIZER): it reports "Unknown tag" (an undecoded-data
     error, not Malformed) and loses the stream after it, for the real client too.
     """
-    import re
     import subprocess
     mon, osd = osd_cluster
     sess, key = _session(mon, osd)
@@ -212,8 +222,5 @@ def test_tshark_decodes_the_osd_session_as_the_real_clients(osd_cluster, tshark)
     real = tshark.decode(real_cap.pcap, osd.port, display_filter="ceph")
     assert "Authentication Protocol: 2" in ours and "Authentication Size: 174" in ours
     assert "Malformed" not in ours and "Malformed" not in real
-
-    def complaints(text: str) -> set[str]:
-        return set(re.findall(r"Tag: Unknown \(0x[0-9a-f]+\)", text))
-    assert "Tag: Unknown (0x10)" in complaints(real)
-    assert complaints(ours) <= complaints(real)
+    assert CHALLENGE_UNKNOWN in real and CHALLENGE_UNKNOWN in ours
+    assert unknown_tags_before_the_challenge(ours) == unknown_tags_before_the_challenge(real) == []
