@@ -101,8 +101,9 @@ def _pymsgr_steps(args, sizes, quick: bool, dur: float) -> list[Step]:
     for size in sizes:
         steps.append(pipe_step(params(size)))
     # the ordinary ms_dispatch path (DispatchQueue thread) beside the fast-dispatch row above
-    if 4096 in sizes:
-        steps.append(pipe_step(params(4096, dispatch="queued")))
+    for size in (4096, 4 * _MiB):
+        if size in sizes:
+            steps.append(pipe_step(params(size, dispatch="queued")))
     for size in args.rtt_sizes:
         steps.append(rtt_step(size))
         steps.append(rtt_step(size, dispatch="queued"))

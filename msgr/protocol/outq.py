@@ -233,6 +233,7 @@ class OutQueue:
 #: by AsyncConnection.send_message off the worker), as Ceph's send_message prepares a message in the
 #: caller: the C CRC runs without the GIL, so a worker that also receives does not pay it.
 PRECOMPUTE_MIN = 64 * 1024
+_NOT_KNOWN = (None, None, None)
 
 
 def precompute_crcs(msg: Message) -> None:
@@ -240,14 +241,13 @@ def precompute_crcs(msg: Message) -> None:
     segment they belong to; :meth:`Framer.frame` uses one only while that very object is still the
     segment (a payload re-encoded for other features is computed again). Immutable segments only:
     a bytearray could change before it is framed."""
-    pre: list[tuple[BytesLike, int] | None] | None = None
-    for i, seg in enumerate((msg.front, msg.middle, msg.data)):
-        if type(seg) is bytes and len(seg) >= PRECOMPUTE_MIN:
-            if pre is None:
-                pre = [None, None, None]
-            pre[i] = (seg, crc32c(0, seg))
-    if pre is not None:
-        msg.__dict__["_seg_crcs"] = pre
+    front, middle, data = msg.front, msg.middle, msg.data
+    if max(len(front), len(middle), len(data)) < PRECOMPUTE_MIN:
+        return
+    known = tuple((seg, crc32c(0, seg)) if type(seg) is bytes and len(seg) >= PRECOMPUTE_MIN else None
+                  for seg in (front, middle, data))
+    if known != _NOT_KNOWN:
+        msg.__dict__["_seg_crcs"] = known
 
 
 def _crc_of(seg: BytesLike, known: tuple[BytesLike, int] | None) -> int:
@@ -255,9 +255,6 @@ def _crc_of(seg: BytesLike, known: tuple[BytesLike, int] | None) -> int:
     if known is not None and known[0] is seg:
         return known[1]
     return crc32c(0, seg) if seg else 0
-
-
-_NOT_KNOWN = (None, None, None)
 
 
 class Framer:
