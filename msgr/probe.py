@@ -162,8 +162,10 @@ def _read_greeting(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
     return got, False
 
 
-class _Collector(Dispatcher):
-    """Hands every message and connection event to the probe's thread through one queue."""
+class EventCollector(Dispatcher):
+    """Hands every message and connection event to another thread through one queue of
+    ``(kind, object)``: ``("msg", msg)``, ``("connect", conn)``, ``("reset", conn)`` (a reset or a
+    remote reset), ``("refused", conn)``. The probe's thread reads it (tests use it too)."""
 
     def __init__(self) -> None:
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -227,7 +229,7 @@ class Probe:
         self.features = features
         self.out = out
         self.result = ProbeResult()
-        self.disp = _Collector()
+        self.disp = EventCollector()
         self.ms: Any = None
         self.conn: Any = None
 

@@ -8,7 +8,6 @@ answers an MCommand ``version``: it accepted our signature; our receive path acc
 from __future__ import annotations
 
 import json
-import queue
 import struct
 import time
 import uuid
@@ -22,10 +21,11 @@ from test_cephx_osd import (  # noqa: F401  (osd_cluster: the module fixture, a 
     unknown_tags_before_the_challenge,
 )
 
-from msgr import Config, Dispatcher, EntityAddr, EntityName, Message, Messenger, Policy
+from msgr import Config, EntityAddr, EntityName, Message, Messenger, Policy
 from msgr.auth.errors import AuthError
 from msgr.features import CEPHX_V2, MSG_AUTH, has_feature
 from msgr.monc import MonAuth
+from msgr.probe import EventCollector
 from msgr.wire import FOOTER_SIGNED
 
 pytestmark = pytest.mark.ceph
@@ -33,21 +33,7 @@ OSD, MON = EntityName.TYPE_OSD, EntityName.TYPE_MON
 CEPH_MSG_COMMAND, CEPH_MSG_COMMAND_REPLY = 97, 98
 
 
-class Collector(Dispatcher):
-    def __init__(self) -> None:
-        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
-
-    def ms_dispatch(self, msg: Message) -> bool:
-        self.events.put(("msg", msg))
-        return True
-
-    def ms_handle_connect(self, conn: Any) -> None:
-        self.events.put(("connect", conn))
-
-    def ms_handle_reset(self, conn: Any) -> bool:
-        self.events.put(("reset", conn))
-        return True
-
+class Collector(EventCollector):
     def wait(self, kind: str, mtype: int = CEPH_MSG_COMMAND_REPLY, timeout: float = 20.0) -> Any:
         """The next event of ``kind`` (a message: of type ``mtype``; the monitor's are skipped)."""
         deadline = time.monotonic() + timeout

@@ -2,11 +2,11 @@
 MSGR_REQUIRE_CEXT=1 (as CI runs), a warned fallback otherwise, never a quiet half of each."""
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
+
+from test_crc import import_msgr_in_child
 
 from msgr import _cext
 
@@ -39,33 +39,21 @@ def test_the_type_stub_declares_every_c_function():
 def test_required_means_the_c_fast_path_is_in_use_everywhere_or_no_import():
     """Under MSGR_REQUIRE_CEXT=1 (as .ci/run) msgr either frames, scans and checksums in C or
     does not import at all: no module falls back on its own."""
-    code = ("import msgr.crc, msgr._cwire, msgr.protocol.outq as outq\n"
-            "print(msgr.crc.BACKEND, msgr._cwire.BACKEND, outq._c_batch is not None, outq._c_frame is not None)")
-    env = {k: v for k, v in os.environ.items() if k != "MSGR_NO_CEXT"}
-    r = subprocess.run([sys.executable, "-c", code], env={**env, "MSGR_REQUIRE_CEXT": "1"},
-                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    r = import_msgr_in_child("", MSGR_REQUIRE_CEXT="1")
     if r.returncode:
         assert "ImportError: MSGR_REQUIRE_CEXT=1 but the C fast path" in r.stderr, r.stderr
     else:
-        backend, wire_backend, *c_framers = r.stdout.split()
+        backend, _crc, wire_backend, *c_framers = r.stdout.split()   # and no warning line
         assert backend.startswith("c-") and wire_backend == backend and c_framers == ["True", "True"]
 
 
 def _import_with_stale_module(**env: str) -> subprocess.CompletedProcess[str]:
     """``import msgr`` in a child whose msgr._fastpath imports but lacks msgr_frame_batch."""
     have = [n for n in _cext.SYMBOLS if n != "msgr_frame_batch"]
-    code = ("import sys, types, warnings\n"
-            "stale = types.ModuleType('msgr._fastpath')\n"
-            f"stale.ffi, stale.lib = object(), types.SimpleNamespace(**dict.fromkeys({have!r}))\n"
-            "sys.modules['msgr._fastpath'] = stale\n"
-            "with warnings.catch_warnings(record=True) as seen:\n"
-            "    warnings.simplefilter('always')\n"
-            "    import msgr, msgr.crc, msgr._cwire, msgr.protocol.outq as outq\n"
-            "print(msgr.crc.BACKEND, msgr._cwire.BACKEND, outq._c_batch, outq._c_frame)\n"
-            "for w in seen: print(w.category.__name__, w.message)\n")
-    base = {k: v for k, v in os.environ.items() if k not in ("MSGR_NO_CEXT", "MSGR_REQUIRE_CEXT")}
-    return subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True,
-                          text=True, timeout=60, cwd=ROOT)
+    return import_msgr_in_child(
+        "stale = types.ModuleType('msgr._fastpath')\n"
+        f"stale.ffi, stale.lib = object(), types.SimpleNamespace(**dict.fromkeys({have!r}))\n"
+        "sys.modules['msgr._fastpath'] = stale", **env)
 
 
 def test_a_stale_c_module_is_an_error_when_required():
@@ -79,9 +67,9 @@ def test_a_stale_c_module_is_not_used_and_says_so_once():
     r = _import_with_stale_module()
     assert r.returncode == 0, r.stderr
     first, *warned = r.stdout.splitlines()
-    backend, wire_backend, c_batch, c_frame = first.split()
+    backend, _crc, wire_backend, c_batch, c_frame = first.split()
     assert not backend.startswith("c-") and wire_backend == backend
-    assert (c_batch, c_frame) == ("None", "None")   # all pure: not the old module's framer either
+    assert (c_batch, c_frame) == ("False", "False")   # all pure: not the old module's framer either
     assert len(warned) == 1, warned
     assert warned[0].startswith("RuntimeWarning pymsgr: the C fast path msgr._fastpath is out of date")
     assert "lacks msgr_frame_batch" in warned[0] and "make deps" in warned[0]
@@ -90,4 +78,4 @@ def test_a_stale_c_module_is_not_used_and_says_so_once():
 def test_no_cext_ignores_a_stale_module_silently():
     r = _import_with_stale_module(MSGR_NO_CEXT="1", MSGR_REQUIRE_CEXT="1")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == ["crcmod crcmod None None"]
+    assert r.stdout.splitlines() == ["crcmod 4119623852 crcmod False False"]

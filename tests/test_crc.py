@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -179,18 +180,27 @@ def test_c_backend_selected_without_env():
 
 # --- a missing C module: one clear warning, or an error under MSGR_REQUIRE_CEXT=1 -------------------
 
-def _import_without_c(*hide: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """``import msgr`` in a child where msgr._fastpath (and ``hide``) cannot be imported."""
-    code = ("import sys, warnings\n"
-            f"for name in {('msgr._fastpath', *hide)!r}: sys.modules[name] = None\n"
+def import_msgr_in_child(setup: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``setup``, then ``import msgr``, in a child whose MSGR_*CEXT switches are only ``env``'s.
+
+    Its stdout: ``<crc backend> <crc32c(0, b'foo bar baz')> <_cwire backend> <C batch framer?>
+    <C framer?>`` (True/False), then one line per warning the import gave (``Category message``)."""
+    code = ("import sys, types, warnings\n"
+            f"{setup}\n"
             "with warnings.catch_warnings(record=True) as seen:\n"
             "    warnings.simplefilter('always')\n"
-            "    import msgr, msgr.crc, msgr._cwire, msgr.protocol.outq\n"
-            "print(msgr.crc.BACKEND, msgr.crc.crc32c(0, b'foo bar baz'))\n"
+            "    import msgr, msgr.crc, msgr._cwire, msgr.protocol.outq as outq\n"
+            "print(msgr.crc.BACKEND, msgr.crc.crc32c(0, b'foo bar baz'), msgr._cwire.BACKEND,\n"
+            "      outq._c_batch is not None, outq._c_frame is not None)\n"
             "for w in seen: print(w.category.__name__, w.message)\n")
     base = {k: v for k, v in os.environ.items() if k not in ("MSGR_NO_CEXT", "MSGR_REQUIRE_CEXT")}
     return subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
+
+
+def _import_without_c(*hide: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``import msgr`` in a child where msgr._fastpath (and ``hide``) cannot be imported."""
+    return import_msgr_in_child(f"for name in {('msgr._fastpath', *hide)!r}: sys.modules[name] = None", **env)
 
 
 @pytest.mark.skipif(_PACKAGE is None, reason="the crc32c wheel is not installed")
@@ -198,7 +208,7 @@ def test_missing_c_module_prefers_crc32c_package_and_warns_once():
     r = _import_without_c()
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0] == "crc32c 4119623852"
+    assert lines[0] == "crc32c 4119623852 crc32c False False"
     assert len(lines) == 2, lines  # exactly one warning
     assert lines[1].startswith("RuntimeWarning pymsgr: the C fast path msgr._fastpath is not built")
     assert "crc32c package" in lines[1] and "apt-get install gcc python3-dev" in lines[1]
@@ -208,7 +218,7 @@ def test_missing_c_module_falls_back_to_crcmod_and_says_how_to_fix():
     r = _import_without_c("crc32c")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0] == "crcmod 4119623852" and len(lines) == 2, lines
+    assert lines[0] == "crcmod 4119623852 crcmod False False" and len(lines) == 2, lines
     assert "falls back to crcmod" in lines[1] and "pip install crc32c" in lines[1]
 
 
@@ -221,4 +231,4 @@ def test_require_cext_makes_a_missing_c_module_an_error():
 def test_no_cext_is_deliberate_and_silent():
     r = _import_without_c(MSGR_NO_CEXT="1", MSGR_REQUIRE_CEXT="1")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == ["crcmod 4119623852"]
+    assert r.stdout.splitlines() == ["crcmod 4119623852 crcmod False False"]
