@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from test_protocol_support import make_msg
+from test_protocol_support import make_msg, msg_id, traffic_with_breaks
 
 from msgr.auth.cephx_wire import Authorize, AuthorizeChallenge, AuthorizeReply, ServiceTicket, TicketBlob
 from msgr.auth.crypto import seal, seal_bl, unseal_bl
@@ -246,20 +246,8 @@ def _cephx_pair(seed: int):
 def test_lossless_cephx_session_survives_faults_signed_both_ways(seed):
     net, a, b, a_addr, b_addr = _cephx_pair(seed)
     p = net.connect(a, b_addr, OSD)
-    n, breaks = 300, 0
-    for i in range(n):
-        net.send(p, make_msg(i, data_len=net.rng.choice([0, 10, 5000])))
-        s = b.conns.get(a_addr)
-        if s is not None:
-            net.send(s, make_msg(i))
-        if i % 10 == 0:
-            for _ in range(net.rng.randint(1, 25)):
-                net.step()
-            if net.rng.random() < 0.5 and net.break_link(p):
-                breaks += 1
-    net.run()
-    assert breaks >= 3
-    from test_protocol_support import msg_id
+    n = 300
+    assert traffic_with_breaks(net, p, b, a_addr, n, every=10) >= 3
     assert [msg_id(m) for m in net.messages(b)] == list(range(n))
     s = b.conns[a_addr]
     assert p.is_connected() and s.is_connected()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from test_protocol_support import make_msg, msg_id
+from test_protocol_support import make_msg, msg_id, traffic_with_breaks
 
 from msgr.entity import EntityAddr, EntityName
 from msgr.policy import Policy
@@ -30,19 +30,8 @@ def test_fault_in_the_middle_of_traffic_delivers_exactly_once_in_order(seed):
     net = WireNet(seed=seed, max_chunk=3000)
     a, b = _hosts(net, Policy.lossless_peer())
     p = net.connect(a, B_ADDR, 4)
-    n, breaks = 2000, 0
-    for i in range(n):
-        net.send(p, make_msg(i, data_len=net.rng.choice([0, 10, 5000])))
-        s = b.conns.get(A_ADDR)
-        if s is not None:
-            net.send(s, make_msg(i))
-        if i % 40 == 0:
-            for _ in range(net.rng.randint(1, 25)):
-                net.step()
-            if net.rng.random() < 0.5 and net.break_link(p):
-                breaks += 1
-    net.run()
-    assert breaks >= 5
+    n = 2000
+    assert traffic_with_breaks(net, p, b, A_ADDR, n, every=40) >= 5
     assert _ids(net, b) == list(range(n))
     s = b.conns[A_ADDR]
     got_a = _ids(net, a)

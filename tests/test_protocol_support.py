@@ -10,6 +10,7 @@ from msgr.policy import Policy
 from msgr.protocol.actions import Deliver, Fault, ReplaceExisting
 from msgr.protocol.protocol_v1 import ProtocolV1
 from msgr.sim.fakehost import FakeHost
+from msgr.sim.wire_pair import WireNet
 from msgr.wire import BANNER, ConnectMsg, ConnectReply, Tag, pack_u64
 
 MON, CLIENT, OSD = 1, 8, 4
@@ -52,6 +53,27 @@ def delivered(acts: list) -> list[Message]:
 
 def msg_id(m: Message) -> int:
     return struct.unpack_from("<Q", m.front)[0]
+
+
+def traffic_with_breaks(net: WireNet, p: ProtocolV1, b: FakeHost, a_addr: EntityAddr, n: int,
+                        every: int) -> int:
+    """Lossless traffic both ways under faults, on a WireNet: messages 0..n-1 from ``p``'s host to
+    ``b`` (data of 0, 10 or 5000 bytes) and, once ``b`` has a session for ``a_addr``, from ``b``
+    back; every ``every`` messages a few random steps of the net and, half the time, ``p``'s
+    link broken. Runs the net to the end; returns how many breaks took."""
+    breaks = 0
+    for i in range(n):
+        net.send(p, make_msg(i, data_len=net.rng.choice([0, 10, 5000])))
+        s = b.conns.get(a_addr)
+        if s is not None:
+            net.send(s, make_msg(i))
+        if i % every == 0:
+            for _ in range(net.rng.randint(1, 25)):
+                net.step()
+            if net.rng.random() < 0.5 and net.break_link(p):
+                breaks += 1
+    net.run()
+    return breaks
 
 
 class RawPeer:
