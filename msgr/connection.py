@@ -478,21 +478,7 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
                 if delay or self._delayed:
                     self._hold_back(msg, delay)
                     return
-        chain = self._host.dispatchers
-        for d in chain.preprocessors:
-            d.ms_fast_preprocess(msg)
-        for d in chain.fast_dispatchers:   # the chain's walk, inlined: this runs once per message
-            if d.ms_can_fast_dispatch(msg):
-                t0 = _mono_ns()
-                try:
-                    d.ms_fast_dispatch(msg)
-                finally:
-                    msg._release_throttles()
-                    perf = self._perf
-                    perf.msgr_fast_dispatched += 1
-                    perf.fast_ns += _mono_ns() - t0
-                return
-        self._host.dispatch_queue.enqueue(msg)
+        self._to_dispatchers((msg,))
 
     def _dispatch_all(self, msgs: list[Message]) -> None:
         """One receive call's messages, in order: ``_dispatch`` with what cannot change within the
@@ -501,8 +487,14 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             for msg in msgs:
                 self._dispatch(msg)
             return
+        self._perf.msgr_recv_messages += len(msgs)
+        self._to_dispatchers(msgs)
+
+    def _to_dispatchers(self, msgs: Sequence[Message]) -> None:
+        """Each message to the first fast dispatcher that takes it (its receive throttles given back
+        when that returns) or else to the DispatchQueue; the chain's walk, inlined (it runs once
+        per message)."""
         perf = self._perf
-        perf.msgr_recv_messages += len(msgs)
         chain = self._host.dispatchers
         pre, fast = chain.preprocessors, chain.fast_dispatchers
         for msg in msgs:
