@@ -102,50 +102,49 @@ def test_wait_returns_true_once_a_newer_ack_arrived(pair, threads) -> None:
     assert conn.wait_keepalive_ack(after=stamps[-1], timeout=0) is False
 
 
-def test_no_ack_times_out_then_the_held_ack_is_seen(pair, monkeypatch) -> None:
+@pytest.fixture
+def through_proxy(pair, monkeypatch):
+    """A connected client connection whose bytes pass a FaultProxy (to hold the peer's acks back)."""
     client, server, inbox = pair()
     target = server.get_myaddr()
     proxy = FaultProxy((str(target.ip), target.port), seed=11).start()
     route_through(monkeypatch, target, proxy)
     try:
-        conn = _connected(client, server, inbox)
-        proxy.stall(3_000, Direction.TO_CLIENT)      # the peer's answers are held back
-        before = conn.get_last_keepalive_ack()
-        conn.send_keepalive()
-        assert conn.wait_keepalive_ack(after=before, timeout=0.3) is False
-        assert conn.get_last_keepalive_ack() == before and conn.is_connected()
-        # the stall ends: the same keepalive's ack arrives and wakes a new wait
-        assert _wait_without_limit(conn, before) is True
-        assert conn.get_last_keepalive_ack() > before
+        yield _connected(client, server, inbox), proxy
     finally:
         proxy.stop()
 
 
-def test_mark_down_wakes_a_waiter_with_false(pair, monkeypatch) -> None:
-    client, server, inbox = pair()
-    target = server.get_myaddr()
-    proxy = FaultProxy((str(target.ip), target.port), seed=12).start()
-    route_through(monkeypatch, target, proxy)
-    try:
-        conn = _connected(client, server, inbox)
-        proxy.stall(60_000, Direction.TO_CLIENT)     # no ack can come before the mark_down
-        conn.send_keepalive()
-        result: Future[bool] = Future()
-        waiting = threading.Event()
+def test_no_ack_times_out_then_the_held_ack_is_seen(through_proxy) -> None:
+    conn, proxy = through_proxy
+    proxy.stall(3_000, Direction.TO_CLIENT)      # the peer's answers are held back
+    before = conn.get_last_keepalive_ack()
+    conn.send_keepalive()
+    assert conn.wait_keepalive_ack(after=before, timeout=0.3) is False
+    assert conn.get_last_keepalive_ack() == before and conn.is_connected()
+    # the stall ends: the same keepalive's ack arrives and wakes a new wait
+    assert _wait_without_limit(conn, before) is True
+    assert conn.get_last_keepalive_ack() > before
 
-        def waiter() -> None:
-            waiting.set()
-            result.set_result(conn.wait_keepalive_ack(timeout=None))   # no limit: only mark_down ends it
-        t = threading.Thread(target=waiter, daemon=True)
-        t.start()
-        waiting.wait(10)
-        conn.mark_down()
-        assert result.result(timeout=30) is False
-        t.join(10)
-        assert not t.is_alive()
-        assert conn.wait_keepalive_ack(timeout=None) is False   # after the end: at once
-    finally:
-        proxy.stop()
+
+def test_mark_down_wakes_a_waiter_with_false(through_proxy) -> None:
+    conn, proxy = through_proxy
+    proxy.stall(60_000, Direction.TO_CLIENT)     # no ack can come before the mark_down
+    conn.send_keepalive()
+    result: Future[bool] = Future()
+    waiting = threading.Event()
+
+    def waiter() -> None:
+        waiting.set()
+        result.set_result(conn.wait_keepalive_ack(timeout=None))   # no limit: only mark_down ends it
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    waiting.wait(10)
+    conn.mark_down()
+    assert result.result(timeout=30) is False
+    t.join(10)
+    assert not t.is_alive()
+    assert conn.wait_keepalive_ack(timeout=None) is False   # after the end: at once
 
 
 def test_waiting_on_the_dispatch_thread_raises(pair) -> None:
