@@ -8,19 +8,13 @@ monitor refuses (permission denied). pymsgr's own client logs in against it too.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import threading
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cephmon import free_port
 from conftest import require_binary
+from test_interop_minimon import MiniMonProc
 
 from msgr import Config, EntityAddr, EntityName, Messenger, Policy
 from msgr.auth import CryptoKey, PermissionDeniedError
@@ -28,75 +22,21 @@ from msgr.auth.settings import client_auth
 from msgr.monc import MonAuth
 
 pytestmark = pytest.mark.ceph
-ROOT = Path(__file__).resolve().parent.parent
 
 
-class CephxMiniMon:
-    """examples/minimon.py --keyring as a child process, and a ceph.conf requiring cephx."""
+class CephxMiniMon(MiniMonProc):
+    """examples/minimon.py --keyring as a child process, and a ceph.conf requiring cephx; the
+    keyring (client.admin and osd.5 with caps) made by ceph-authtool."""
 
     def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.fsid = str(uuid.uuid4())
-        self.addr = f"v1:127.0.0.1:{self.port}"
-        self.keyring = tmp / "keyring"
+        keyring = tmp / "keyring"
         for args in (["--create-keyring", "--gen-key", "-n", "client.admin", "--cap", "mon", "allow *",
                       "--cap", "osd", "allow *"],
                      ["--gen-key", "-n", "osd.5", "--cap", "mon", "allow profile osd"]):
-            r = subprocess.run(["ceph-authtool", str(self.keyring), *args], capture_output=True, text=True,
+            r = subprocess.run(["ceph-authtool", str(keyring), *args], capture_output=True, text=True,
                                timeout=30, stdin=subprocess.DEVNULL)
             assert r.returncode == 0, r.stderr
-        self.conf = tmp / "ceph.conf"
-        self.conf.write_text(
-            "[global]\n"
-            f"\tfsid = {self.fsid}\n\tmon host = {self.addr}\n"
-            "\tauth cluster required = cephx\n\tauth service required = cephx\n"
-            "\tauth client required = cephx\n\tms bind msgr2 = false\n"
-            f"\tkeyring = {self.keyring}\n"
-            f"\tlog file = {tmp}/client.log\n\tadmin socket = \n")
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "examples" / "minimon.py"), "--bind", self.addr,
-             "--fsid", self.fsid, "--id", "a", "--keyring", str(self.keyring)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(20):
-            self.stop()
-            raise RuntimeError("minimon did not start:\n" + "\n".join(self.lines))
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-            if "listening on" in line:
-                self._ready.set()
-
-    def ceph(self, *args: str, keyring: Path | None = None) -> subprocess.CompletedProcess[str]:
-        extra = ["--keyring", str(keyring)] if keyring is not None else []
-        return subprocess.run(["ceph", "-c", str(self.conf), "--connect-timeout", "15", *extra, *args],
-                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-
-    def saw(self, text: str, timeout: float = 10.0) -> bool:
-        """minimon printed a line containing ``text`` (its output is read by a thread: wait for it)."""
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.lines):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        return True
-
-    def explain(self, r: subprocess.CompletedProcess[str]) -> str:
-        return f"rc={r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr[-3000:]}\nminimon:\n" + \
-            "\n".join(self.lines[-60:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        super().__init__(tmp, keyring)
 
 
 @pytest.fixture(scope="module")

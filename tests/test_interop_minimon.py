@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,24 +20,28 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class MiniMonProc:
-    """examples/minimon.py as a child process; its log lines are kept in ``lines``."""
+    """examples/minimon.py as a child process (its log lines kept in ``lines``) and a ceph.conf for
+    the real CLI: no auth, or cephx with ``keyring`` (then given to minimon as its keyring)."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, keyring: Path | None = None) -> None:
         self.port = free_port()
         self.fsid = str(uuid.uuid4())
         self.addr = f"v1:127.0.0.1:{self.port}"
+        self.keyring = keyring
+        auth = "none" if keyring is None else "cephx"
         self.conf = tmp / "ceph.conf"
         self.conf.write_text(
             "[global]\n"
             f"\tfsid = {self.fsid}\n\tmon host = {self.addr}\n"
-            "\tauth cluster required = none\n\tauth service required = none\n"
-            "\tauth client required = none\n\tms bind msgr2 = false\n"
-            f"\tlog file = {tmp}/client.log\n\tadmin socket = \n")
+            f"\tauth cluster required = {auth}\n\tauth service required = {auth}\n"
+            f"\tauth client required = {auth}\n\tms bind msgr2 = false\n"
+            + (f"\tkeyring = {keyring}\n" if keyring is not None else "")
+            + f"\tlog file = {tmp}/client.log\n\tadmin socket = \n")
         self.lines: list[str] = []
         self._ready = threading.Event()
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "examples" / "minimon.py"), "--bind", self.addr,
-             "--fsid", self.fsid, "--id", "a"],
+             "--fsid", self.fsid, "--id", "a", *([] if keyring is None else ["--keyring", str(keyring)])],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
         threading.Thread(target=self._read, daemon=True).start()
         if not self._ready.wait(20):
@@ -50,9 +55,25 @@ class MiniMonProc:
             if "listening on" in line:
                 self._ready.set()
 
-    def ceph(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ceph", "-c", str(self.conf), "--connect-timeout", "15", *args],
+    def ceph(self, *args: str, keyring: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """The real ``ceph`` CLI with this ceph.conf (and ``keyring`` instead of the conf's)."""
+        extra = ["--keyring", str(keyring)] if keyring is not None else []
+        return subprocess.run(["ceph", "-c", str(self.conf), "--connect-timeout", "15", *extra, *args],
                               capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def saw(self, text: str, timeout: float = 10.0) -> bool:
+        """minimon printed a line containing ``text`` (its output is read by a thread: wait for it)."""
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def explain(self, r: subprocess.CompletedProcess[str]) -> str:
+        """What a failed CLI run said, and minimon's last log lines."""
+        return f"rc={r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr[-3000:]}\nminimon:\n" + \
+            "\n".join(self.lines[-60:])
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -72,14 +93,9 @@ def minimon(tmp_path: Path) -> Iterator[MiniMonProc]:
     mm.stop()
 
 
-def _explain(mm: MiniMonProc, r: subprocess.CompletedProcess[str]) -> str:
-    return f"rc={r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr[-3000:]}\nminimon:\n" + \
-        "\n".join(mm.lines[-60:])
-
-
 def test_real_ceph_ping_against_minimon(minimon: MiniMonProc) -> None:
     r = minimon.ceph("ping", "mon.a")
-    assert r.returncode == 0, _explain(minimon, r)
+    assert r.returncode == 0, minimon.explain(r)
     status = json.loads(r.stdout)
     assert status["health"]["status"] == "HEALTH_OK"
     assert status["mon_status"]["monmap"]["fsid"] == minimon.fsid
@@ -90,7 +106,7 @@ def test_real_ceph_ping_against_minimon(minimon: MiniMonProc) -> None:
 
 def test_real_ceph_mon_stat_against_minimon(minimon: MiniMonProc) -> None:
     r = minimon.ceph("mon", "stat", "--format", "json")
-    assert r.returncode == 0, _explain(minimon, r)
+    assert r.returncode == 0, minimon.explain(r)
     st = json.loads(r.stdout)
     assert st["num_mons"] == 1 and st["leader"] == "a"
     assert any("get_command_descriptions" in line for line in minimon.lines)
@@ -99,13 +115,13 @@ def test_real_ceph_mon_stat_against_minimon(minimon: MiniMonProc) -> None:
 
 def test_real_ceph_mon_stat_plain(minimon: MiniMonProc) -> None:
     r = minimon.ceph("mon", "stat")
-    assert r.returncode == 0, _explain(minimon, r)
+    assert r.returncode == 0, minimon.explain(r)
     assert r.stdout.startswith("e1: 1 mons at {a=[v1:127.0.0.1:") and "leader 0 a" in r.stdout
 
 
 def test_real_ceph_status_against_minimon(minimon: MiniMonProc) -> None:
     r = minimon.ceph("-s")
-    assert r.returncode == 0, _explain(minimon, r)
+    assert r.returncode == 0, minimon.explain(r)
     assert f"id:     {minimon.fsid}" in r.stdout and "HEALTH_OK" in r.stdout
 
 
