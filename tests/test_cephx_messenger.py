@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 from test_cephx_osd import (  # noqa: F401  (osd_cluster: the module fixture, a cephx mon + osd.0)
-    CHALLENGE_UNKNOWN,
     SIGNATURE_FAILED,
+    decoded_like_the_real_clients,
     osd_cluster,
-    unknown_tags_before_the_challenge,
 )
 
 from msgr import Config, EntityAddr, EntityName, Message, Messenger, Policy
@@ -147,35 +146,15 @@ def test_user_guide_cephx_example_runs_against_the_cluster(osd_cluster):  # noqa
             ms.wait()
 
 
-def test_tshark_decodes_the_messengers_osd_session(osd_cluster, tshark):  # noqa: F811
+def test_tshark_decodes_the_messengers_osd_session(client, tshark):
     """tshark says of the Messenger's cephx session with the OSD no more than of the real CLI's:
     the authorizer decoded, no Malformed; it does not know tag 0x10 (CHALLENGE_AUTHORIZER) and then
     reads the second connect as a tag (observed for the real client too, tests/test_cephx_osd.py)."""
-    import subprocess
-    mon, osd = osd_cluster
-    cfg = Config(name="client.admin", keyring=str(mon.keyring_path), auth_client_required="cephx")
-    ms = Messenger.create(EntityName.client(), config=cfg)
-    ms.set_policy(MON, Policy.lossy_client())
-    ms.set_policy(OSD, Policy.lossy_client())
-    disp = Collector()
-    ms.add_dispatcher_tail(disp)
-    ms.start()
-    try:
-        MonAuth(ms, EntityAddr.parse(mon.addr)).login()
-        with tshark.capture(osd.port, "messenger.pcapng") as cap:
-            conn = ms.connect_to(OSD, EntityAddr.parse(osd.addr))
-            conn.send_message(command(mon.fsid, {"prefix": "version"}, tid=1))
-            disp.wait("msg")
-            conn.mark_down()
-    finally:
-        ms.shutdown()
-        ms.wait()
-    with tshark.capture(osd.port, "real.pcapng") as real_cap:
-        r = subprocess.run(["ceph", "-c", str(mon.conf_path), "tell", f"osd.{osd.id}", "version"],
-                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-        assert r.returncode == 0, r.stderr
-    ours = tshark.decode(cap.pcap, osd.port, display_filter="ceph")
-    real = tshark.decode(real_cap.pcap, osd.port, display_filter="ceph")
-    assert "Authentication Protocol: 2" in ours and "Malformed" not in ours and "Malformed" not in real
-    assert CHALLENGE_UNKNOWN in ours and CHALLENGE_UNKNOWN in real
-    assert unknown_tags_before_the_challenge(ours) == unknown_tags_before_the_challenge(real) == []
+    mon, osd, ms, disp = client
+    MonAuth(ms, EntityAddr.parse(mon.addr)).login()
+    with tshark.capture(osd.port, "messenger.pcapng") as cap:
+        conn = ms.connect_to(OSD, EntityAddr.parse(osd.addr))
+        conn.send_message(command(mon.fsid, {"prefix": "version"}, tid=1))
+        disp.wait("msg")
+        conn.mark_down()
+    decoded_like_the_real_clients(tshark, mon, osd, cap.pcap)

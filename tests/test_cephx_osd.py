@@ -137,6 +137,25 @@ def unknown_tags_before_the_challenge(text: str) -> list[str]:
     return re.findall(r"Tag: Unknown \(0x[0-9a-f]+\)", text.split(CHALLENGE_UNKNOWN, 1)[0])
 
 
+def decoded_like_the_real_clients(tshark, mon, osd, ours_pcap) -> str:
+    """tshark's text of our capture ``ours_pcap`` of a cephx session with ``osd``, checked against
+    the real ceph CLI's (``tell osd.N version``, captured here): the authorizer decoded (protocol
+    2), nothing Malformed, the challenge tag unknown to tshark in both and no other unknown tag
+    before it."""
+    import subprocess
+    with tshark.capture(osd.port, "real.pcapng") as real_cap:
+        r = subprocess.run(["ceph", "-c", str(mon.conf_path), "tell", f"osd.{osd.id}", "version"],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr
+    ours = tshark.decode(ours_pcap, osd.port, display_filter="ceph")
+    real = tshark.decode(real_cap.pcap, osd.port, display_filter="ceph")
+    assert "Authentication Protocol: 2" in ours
+    assert "Malformed" not in ours and "Malformed" not in real
+    assert CHALLENGE_UNKNOWN in real and CHALLENGE_UNKNOWN in ours
+    assert unknown_tags_before_the_challenge(ours) == unknown_tags_before_the_challenge(real) == []
+    return str(ours)
+
+
 def _command_front(fsid: str, cmd: dict) -> bytes:
     """MCommand's front: fsid (16 raw bytes) + vector<string> (the JSON command)."""
     text = json.dumps(cmd).encode()
@@ -204,7 +223,6 @@ def test_tshark_decodes_the_osd_session_as_the_real_clients(osd_cluster, tshark)
     not know tag 0x10 (CHALLENGE_AUTHORIZER): it reports "Unknown tag" (an undecoded-data
     error, not Malformed) and loses the stream after it, for the real client too.
     """
-    import subprocess
     mon, osd = osd_cluster
     sess, key = _session(mon, osd)
     with tshark.capture(osd.port, "ours.pcapng") as cap:
@@ -214,13 +232,5 @@ def test_tshark_decodes_the_osd_session_as_the_real_clients(osd_cluster, tshark)
             sess.recv_msg()
         finally:
             sess.close()
-    with tshark.capture(osd.port, "real.pcapng") as real_cap:
-        r = subprocess.run(["ceph", "-c", str(mon.conf_path), "tell", f"osd.{osd.id}", "version"],
-                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-        assert r.returncode == 0, r.stderr
-    ours = tshark.decode(cap.pcap, osd.port, display_filter="ceph")
-    real = tshark.decode(real_cap.pcap, osd.port, display_filter="ceph")
-    assert "Authentication Protocol: 2" in ours and "Authentication Size: 174" in ours
-    assert "Malformed" not in ours and "Malformed" not in real
-    assert CHALLENGE_UNKNOWN in real and CHALLENGE_UNKNOWN in ours
-    assert unknown_tags_before_the_challenge(ours) == unknown_tags_before_the_challenge(real) == []
+    ours = decoded_like_the_real_clients(tshark, mon, osd, cap.pcap)
+    assert "Authentication Size: 174" in ours
