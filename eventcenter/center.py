@@ -27,6 +27,7 @@ import heapq
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,7 @@ __all__ = ["EventCenter"]
 
 _log = logging.getLogger("eventcenter")
 _get_ident = threading.get_ident
+_monotonic_ns = time.monotonic_ns   # MonotonicClock's source, read inline by the loop
 _heappush = heapq.heappush
 _heappop = heapq.heappop
 
@@ -63,6 +65,8 @@ class EventCenter:
         self.name = name
         self._clock = clock if clock is not None else MonotonicClock()
         self._now_us = self._clock.now_us
+        # the loop reads the OS clock inline when it is the monotonic one (no method call per turn)
+        self._mono = type(self._clock) is MonotonicClock
         self._poller = Poller()
         self._poll: Callable[[float | None, int], list[tuple[int, int]]] = self._poller.poll
         # fd -> [mask, read_cb, write_cb]: a list, not an object, because the
@@ -279,7 +283,7 @@ class EventCenter:
         heap = self._heap
         wait = -1 if timeout_us is None or timeout_us < 0 else timeout_us
         if heap:
-            until_timer = heap[0][0] - self._now_us()
+            until_timer = heap[0][0] - (_monotonic_ns() // 1000 if self._mono else self._now_us())
             if until_timer <= 0:
                 wait = 0
             elif wait < 0 or until_timer < wait:
@@ -340,7 +344,7 @@ class EventCenter:
                                    self.name, cb, fd)
                 n += 1
 
-        if heap and heap[0][0] <= self._now_us():
+        if heap and heap[0][0] <= (_monotonic_ns() // 1000 if self._mono else self._now_us()):
             n += self._process_time_events()
         if self._external:
             with self._lock:

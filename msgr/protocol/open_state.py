@@ -49,6 +49,8 @@ from msgr.wire import (
 _KEEPALIVE = bytes((Tag.KEEPALIVE,))
 _scan = _cwire.scan
 SCAN_FULL, SCAN_NEED_MORE = _cwire.SCAN_FULL, _cwire.SCAN_NEED_MORE
+_ACK_PACK = struct.Struct("<BQ").pack          # tag + seq: pack_ack's bytes
+_TAG_ACK = int(Tag.ACK)
 _LENS = struct.Struct("<III").unpack_from   # front/middle/data_len at frame offset 23
 #: Bodies up to this size are parsed by the batch path; larger ones take the state path, whose
 #: segment states read a big segment straight into its own buffer (protocol_v1.DIRECT_MIN).
@@ -391,11 +393,13 @@ class OpenMixin(ProtocolBase):
                 out.append(_KEEPALIVE)
             self.stats["keepalives"] += 1
         q = self._outq
+        tail: bytearray | None = None   # the C run buffer framed last: ours alone
         if len(q):
             msgs = q.take_all()
             framer = self._framer
             assert framer is not None            # _ready made it when the session opened
             n, err = framer.frame_all(msgs, q.out_seq, out)   # outq.py: one C call for the small ones
+            tail, framer.last_run = framer.last_run, None
             q.out_seq += n
             # a message that cannot be framed (bad field) stays queued with the ones after it
             if n < len(msgs):
@@ -406,9 +410,17 @@ class OpenMixin(ProtocolBase):
             self.stats["msgs_out"] += n
             if err is not None:
                 raise err
-        if self._ack_due():
-            self._acked_seq = self.in_seq
-            out.append(pack_ack(self.in_seq))
+        in_seq = self.in_seq
+        if in_seq > self._acked_seq and not self.policy.lossy:   # _ack_due, inlined (once per write)
+            self._acked_seq = in_seq
+            if tail is not None and out and out[-1] is tail:
+                # the messages' own run buffer takes the ACK too: one buffer, one plain send
+                try:
+                    tail += _ACK_PACK(_TAG_ACK, in_seq)
+                    return
+                except BufferError:   # still exported (never expected): a buffer of its own
+                    pass
+            out.append(pack_ack(in_seq))
 
 
 def _give_back(throttled: Sequence[tuple[Throttle, int]]) -> None:

@@ -262,7 +262,7 @@ class Framer:
 
     __slots__ = ("new_header", "new_footer", "crc_header", "crc_data", "src_type", "src_num",
                  "features", "old_src_addr", "signer", "_src_num_u", "_cflags", "_batch", "_arena", "_apos",
-                 "_aend", "_amv")
+                 "_aend", "_amv", "last_run")
 
     def __init__(self, features: int, crc_header: bool, crc_data: bool, src_type: int, src_num: int,
                  old_src_addr: bytes = b"", signer: MessageSigner | None = None) -> None:
@@ -284,6 +284,8 @@ class Framer:
         self._arena = None            # cffi pointer into the arena bytearray (kept alive by _amv)
         self._amv: memoryview | None = None
         self._apos = self._aend = 0
+        # the buffer the last C run was framed into (ours alone: the writer may append the ACK to it)
+        self.last_run: bytearray | None = None
 
     def frame_all(self, msgs: list[Message], seq: int, out: list[BytesLike]) -> tuple[int, BaseException | None]:
         """Frame ``msgs`` in order with seqs ``seq + 1``, ``seq + 2``, ... onto ``out``.
@@ -296,6 +298,8 @@ class Framer:
         """
         if not self._batch:
             return self._frame_each(msgs, seq, out)
+        if len(msgs) == 1:
+            return self._frame_single(msgs[0], seq, out)
         features, st, sn = self.features, self.src_type, self.src_num
         hole_foot = _HOLE_FOOT if self.new_footer else _HOLE_FOOT_OLD
         parts: list[BytesLike] = []
@@ -339,6 +343,36 @@ class Framer:
         n, err = self._frame_run(run, parts, fields, seq + done, out)
         return done + n, err
 
+    def _frame_single(self, msg: Message, seq: int, out: list[BytesLike]) -> tuple[int, BaseException | None]:
+        """:meth:`frame_all` of one message (a round trip's reply): the same run through the same C
+        call, without the run's lists; anything but a small joinable message goes the general way."""
+        try:
+            msg._encode(self.features)
+        except BaseException as exc:
+            return 0, exc
+        front, middle, data = msg.front, msg.middle, msg.data
+        h = msg.header
+        fl, ml, dl = h.front_len, h.middle_len, h.data_len
+        if fl + ml + dl > INLINE_MAX or type(front) not in _JOINABLE or type(middle) not in _JOINABLE \
+                or type(data) not in _JOINABLE:
+            return self._frame_each([msg], seq, out)
+        h.src_type, h.src_num = self.src_type, self.src_num
+        try:
+            arr = _array("Q", (seq + 1, h.tid, h.type, h.priority, h.version, h.data_off, h.compat_version,
+                               h.reserved, fl, ml, dl))
+        except OverflowError:
+            return self._frame_each([msg], seq, out)
+        buf = bytearray().join((_HOLE_HEAD, front, middle, data,
+                                _HOLE_FOOT if self.new_footer else _HOLE_FOOT_OLD))
+        assert _c_batch is not None and self._cflags is not None   # _batch is set only with both
+        if _c_batch(_from_buffer(buf), len(buf), _from_buffer("uint64_t[]", arr), 1, self.src_type,
+                    self._src_num_u, self._cflags) != 1:
+            return self._frame_each([msg], seq, out)
+        h.seq = seq + 1
+        out.append(buf)
+        self.last_run = buf
+        return 1, None
+
     def _frame_run(self, run: list[Message], parts: list[BytesLike], fields: list[int], seq: int,
                    out: list[BytesLike]) -> tuple[int, BaseException | None]:
         """One C call frames ``run`` (payloads in ``parts``, MSGR_FRAME_FIELDS a message in ``fields``,
@@ -360,6 +394,7 @@ class Framer:
             seq += 1
             m.header.seq = seq
         out.append(buf)
+        self.last_run = buf
         return n, None
 
     def _frame_each(self, msgs: list[Message], seq: int, out: list[BytesLike]) -> tuple[int, BaseException | None]:

@@ -47,6 +47,7 @@ from msgr.protocol.session import SessionMixin
 from msgr.protocol.states import OPEN_STATES, State
 
 S = State
+_OPEN = S.OPEN
 
 #: Receive buffer (small frames, handshake): RBUF_IDLE while a connection is quiet, RBUF_SIZE
 #: while it streams. It grows when a read fills all the room offered (the socket had more), and
@@ -435,15 +436,19 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
     def has_output(self) -> bool:
         if self._out:
             return True
-        if self.state in OPEN_STATES and self._has_socket:
-            return bool(len(self._outq)) or self._keepalive_pending or self._ack_due()
+        st = self.state
+        # `is S.OPEN` first: a set lookup hashes the enum member in Python (once per write)
+        if (st is _OPEN or st in OPEN_STATES) and self._has_socket:
+            return bool(len(self._outq)) or self._keepalive_pending or (
+                self.in_seq > self._acked_seq and not self.policy.lossy)   # _ack_due, inlined
         return False
 
     def take_output(self) -> list[BytesLike]:
         """Every buffer ready to be written now, in order (many messages and one ACK per call)."""
         out, self._out = self._out, []
-        if self.state in OPEN_STATES and self._has_socket:
+        st = self.state
+        if (st is _OPEN or st in OPEN_STATES) and self._has_socket:
             self._write_open(out)
-        for b in out:
-            self.stats["bytes_out"] += len(b)
+        if out:
+            self.stats["bytes_out"] += sum(map(len, out))
         return out
