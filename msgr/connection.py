@@ -171,7 +171,8 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         if _dbg.messages:
             debug.trace_sent(self, msg)
         if self._center.in_thread():
-            self._send_here(msg)   # on our worker: straight to the protocol, no posted event
+            with self._lock:           # re-entered inside our read handler: cheap
+                self._send_here(msg)   # on our worker: straight to the protocol, no posted event
             return None
         if self._precompute_crcs:
             precompute_crcs(msg)   # big segments: the CRC in this thread, not on the worker
@@ -187,8 +188,8 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         self._post(self._flush_pending)
         return None
 
-    @_locked
     def _send_here(self, msg: Message) -> None:
+        """send_message on our worker, under the session lock."""
         if self._down or self._closed:
             self._unsent((msg,))
             return
@@ -370,7 +371,8 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
                 self._write()
             # a failed write may have reconnected: never poll a socket whose connect is in flight,
             # or the peer's banner would be read (and dropped) before on_connected
-            if self._sock is not None and not self._connecting:
+            if self._sock is not None and not self._connecting \
+                    and self._proto.wants_read != self._reading:
                 self._update_read_interest()
         if self._flushes and not self._down:   # marked down: the stop posted here fails them
             self._check_flushes()
@@ -702,56 +704,57 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             self._host.unregister_conn(self._proto)
 
     # --- reading -------------------------------------------------------------------
-    @_locked
     def _on_readable(self, fd: int, mask: int) -> None:
-        sock = self._sock
-        if sock is None or fd != self._fd or self._connecting:
-            return
-        proto = self._proto
-        perf = self._perf
-        inject = self._inject
-        t0 = _mono_ns()
-        # one protocol time per event: replies sent from fast dispatch inside it reuse it too
-        now = self._turn_us = self._last_active_us = self._now_us()
-        self._in_read = True
-        try:
-            for _ in range(READ_ROUNDS):
-                if inject.socket_failures and inject.maybe_fail_socket(sock, "read"):
-                    perf.msgr_injected_failures += 1
-                buf = proto.get_buffer()
-                try:
-                    n = sock.recv_into(buf)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    self._in_read = False
-                    self._socket_error(exc, "read")
-                    return
-                perf.msgr_recv_calls += 1
-                perf.msgr_recv_bytes += n
-                acts = proto.buffer_updated(n, now)
-                if acts:
-                    self._handle(acts)
-                if n == 0:
-                    if self._sock is sock:  # EOF: a level-triggered fd would fire forever
-                        self._drop_socket()
-                    break
-                if self._sock is not sock or n < len(buf) or not proto.wants_read:
-                    break
-            self._in_read = False
-            t1 = _mono_ns()
-            perf.recv_ns += t1 - t0
-            perf.total_ns += t1 - t0
-            self._after()   # the replies and the ACK of this batch leave in one sendmsg
-        except Exception as exc:
-            self._in_read = False
-            self._internal_error(exc, "read")
-        finally:
-            if self._wake_dispatch:
-                self._wake_dispatch = False
-                self._host.dispatch_queue.wake()
-            if self._keepalive_waiters:   # someone waits in wait_keepalive_ack: it rechecks the stamp
-                self._wake_keepalive_waiters()
+        # the session lock as @_locked takes it, inline: one Python frame less per read event
+        with self._lock:
+            sock = self._sock
+            if sock is None or fd != self._fd or self._connecting:
+                return
+            proto = self._proto
+            perf = self._perf
+            inject = self._inject
+            t0 = _mono_ns()
+            # one protocol time per event: replies sent from fast dispatch inside it reuse it too
+            now = self._turn_us = self._last_active_us = self._now_us()
+            self._in_read = True
+            try:
+                for _ in range(READ_ROUNDS):
+                    if inject.socket_failures and inject.maybe_fail_socket(sock, "read"):
+                        perf.msgr_injected_failures += 1
+                    buf = proto.get_buffer()
+                    try:
+                        n = sock.recv_into(buf)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError as exc:
+                        self._in_read = False
+                        self._socket_error(exc, "read")
+                        return
+                    perf.msgr_recv_calls += 1
+                    perf.msgr_recv_bytes += n
+                    acts = proto.buffer_updated(n, now)
+                    if acts:
+                        self._handle(acts)
+                    if n == 0:
+                        if self._sock is sock:  # EOF: a level-triggered fd would fire forever
+                            self._drop_socket()
+                        break
+                    if self._sock is not sock or n < len(buf) or not proto.wants_read:
+                        break
+                self._in_read = False
+                t1 = _mono_ns()
+                perf.recv_ns += t1 - t0
+                perf.total_ns += t1 - t0
+                self._after()   # the replies and the ACK of this batch leave in one sendmsg
+            except Exception as exc:
+                self._in_read = False
+                self._internal_error(exc, "read")
+            finally:
+                if self._wake_dispatch:
+                    self._wake_dispatch = False
+                    self._host.dispatch_queue.wake()
+                if self._keepalive_waiters:   # someone waits in wait_keepalive_ack: it rechecks the stamp
+                    self._wake_keepalive_waiters()
 
     @_locked
     def _on_writable(self, fd: int, mask: int) -> None:
