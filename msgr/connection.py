@@ -367,8 +367,7 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         if _dbg.states:
             debug.trace_progress(self)
         if self._sock is not None and not self._connecting:
-            if self._wbufs or self._proto.has_output():
-                self._write()
+            self._write()   # asks the protocol once (take_output): no has_output() before it
             # a failed write may have reconnected: never poll a socket whose connect is in flight,
             # or the peer's banner would be read (and dropped) before on_connected
             if self._sock is not None and not self._connecting \

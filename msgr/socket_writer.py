@@ -51,7 +51,12 @@ class SocketWriter:
             # the usual case: nothing left from a short write, so the protocol's list goes out as it
             # is (no per-buffer memoryview, no bookkeeping loop unless the kernel takes less)
             out = self._proto.take_output()
-            if out and len(out) <= IOV_MAX:
+            if not out:   # nothing to write (the caller did not ask has_output() first)
+                if self._writing:
+                    self._center.delete_file_event(self._fd, EVENT_WRITABLE)
+                    self._writing = False
+                return
+            if len(out) <= IOV_MAX:
                 self._write_fresh(sock, out)
                 if self._sock is not sock:   # the write failed: the fault path owns the socket now
                     return

@@ -394,7 +394,7 @@ class OpenMixin(ProtocolBase):
             self.stats["keepalives"] += 1
         q = self._outq
         tail: bytearray | None = None   # the C run buffer framed last: ours alone
-        if len(q):
+        if q.count:
             msgs = q.take_all()
             framer = self._framer
             assert framer is not None            # _ready made it when the session opened

@@ -92,17 +92,17 @@ def _cbuf(seg: BytesLike) -> Any:
 class OutQueue:
     """Per-priority FIFOs + the sent list + ``out_seq`` of one session."""
 
-    __slots__ = ("_queues", "_prios", "sent", "out_seq", "_count")
+    __slots__ = ("_queues", "_prios", "sent", "out_seq", "count")
 
     def __init__(self) -> None:
         self._queues: dict[int, deque[Message]] = {}
         self._prios: list[int] = []   # ascending; the writer walks it from the end
         self.sent: deque[Message] = deque()
         self.out_seq = 0
-        self._count = 0
+        self.count = 0   # messages queued (len(); a plain attribute for the writer's per-write test)
 
     def __len__(self) -> int:
-        return self._count
+        return self.count
 
     def _queue(self, prio: int) -> deque[Message]:
         q = self._queues.get(prio)
@@ -112,8 +112,11 @@ class OutQueue:
         return q
 
     def enqueue(self, msg: Message) -> None:
-        self._queue(msg.header.priority).append(msg)
-        self._count += 1
+        q = self._queues.get(msg.header.priority)   # _queue's lookup inline: once per message sent
+        if q is None:
+            q = self._queue(msg.header.priority)
+        q.append(msg)
+        self.count += 1
 
     def enqueue_all(self, msgs: list[Message]) -> None:
         """:meth:`enqueue` each of ``msgs`` in order (a burst usually has one priority)."""
@@ -125,22 +128,22 @@ class OutQueue:
                 q, prio = self._queue(p), p
             assert q is not None
             q.append(m)
-        self._count += len(msgs)
+        self.count += len(msgs)
 
     def pop(self) -> Message | None:
         """The head of the highest non-empty priority queue, or None."""
-        if not self._count:
+        if not self.count:
             return None
         for prio in reversed(self._prios):
             q = self._queues[prio]
             if q:
-                self._count -= 1
+                self.count -= 1
                 return q.popleft()
-        return None  # pragma: no cover - _count says otherwise
+        return None  # pragma: no cover - count says otherwise
 
     def take_all(self) -> list[Message]:
         """Remove and return everything queued, in write order (highest priority first)."""
-        if not self._count:
+        if not self.count:
             return []
         prios = self._prios
         if len(prios) == 1:
@@ -151,14 +154,14 @@ class OutQueue:
             msgs = [m for p in reversed(prios) for m in self._queues[p]]
             for q in self._queues.values():
                 q.clear()
-        self._count = 0
+        self.count = 0
         return msgs
 
     def put_back(self, msgs: list[Message]) -> None:
         """Undo ``take_all`` for ``msgs`` (never written): back to the front of their queues."""
         for m in reversed(msgs):
             self._queue(m.header.priority).appendleft(m)
-        self._count += len(msgs)
+        self.count += len(msgs)
 
     def queued(self) -> list[Message]:
         """Everything queued, in the order it would be written."""
@@ -181,7 +184,7 @@ class OutQueue:
         n = len(self.sent)
         if n:
             self._queue(Priority.HIGHEST).extendleft(reversed(self.sent))
-            self._count += n
+            self.count += n
             self.out_seq -= n
             self.sent.clear()
         return n
@@ -199,7 +202,7 @@ class OutQueue:
             if s == 0 or s > seq:
                 break
             dropped.append(q.popleft())
-            self._count -= 1
+            self.count -= 1
             self.out_seq += 1
         return dropped
 
@@ -225,7 +228,7 @@ class OutQueue:
         self.sent.clear()
         for q in self._queues.values():
             q.clear()
-        self._count = 0
+        self.count = 0
         return dropped
 
 

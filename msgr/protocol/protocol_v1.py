@@ -439,7 +439,7 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         st = self.state
         # `is S.OPEN` first: a set lookup hashes the enum member in Python (once per write)
         if (st is _OPEN or st in OPEN_STATES) and self._has_socket:
-            return bool(len(self._outq)) or self._keepalive_pending or (
+            return self._outq.count > 0 or self._keepalive_pending or (
                 self.in_seq > self._acked_seq and not self.policy.lossy)   # _ack_due, inlined
         return False
 

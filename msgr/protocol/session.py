@@ -65,7 +65,9 @@ class SessionMixin(ProtocolBase):
             h.priority = Priority.DEFAULT
         h.seq = 0  # never sent in this session: discard_requeued_up_to stops at it
         self._outq.enqueue(msg)
-        return self._wake_from_standby(now_us)
+        if self.state is S.STANDBY:   # else no call: this runs once per message sent
+            return self._wake_from_standby(now_us)
+        return []
 
     def send_messages(self, msgs: list[Message], now_us: int) -> list[Action]:
         """:meth:`send_message` for a burst, in order (one state check, one queue pass)."""
