@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "fastpath.h"
+#include "frame_layout.h"
 
 /* -DMSGR_NO_HW_CRC builds the portable path only (how a non-x86 build behaves). */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(MSGR_NO_HW_CRC)
@@ -34,9 +35,6 @@
 
 #define POLY_REFLECTED 0x82F63B78u
 
-enum { TAG_CLOSE = 6, TAG_MSG = 7, TAG_ACK = 8, TAG_KEEPALIVE = 9,
-       TAG_KEEPALIVE2 = 14, TAG_KEEPALIVE2_ACK = 15 };
-enum { FOOTER_COMPLETE = 1, FOOTER_NOCRC = 2 };
 
 /* Stream lengths for the 3-way interleave: LONG for big buffers, SHORT for the tail. */
 #define CRC_LONG 8192
@@ -48,7 +46,7 @@ static uint32_t zeros_short[4][256];  /* feed CRC_SHORT zero bytes */
 static int use_hw;
 static const uint8_t zero_block[CRC_LONG];
 
-/* ---- little-endian loads/stores (the wire is LE whatever the host is) ---- */
+/* ---- little-endian loads (the wire is LE whatever the host is; stores: frame_layout.h) ---- */
 
 static inline uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
@@ -72,20 +70,6 @@ static inline uint64_t ld64(const uint8_t *p)
 #else
     return (uint64_t)ld32(p) | ((uint64_t)ld32(p + 4) << 32);
 #endif
-}
-
-static inline void st16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-
-static inline void st32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static inline void st64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
 }
 
 /* ---- portable CRC: slicing-by-8 ---- */
@@ -262,21 +246,8 @@ void msgr_pack_header(char *dst, uint64_t seq, uint64_t tid, uint16_t type, uint
                       uint16_t data_off, uint8_t src_type, uint64_t src_num,
                       uint16_t compat_version, uint16_t reserved)
 {
-    uint8_t *p = (uint8_t *)dst;
-    st64(p, seq);
-    st64(p + 8, tid);
-    st16(p + 16, type);
-    st16(p + 18, priority);
-    st16(p + 20, version);
-    st32(p + 22, front_len);
-    st32(p + 26, middle_len);
-    st32(p + 30, data_len);
-    st16(p + 34, data_off);
-    p[36] = src_type;
-    st64(p + 37, src_num);
-    st16(p + 45, compat_version);
-    st16(p + 47, reserved);
-    st32(p + 49, msgr_crc32c(0, dst, 49));
+    write_msg_header((uint8_t *)dst, seq, tid, type, priority, version, front_len, middle_len,
+                     data_len, data_off, src_type, src_num, compat_version, reserved, 1);
 }
 
 /* ---- one outgoing message: tag + header + footer around its segments ---- */
@@ -288,37 +259,13 @@ int msgr_frame_msg(char *dst, size_t off, uint64_t seq, uint64_t tid, uint16_t t
                    const char *data, uint32_t data_len, uint32_t flags)
 {
     uint8_t *p = (uint8_t *)dst + off;
-    const int crc_h = (flags & MSGR_SCAN_CRC_HEADER) != 0;
-    const int crc_d = (flags & MSGR_SCAN_CRC_DATA) != 0;
     p[0] = TAG_MSG;
-    uint8_t *h = p + 1;
-    st64(h, seq);
-    st64(h + 8, tid);
-    st16(h + 16, type);
-    st16(h + 18, priority);
-    st16(h + 20, version);
-    st32(h + 22, front_len);
-    st32(h + 26, middle_len);
-    st32(h + 30, data_len);
-    st16(h + 34, data_off);
-    h[36] = src_type;
-    st64(h + 37, src_num);
-    st16(h + 45, compat_version);
-    st16(h + 47, reserved);
-    /* a sender that does not compute a crc leaves it 0 (a checking receiver refuses it) */
-    st32(h + 49, crc_h ? msgr_crc32c(0, (const char *)h, 49) : 0);
-    uint8_t *f = p + 1 + MSGR_HEADER_SIZE;
-    st32(f, crc_h && front_len ? msgr_crc32c(0, front, front_len) : 0);
-    st32(f + 4, crc_h && middle_len ? msgr_crc32c(0, middle, middle_len) : 0);
-    st32(f + 8, crc_d && data_len ? msgr_crc32c(0, data, data_len) : 0);
-    const uint8_t fflags = crc_d ? FOOTER_COMPLETE : (FOOTER_COMPLETE | FOOTER_NOCRC);
-    if (flags & MSGR_SCAN_NEW_FOOTER) {
-        st64(f + 12, 0);
-        f[20] = fflags;
-        return 1 + MSGR_HEADER_SIZE + MSGR_FOOTER_SIZE;
-    }
-    f[12] = fflags;
-    return 1 + MSGR_HEADER_SIZE + MSGR_FOOTER_OLD_SIZE;
+    write_msg_header(p + 1, seq, tid, type, priority, version, front_len, middle_len, data_len,
+                     data_off, src_type, src_num, compat_version, reserved,
+                     (flags & MSGR_SCAN_CRC_HEADER) != 0);
+    return 1 + MSGR_HEADER_SIZE
+        + (int)write_sent_footer(p + 1 + MSGR_HEADER_SIZE, front, front_len, middle, middle_len,
+                                 data, data_len, flags);
 }
 
 /* ---- ceph_msg_header_old (334 bytes): src/orig_src are ceph_entity_inst (name 9 + addr 136) ---- */
@@ -391,16 +338,7 @@ int msgr_parse_footer(const char *buf, size_t len, size_t off, int new_format, u
 void msgr_pack_footer(char *dst, uint32_t front_crc, uint32_t middle_crc, uint32_t data_crc,
                       uint64_t sig, uint8_t flags, int new_format)
 {
-    uint8_t *p = (uint8_t *)dst;
-    st32(p, front_crc);
-    st32(p + 4, middle_crc);
-    st32(p + 8, data_crc);
-    if (new_format) {
-        st64(p + 12, sig);
-        p[20] = flags;
-    } else {
-        p[12] = flags;
-    }
+    write_msg_footer((uint8_t *)dst, front_crc, middle_crc, data_crc, sig, flags, new_format);
 }
 
 /* ---- batch frame scanner ----

@@ -3,6 +3,8 @@ shutdown in the middle of a batch, and wake-ups only when the thread sleeps."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from msgr import Dispatcher, Message
 from msgr.dispatch_queue import BATCH_MAX, D_CONNECT, DispatchQueue
@@ -50,12 +52,30 @@ def _queue(d: Dispatcher) -> DispatchQueue:
     return DispatchQueue(chain, "batch")
 
 
-def _wait_len(dq: DispatchQueue, seen: list[object], n: int) -> None:
+def _wait_until(cond: Callable[[], bool]) -> bool:
+    """Polls cond for up to 5 s; returns its last value (the caller asserts on it)."""
     for _ in range(500):
-        if len(seen) >= n:
-            return
+        if cond():
+            return True
         threading.Event().wait(0.01)
-    raise AssertionError(f"dispatched {len(seen)} of {n}")
+    return cond()
+
+
+def _wait_len(dq: DispatchQueue, seen: list[object], n: int) -> None:
+    if not _wait_until(lambda: len(seen) >= n):
+        raise AssertionError(f"dispatched {len(seen)} of {n}")
+
+
+@contextmanager
+def _started(dq: DispatchQueue, gate: Gate) -> Iterator[DispatchQueue]:
+    """Starts dq's thread; afterwards, even after a failure, opens the gate and stops the thread."""
+    dq.start()
+    try:
+        yield dq
+    finally:
+        gate.release.set()
+        dq.shutdown()
+        assert dq.wait(5)
 
 
 def test_items_queued_while_busy_keep_priority_order_and_throttles_come_back_per_batch():
@@ -63,8 +83,7 @@ def test_items_queued_while_busy_keep_priority_order_and_throttles_come_back_per
     dq = _queue(d)
     thr = Throttle("dispatch", 0)
     d.watch = thr
-    dq.start()
-    try:
+    with _started(dq, d):
         dq.enqueue(_msg(127, 0, [(thr, 10)]))
         assert d.entered.wait(5)
         # queued while the thread is busy: one batch, highest priority first, FIFO within one
@@ -76,15 +95,7 @@ def test_items_queued_while_busy_keep_priority_order_and_throttles_come_back_per
         assert d.seen == [0, ("connect", "c"), 2, 4, 1, 3]
         # inside the second batch nothing of it was given back yet (the first batch's 10 was)
         assert d.throttle_seen[1:] == [40, 40, 40, 40]
-        for _ in range(500):
-            if thr.current == 0:
-                break
-            threading.Event().wait(0.01)
-        assert thr.current == 0
-    finally:
-        d.release.set()
-        dq.shutdown()
-        assert dq.wait(5)
+        assert _wait_until(lambda: thr.current == 0)
 
 
 def test_a_batch_is_bounded():
@@ -100,8 +111,7 @@ def test_a_batch_is_bounded():
         return batch
 
     dq._take_batch = recording_take  # type: ignore[method-assign]
-    dq.start()
-    try:
+    with _started(dq, d):
         dq.enqueue(_msg(127, -1))
         assert d.entered.wait(5)
         n = BATCH_MAX + 10
@@ -113,17 +123,12 @@ def test_a_batch_is_bounded():
         assert d.seen == [-1] + list(range(n))
         # so a later, higher-priority item waits for one batch at most
         assert sizes[:3] == [1, BATCH_MAX, 10]
-    finally:
-        d.release.set()
-        dq.shutdown()
-        assert dq.wait(5)
 
 
 def test_barrier_waits_for_the_batch_in_hand():
     d = Gate()
     dq = _queue(d)
-    dq.start()
-    try:
+    with _started(dq, d):
         dq.enqueue(_msg(127, 0))
         dq.enqueue(_msg(127, 1))
         assert d.entered.wait(5)
@@ -136,10 +141,6 @@ def test_barrier_waits_for_the_batch_in_hand():
         d.release.set()
         assert done.wait(5)
         assert got == [(True, [0, 1])]
-    finally:
-        d.release.set()
-        dq.shutdown()
-        assert dq.wait(5)
 
 
 def test_shutdown_in_the_middle_of_a_batch_drops_the_rest_and_gives_throttles_back():
@@ -180,13 +181,9 @@ def test_producers_wake_the_thread_only_when_it_sleeps():
             real.release()
 
     dq._wake = CountingLock()  # type: ignore[assignment]
-    dq.start()
-    try:
-        for _ in range(500):   # the thread starts and goes to sleep on an empty queue
-            if dq._idle:
-                break
-            threading.Event().wait(0.01)
-        assert dq._idle
+    with _started(dq, d):
+        # the thread starts and goes to sleep on an empty queue
+        assert _wait_until(lambda: dq._idle)
         d.hold_first = True
         dq.enqueue(_msg(127, 0))
         assert d.entered.wait(5)
@@ -196,10 +193,6 @@ def test_producers_wake_the_thread_only_when_it_sleeps():
         d.release.set()
         _wait_len(dq, d.seen, 50)
         assert d.seen == list(range(50))
-    finally:
-        d.release.set()
-        dq.shutdown()
-        assert dq.wait(5)
 
 
 def test_an_event_queued_without_wake_waits_for_wake_and_keeps_its_place():
@@ -211,11 +204,7 @@ def test_an_event_queued_without_wake_waits_for_wake_and_keeps_its_place():
     try:
         dq.enqueue(_msg(127, 1))
         _wait_len(dq, gate.seen, 1)
-        for _ in range(500):          # the thread has gone back to sleep
-            if dq._idle:
-                break
-            threading.Event().wait(0.01)
-        assert dq._idle
+        assert _wait_until(lambda: dq._idle)   # the thread has gone back to sleep
         dq.queue_event(D_CONNECT, "c1", wake=False)
         threading.Event().wait(0.1)
         assert gate.seen == [1], "woken without wake()"
