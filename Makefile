@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # A venv with pymsgr (editable, C fast path built) and everything tests and bench need.
 $(STAMP): setup.py pyproject.toml msgr/_build_fastpath.py $(wildcard csrc/*.c csrc/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip 'setuptools>=77'
 	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $(STAMP)
 
