@@ -62,11 +62,12 @@ class CancelTimer:
     kind: TimerKind
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Deliver:
     """Complete, checked messages for the dispatchers, in arrival order (fast or queued: the
     owner decides). One action carries every message one receive call decoded: no action object
-    per message."""
+    per message. Not frozen, unlike the others: it is built on every read, and a frozen
+    dataclass's ``__init__`` (``object.__setattr__``) costs twice a plain one (80 ns)."""
     msgs: list[Message]
 
 

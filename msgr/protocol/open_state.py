@@ -288,6 +288,9 @@ class OpenMixin(ProtocolBase):
             cfg.ms_max_message_data_len
         pol = self.policy
         tm, tb, td = pol.throttler_messages, pol.throttler_bytes, self.host.dispatch_throttle
+        # the usual policy (no messages/bytes throttle): the dispatch throttle alone, taken here
+        # without a _take_one call (one message per read is a round trip's case)
+        td_only = td if tm is None and tb is None else None
         conn = self.connection
         in_seq = self.in_seq
         got: list[Message] = []
@@ -308,6 +311,10 @@ class OpenMixin(ProtocolBase):
                         throttled = pairs.get(n)
                         if throttled is None:
                             throttled = pairs[n] = _share(tm, tb, td, n)
+                    elif td_only is not None and n:
+                        if not td_only.try_get(n):
+                            return False        # the state path blocks in THROTTLE_DISPATCH_QUEUE
+                        throttled = ((td_only, n),)
                     else:
                         taken = _take_one(tm, tb, td, n)
                         if taken is None:
@@ -445,11 +452,8 @@ def _share(tm: Throttle | None, tb: Throttle | None, td: Throttle | None, nbytes
 def _take_one(tm: Throttle | None, tb: Throttle | None, td: Throttle | None,
               nbytes: int) -> tuple[tuple[Throttle, int], ...] | None:
     """One message's throttles in Ceph's order (messages, bytes, dispatch queue): what it took,
-    or None (having given back what it had taken) when one is full."""
-    if tm is None and tb is None:   # the usual policy: the dispatch throttle alone
-        if td is None or not nbytes:
-            return ()
-        return ((td, nbytes),) if td.try_get(nbytes) else None
+    or None (having given back what it had taken) when one is full. (_batch_records takes the
+    usual policy's dispatch throttle alone itself, without this call.)"""
     taken: list[tuple[Throttle, int]] = []
     if tm is not None:
         if not tm.try_get(1):
