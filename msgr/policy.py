@@ -40,6 +40,12 @@ class Policy:
     throttler_bytes: Throttle | None = None
     throttler_messages: Throttle | None = None
 
+    @property
+    def client_of_server(self) -> bool:
+        """This side is the lossless client of a server (:meth:`lossless_client`): it alone reconnects,
+        so in a connection race its own attempt wins (PROTOCOL.md §7 rows 17/18)."""
+        return not (self.server or self.lossy or self.standby)
+
     def copy(self) -> Policy:
         """A shallow copy (the throttles are shared, as in Ceph)."""
         return replace(self)

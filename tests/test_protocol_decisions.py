@@ -282,7 +282,8 @@ def _ctx(c=None, e=None, **kw):
 
 
 def _e(**kw):
-    base = dict(closed=False, replacing=False, pgs=5, cseq=0, lossy=False, open_or_standby=False, server=False)
+    base = dict(closed=False, replacing=False, pgs=5, cseq=0, lossy=False, open_or_standby=False, server=False,
+                client=False)
     base.update(kw)
     return Existing(**base)
 
@@ -293,6 +294,7 @@ def _e(**kw):
     (_ctx(e=_e(cseq=0), peer_lt_me=True), 17, Do.REPLACE),
     (_ctx(e=_e(cseq=0, server=True)), 17, Do.REPLACE),
     (_ctx(e=_e(cseq=0)), 18, Do.WAIT),
+    (_ctx(e=_e(cseq=0, client=True), peer_lt_me=True), 18, Do.WAIT),   # a client of a server: its attempt
     (_ctx(c=ConnectMsg(CEPH_FEATURES_ALL_PACIFIC, MON, 10, 3, 13, 1, 18, 0), e=_e(cseq=0)), 19, Do.REPLY),
     (_ctx(c=ConnectMsg(CEPH_FEATURES_ALL_PACIFIC, MON, 10, 3, 13, 1, 18, 0), e=_e(cseq=0),
           policy=Policy.lossless_peer()), 20, Do.REPLACE),

@@ -101,6 +101,7 @@ class Existing:
     lossy: bool
     open_or_standby: bool
     server: bool         # its policy is a server policy
+    client: bool         # its policy makes us a server's lossless client, and the peer never answered WAIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +178,12 @@ SERVER_DECISIONS: list[tuple[int, str, Callable[[ConnectCtx], bool], Outcome]] =
      _do(Do.REPLACE)),
     (16, "same connect_seq, existing open/standby", lambda x: x.c.connect_seq == x.ex.cseq
      and x.ex.open_or_standby, _reply(Tag.RETRY_SESSION, c=_cseq1)),
-    (17, "connection race, incoming wins", lambda x: x.c.connect_seq == x.ex.cseq
-     and (x.peer_lt_me or x.ex.server), _do(Do.REPLACE)),
+    # a race's two sides must agree on one winner: a server lets the incoming win (Ceph), so the lossless
+    # client of a server lets its own attempt win whatever the addresses say (Ceph decides by address
+    # there, and when the client's sorts above, both sides replace and both sockets die: issue 11)
+    (17, "connection race, incoming wins (lower peer address or we serve; never a client of a server)",
+     lambda x: x.c.connect_seq == x.ex.cseq and not x.ex.client and (x.peer_lt_me or x.ex.server),
+     _do(Do.REPLACE)),
     (18, "connection race, our attempt wins", lambda x: x.c.connect_seq == x.ex.cseq, _do(Do.WAIT)),
     (19, "peer resumes a session we reset", lambda x: x.policy.resetcheck and x.ex.cseq == 0,
      _reply(Tag.RESETSESSION)),
@@ -219,6 +224,9 @@ class HandshakeMixin(ProtocolBase):
         self._authorizer_in = b""                     # kept across retries on one socket (observed)
         self._replacing = False
         self._replace_connect: ConnectMsg | None = None
+        # the peer once answered WAIT, which a server never does: our "client of a server" policy is
+        # wrong for it (both sides configured as clients), so our races go by address (row 17)
+        self._peer_answered_wait = False
         self._reset_from_peer = False
         self._sock_peer: EntityAddr | None = None
         self._sock_local: EntityAddr | None = None
@@ -386,6 +394,7 @@ class HandshakeMixin(ProtocolBase):
 
     def _on_reply_wait(self, now_us: int, acts: list[Action]) -> Blocked | None:
         self._to(S.WAIT)
+        self._peer_answered_wait = True
         acts.extend(self._fault("peer answered WAIT (connection race, its attempt wins)", now_us))
         return self._blocked()
 
@@ -488,7 +497,8 @@ class HandshakeMixin(ProtocolBase):
         if existing is not None:
             e_view = Existing(existing.state is S.CLOSED, existing._replacing, existing.peer_global_seq,
                               existing.connect_seq, existing.policy.lossy,
-                              existing.state is S.STANDBY or existing.is_connected(), existing.policy.server)
+                              existing.state is S.STANDBY or existing.is_connected(), existing.policy.server,
+                              existing.policy.client_of_server and not existing._peer_answered_wait)
         v = host.verify_authorizer(c.host_type, c.authorizer_protocol, self._authorizer_in,
                                    self._auth_server_challenge)
         if v is None:   # auth none rules
