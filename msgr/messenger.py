@@ -472,13 +472,7 @@ class AsyncMessenger(Messenger):
                 _log.debug("%s: accepted %s while shutting down: closed", self.my_name, _peer)
                 sock.close()
                 return
-            center = worker.center
-            if center.in_thread():
-                # the listening worker serves this session too (one worker): start it here, no
-                # posted event and no partial between the accept and the banner going out
-                conn._start_accept(sock)
-            else:
-                center.dispatch_event_external(functools.partial(conn._start_accept, sock))
+            worker.center.dispatch_event_external(functools.partial(conn._start_accept, sock))
 
     def is_started(self) -> bool:
         """True between :meth:`start` and the end of :meth:`wait`."""
