@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Sequence, Sized
 from typing import TYPE_CHECKING, Any
 
 from eventcenter import EVENT_WRITABLE
@@ -123,14 +124,8 @@ class SocketWriter:
             perf.msgr_send_bytes += n
             if n == total or n == sum(map(len, out)):
                 return   # all written (one C-level sum instead of a Python loop per buffer)
-        i = 0
-        for b in out:
-            ln = len(b)
-            if n < ln:
-                break
-            n -= ln
-            i += 1
-        else:
+        i, n = _written_prefix(out, n)
+        if i == len(out):
             return   # all written
         if n:
             perf.msgr_eagain += 1
@@ -155,16 +150,22 @@ class SocketWriter:
                 return
             perf.msgr_send_calls += 1
             perf.msgr_send_bytes += n
-            i = 0
-            for b in bufs:
-                ln = len(b)
-                if n < ln:
-                    break
-                n -= ln
-                i += 1
+            i, n = _written_prefix(bufs, n)
             if i:
                 del bufs[:i]
             if n:
                 bufs[0] = bufs[0][n:]
                 perf.msgr_eagain += 1
                 return  # a short write: the socket buffer is full
+
+
+def _written_prefix(bufs: Sequence[Sized], n: int) -> tuple[int, int]:
+    """How a write of ``n`` bytes splits ``bufs``: whole buffers written, and bytes into the next one."""
+    i = 0
+    for b in bufs:
+        ln = len(b)
+        if n < ln:
+            break
+        n -= ln
+        i += 1
+    return i, n

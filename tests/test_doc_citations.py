@@ -3,7 +3,7 @@
 Rules checked over every tracked text file:
 * no citation of the reference notes the project started from (they are not in the repository;
   their facts live in docs/PROTOCOL.md and docs/REAL_CEPH.md in our own words);
-* every ``NAME.md`` path resolves, relative to the citing file, the repository root or docs/;
+* every cited markdown path resolves, relative to the citing file, the repository root or docs/;
 * outside Markdown files, a ``§`` section sign stands on a line that names the document it
   refers to (``PROTOCOL.md §7``, not a bare ``§7`` whose document the reader must guess), and the
   section heading exists in that document.
@@ -98,9 +98,11 @@ def test_every_cited_document_exists() -> None:
 def test_the_checker_catches_what_it_should(tmp_path: Path) -> None:
     # the rules applied to a sample file placed inside the repository tree
     sample = ROOT / "tests" / "_citation_sample.py"
+    # the sample's citations are assembled here so that this file itself cites nothing it lacks
+    foreign, missing = FOREIGN[0] + ".md", "docs/NOPE" + ".md"
     sample.write_text(
-        "# see api-contract.md for this\n"      # foreign note
-        "# docs/NOPE.md says so\n"                # missing document
+        f"# see {foreign} for this\n"           # foreign note
+        f"# {missing} says so\n"                 # missing document
         "# the decision table (§7)\n"             # bare section sign
         "# PROTOCOL.md §99 row 1\n"               # no such section
         "# PROTOCOL.md §7 and REAL_CEPH.md §11.3, docs/ARCHITECTURE.md\n")  # all fine
@@ -108,9 +110,9 @@ def test_the_checker_catches_what_it_should(tmp_path: Path) -> None:
         problems = _problems(sample)
     finally:
         sample.unlink()
-    assert len(problems) == 5, problems  # api-contract.md: foreign and missing
-    assert any("api-contract" in p and "not in the repository" in p for p in problems)
-    assert any("NOPE.md, which does not exist" in p for p in problems)
+    assert len(problems) == 5, problems  # the foreign note counts as foreign and as missing
+    assert any(FOREIGN[0] in p and "not in the repository" in p for p in problems)
+    assert any(missing[len("docs/"):] + ", which does not exist" in p for p in problems)
     assert any("without the document" in p for p in problems)
     assert any("has no section 99" in p for p in problems)
     assert not any(":5:" in p for p in problems)
