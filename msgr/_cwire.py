@@ -312,12 +312,14 @@ if BACKEND.startswith("c-"):
     _SCRATCH_FRAMES = 64
     _tls = threading.local()
 
-    def _scan_scratch() -> tuple[Any, Any, memoryview]:
-        """This thread's result and record arrays (cffi releases the GIL during the scan, so they
-        cannot be shared between threads; one thread runs one scan at a time)."""
+    _unpack_res = struct.Struct("<4Q").unpack_from   # scan's result[4]: end, records, messages, bytes
+
+    def _scan_scratch() -> tuple[Any, memoryview, Any, memoryview]:
+        """This thread's result and record arrays and their views (cffi releases the GIL during
+        the scan, so they cannot be shared between threads; one thread runs one scan at a time)."""
         res = _new("uint64_t[4]")
         recs = _new(_U64ARR, _SCRATCH_FRAMES * SCAN_SLOTS)
-        t = _tls.scratch = (res, recs, memoryview(_ffi_buffer(recs)))
+        t = _tls.scratch = (res, memoryview(_ffi_buffer(res)), recs, memoryview(_ffi_buffer(recs)))
         return t
 
     _PINNED = type(_from_buffer(b""))
@@ -379,17 +381,17 @@ if BACKEND.startswith("c-"):
             size = end
         if max_frames <= _SCRATCH_FRAMES:
             try:
-                res, recs, mv = _tls.scratch
+                res, rmv, recs, mv = _tls.scratch
             except AttributeError:
-                res, recs, mv = _scan_scratch()
+                res, rmv, recs, mv = _scan_scratch()
         else:   # more than the scratch holds: arrays for this call only
             res, recs = _new("uint64_t[4]"), _new(_U64ARR, max_frames * SCAN_SLOTS)
-            mv = memoryview(_ffi_buffer(recs))
+            rmv, mv = memoryview(_ffi_buffer(res)), memoryview(_ffi_buffer(recs))
         status = _c_scan(p, size, offset, flags, max_inline, recs, max_frames, res)
-        n = res[1]
+        end, n, nmsgs, nbytes = _unpack_res(rmv)   # one call, not four cdata subscripts
         if n == 1:
-            return status, res[0], [_unpack_rec(mv)], res[2], res[3]
-        return status, res[0], list(_iter_recs(mv[:n * _REC_SIZE])) if n else [], res[2], res[3]
+            return status, end, [_unpack_rec(mv)], nmsgs, nbytes
+        return status, end, list(_iter_recs(mv[:n * _REC_SIZE])) if n else [], nmsgs, nbytes
 
 
 def scan_error(buf: Buffer, offset: int, status: int, new_footer: bool = True) -> DecodeError:

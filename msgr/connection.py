@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from eventcenter import EVENT_READABLE, EVENT_WRITABLE
+from eventcenter.clock import MonotonicClock
 from eventcenter.worker import on_worker_thread
 from msgr import debug
 from msgr.connection_base import Connection, LoopbackConnection  # noqa: F401 (re-exported)
@@ -81,6 +82,8 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         self._center = worker.center
         self._perf = host.perf.worker_block(worker.index)
         self._now_us: Callable[[], int] = host.clock.now_us
+        # the OS monotonic clock: a read event takes its protocol time from its perf start stamp
+        self._mono_clock = type(host.clock) is MonotonicClock
         if proto is None:
             from msgr.protocol.protocol_v1 import ProtocolV1
             proto = ProtocolV1(host, self)
@@ -714,7 +717,7 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             inject = self._inject
             t0 = _mono_ns()
             # one protocol time per event: replies sent from fast dispatch inside it reuse it too
-            now = self._turn_us = self._last_active_us = self._now_us()
+            now = self._turn_us = self._last_active_us = t0 // 1000 if self._mono_clock else self._now_us()
             self._in_read = True
             try:
                 for _ in range(READ_ROUNDS):

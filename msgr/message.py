@@ -71,8 +71,10 @@ class Message:
             _registry[t] = cls
 
     def __init__(self) -> None:
-        self.header = MsgHeader(type=self.TYPE, priority=0, version=self.HEAD_VERSION,
-                                compat_version=self.COMPAT_VERSION)
+        # positional (seq, tid, type, priority, version, lengths, data_off, src_type, src_num,
+        # compat_version, reserved, crc): a keyword call costs more, once per message sent
+        self.header = MsgHeader(0, 0, self.TYPE, 0, self.HEAD_VERSION, 0, 0, 0, 0, 0, -1,
+                                self.COMPAT_VERSION, 0, 0)
         # a MsgFooter, None, or (received by the batch path) its scan record until first read
         self._footer: MsgFooter | tuple[int, ...] | None = None
         self.front: Buffer = b""
@@ -174,10 +176,10 @@ class Message:
             self.encode_payload(features)
             self._encoded_features = features
         h = self.header
-        h.type = self.TYPE or h.type
-        h.front_len = len(self.front)
-        h.middle_len = len(self.middle)
-        h.data_len = len(self.data)
+        t = self.TYPE
+        if t:
+            h.type = t
+        h.front_len, h.middle_len, h.data_len = len(self.front), len(self.middle), len(self.data)
         if h.compat_version == 0:
             h.compat_version = h.version
 

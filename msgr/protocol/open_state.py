@@ -283,6 +283,9 @@ class OpenMixin(ProtocolBase):
         (Message built once, footer left as the record), seq rule; the messages go out in one
         Deliver per scan. The throttles are taken for every message of the scan at once when all
         of them fit (``_reserve_scan``), else message by message as the state path does."""
+        if not nmsgs:
+            self._batch_control(recs, rmv, now_us)   # acks and keepalives only
+            return True
         cfg = self.host.config
         max_f, max_m, max_d = cfg.ms_max_message_front_len, cfg.ms_max_message_middle_len, \
             cfg.ms_max_message_data_len
@@ -300,56 +303,54 @@ class OpenMixin(ProtocolBase):
         try:
             for r in recs:
                 tag = r[0]
-                if tag == 7:
-                    f, m, d = r[8], r[9], r[10]
-                    if f > max_f or m > max_m or d > max_d:
-                        return False
-                    n = f + m + d
-                    if left_m:
-                        left_m -= 1
-                        left_b -= n
-                        throttled = pairs.get(n)
-                        if throttled is None:
-                            throttled = pairs[n] = _share(tm, tb, td, n)
-                    elif td_only is not None and n:
-                        if not td_only.try_get(n):
-                            return False        # the state path blocks in THROTTLE_DISPATCH_QUEUE
-                        throttled = ((td_only, n),)
+                if tag != 7:
+                    if tag == 8:            # an ACK rides behind most replies: no call for it
+                        self._outq.ack(r[3])
                     else:
-                        taken = _take_one(tm, tb, td, n)
-                        if taken is None:
-                            return False        # the state path blocks in THROTTLE_* as always
-                        throttled = taken
-                    o = r[22]
+                        self._batch_control((r,), rmv, now_us)
+                    self._rpos = r[1] + r[2]
+                    continue
+                f, m, d = r[8], r[9], r[10]
+                if f > max_f or m > max_m or d > max_d:
+                    return False
+                n = f + m + d
+                if left_m:
+                    left_m -= 1
+                    left_b -= n
+                    throttled = pairs.get(n)
+                    if throttled is None:
+                        throttled = pairs[n] = _share(tm, tb, td, n)
+                elif td_only is not None and n:
+                    if not td_only.try_get(n):
+                        return False        # the state path blocks in THROTTLE_DISPATCH_QUEUE
+                    throttled = ((td_only, n),)
+                else:
+                    taken = _take_one(tm, tb, td, n)
+                    if taken is None:
+                        return False        # the state path blocks in THROTTLE_* as always
+                    throttled = taken
+                o = r[22]
+                if m or d:
                     front, o = (rmv[o:o + f].tobytes() if f else b""), o + f
                     middle, o = (rmv[o:o + m].tobytes() if m else b""), o + m
                     data = rmv[o:o + d].tobytes() if d else b""
-                    try:
-                        msg = decode_message(MsgHeader(*r[3:17]), front, middle, data, r, conn, now_us)
-                    except BaseException:
-                        _give_back(throttled)   # every exit gives back what this message took
-                        raise
-                    seq = r[3]
-                    if seq <= in_seq:
-                        _give_back(throttled)   # a duplicate after a reconnect: dropped, no fault
-                    else:
-                        in_seq = seq
-                        pn = self.peer_name
-                        if pn is None or pn.num != r[13] or pn.type != r[12]:
-                            self.peer_name = EntityName(r[12], r[13])
-                        msg._throttled = throttled or None
-                        got.append(msg)
-                elif tag == 8:
-                    self._outq.ack(r[3])
-                elif tag == 14:
-                    self.last_keepalive_us = now_us
-                    o = r[1] + 1
-                    self._out.append(_KEEPALIVE2_ACK + rmv[o:o + 8].tobytes())
-                elif tag == 15:
-                    self.last_keepalive_ack_stamp = (r[3], r[4])
-                    self.last_keepalive_ack_us = now_us
-                else:  # KEEPALIVE (the scanner passes no other tag)
-                    self.last_keepalive_us = now_us
+                else:   # the usual small message: a front alone
+                    front, middle, data = rmv[o:o + f].tobytes(), b"", b""
+                try:
+                    msg = decode_message(MsgHeader(*r[3:17]), front, middle, data, r, conn, now_us)
+                except BaseException:
+                    _give_back(throttled)   # every exit gives back what this message took
+                    raise
+                seq = r[3]
+                if seq <= in_seq:
+                    _give_back(throttled)   # a duplicate after a reconnect: dropped, no fault
+                else:
+                    in_seq = seq
+                    pn = self.peer_name
+                    if pn is None or pn.num != r[13] or pn.type != r[12]:
+                        self.peer_name = EntityName(r[12], r[13])
+                    msg._throttled = throttled or None
+                    got.append(msg)
                 self._rpos = r[1] + r[2]
             return True
         finally:
@@ -359,6 +360,24 @@ class OpenMixin(ProtocolBase):
             if got:
                 self.stats["msgs_in"] += len(got)
                 acts.append(Deliver(got))
+
+    def _batch_control(self, recs: Sequence[tuple[int, ...]], rmv: memoryview, now_us: int) -> None:
+        """ACK, KEEPALIVE, KEEPALIVE2 and KEEPALIVE2_ACK records (the scanner passes no other
+        non-message tag); ``_rpos`` moves past the last."""
+        for r in recs:
+            tag = r[0]
+            if tag == 8:
+                self._outq.ack(r[3])
+            elif tag == 14:
+                self.last_keepalive_us = now_us
+                o = r[1] + 1
+                self._out.append(_KEEPALIVE2_ACK + rmv[o:o + 8].tobytes())
+            elif tag == 15:
+                self.last_keepalive_ack_stamp = (r[3], r[4])
+                self.last_keepalive_ack_us = now_us
+            else:  # KEEPALIVE
+                self.last_keepalive_us = now_us
+            self._rpos = r[1] + r[2]
 
     def _batch_wait(self, end: int, rend: int) -> bool:
         """An incomplete frame at ``end``: wait in OPEN if it is small and its header passed."""
