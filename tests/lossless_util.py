@@ -11,6 +11,9 @@
 * :func:`check_exact` -- "exactly once, in order" with a diagnosis that names
   the first duplicate / gap / reordering.
 * :class:`Cluster` -- creates messengers and always shuts them down.
+* :func:`check_lossy_session` -- the lossy oracle: a prefix arrives, any loss comes with
+  ``ms_handle_reset`` on that connection, judged once the session has settled.
+* :func:`stuck_connections` -- connections that wait for nothing (CONNECTING, no socket, no timer).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from msgr import Config, Dispatcher, EntityAddr, EntityName, Message, Messenger, Policy
+from msgr.protocol.actions import TimerKind
 
 _FMT = struct.Struct("<IIQ")
 
@@ -207,3 +211,53 @@ def live_sessions(ms: Any, peer: EntityAddr) -> list[Any]:
 def send_range(conn: Any, sender: int, ids: Iterable[int], session: int = 0, pad: bytes = b"") -> None:
     for i in ids:
         conn.send_message(Tagged(sender, session, i, pad))
+
+
+def check_lossy_session(sender_rec: Recorder, rec: Recorder, conn: Any, sender: int, session: int, total: int,
+                        what: str | Callable[[], str], timeout: float = 30.0) -> list[int]:
+    """The lossy oracle (docs/DELIVERY.md) for the ``total`` messages ``sender`` sent on ``conn`` as
+    ``session``: what arrives is a prefix, once each, in order; anything missing comes with
+    ``ms_handle_reset`` on ``conn`` at the sender. Returns what arrived.
+
+    Judged once the session has settled: every message arrived, or ``conn``'s reset was dispatched.
+    Until then the session is still at work, and may be slow to show it: a replaced session whose
+    worker has not yet run its posted start and stop is CONNECTING with no socket and unregistered,
+    and connect_to already hands out its successor (tests/test_lossy_slow_worker.py). A session
+    that never settles fails here after ``timeout``.
+    """
+    def detail() -> str:
+        return what() if callable(what) else what
+    wait_for(lambda: rec.n(sender, session) >= total or sender_rec.count("reset", conn) > 0, timeout=timeout,
+             what=f"{sender}/{session} to settle (every message arrived, or ms_handle_reset on {conn!r})",
+             detail=detail)
+    got = rec.ids(sender, session)
+    k = len(got)
+    assert got == list(range(k)), f"{detail()}: {sender}/{session} not a prefix, once each, in order: {got}"
+    if k < total:
+        assert sender_rec.count("reset", conn) > 0, \
+            f"{detail()}: {sender}/{session} lost {list(range(k, total))} without a reset on {conn!r}"
+    return got
+
+
+_RETRY_TIMERS = {TimerKind.RECONNECT, TimerKind.CONNECTION_READY}   # what moves a CONNECTING session on
+
+
+def stuck_connections(ms: Any) -> list[str]:
+    """The live connections of ``ms`` that wait for nothing: CONNECTING with no socket (no TCP connect
+    in flight) and no timer (no backoff, no ms_connection_ready_timeout) -- nothing would ever send
+    their queue or report it.
+
+    Each is looked at on its own worker, after whatever was already posted to it ran: a consistent
+    view, and a connection whose worker is merely late is not taken for a stuck one."""
+    found: list[str] = []
+    for conn in ms.connections():
+        def look(c: Any = conn) -> str | None:
+            p = c._proto
+            if c._closed or p.state.name != "CONNECTING" or c._sock is not None or _RETRY_TIMERS & c._timers.keys():
+                return None
+            return (f"{c!r}: CONNECTING, no socket, no timer (reconnect armed {p._reconnect_armed}, "
+                    f"{len(p.outq)} queued, last fault {c._last_fault!r})")
+        verdict = conn._center.submit_to(look, wait=True)
+        if verdict is not None:
+            found.append(verdict)
+    return found
