@@ -39,7 +39,7 @@ from msgr.entity import EntityAddr, EntityName
 from msgr.errors import MsgrError, WrongNodeError
 from msgr.flush import FlushingConnection
 from msgr.protocol import actions as A
-from msgr.protocol.outq import precompute_crcs
+from msgr.protocol.outq import PRECOMPUTE_MIN, precompute_crcs
 from msgr.socket_writer import SocketWriter
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -177,9 +177,15 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             with self._lock:           # re-entered inside our read handler: cheap
                 self._send_here(msg)   # on our worker: straight to the protocol, no posted event
             return None
-        if self._precompute_crcs:
-            precompute_crcs(msg)   # big segments: the CRC in this thread, not on the worker
-        with self._out_lock:
+        if self._precompute_crcs and len(msg.front) + len(msg.middle) + len(msg.data) >= PRECOMPUTE_MIN:
+            # big segments: the CRC in this thread, not on the worker (a payload under the threshold in
+            # all cannot have a segment over it: no call for the usual small message)
+            precompute_crcs(msg)
+        # acquire/release, not `with`: this runs once per message sent and a `with` on a lock costs
+        # about twice the pair (the context-manager protocol), in the thread that competes for the GIL
+        lock = self._out_lock
+        lock.acquire()
+        try:
             if self._down or self._closed:
                 self._unsent((msg,))
                 return None
@@ -188,6 +194,8 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
                 return None
             self._out_posted = True
             self._posted_ns = _mono_ns()   # msgr_send_messages_queue_lat: the burst's wait
+        finally:
+            lock.release()
         self._post(self._flush_pending)
         return None
 
@@ -498,24 +506,29 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         """Each message to the first fast dispatcher that takes it (its receive throttles given back
         when that returns) or else to the DispatchQueue; the chain's walk, inlined (it runs once
         per message)."""
-        perf = self._perf
         chain = self._host.dispatchers
         pre, fast = chain.preprocessors, chain.fast_dispatchers
-        for msg in msgs:
-            for d in pre:
-                d.ms_fast_preprocess(msg)
-            for d in fast:
-                if d.ms_can_fast_dispatch(msg):
-                    t0 = _mono_ns()
-                    try:
-                        d.ms_fast_dispatch(msg)
-                    finally:
-                        msg._release_throttles()
-                        perf.msgr_fast_dispatched += 1
-                        perf.fast_ns += _mono_ns() - t0
-                    break
-            else:
-                self._host.dispatch_queue.enqueue(msg)
+        n_fast = 0
+        t0 = _mono_ns()   # one span per call, not two clock reads per message
+        try:
+            for msg in msgs:
+                for d in pre:
+                    d.ms_fast_preprocess(msg)
+                for d in fast:
+                    if d.ms_can_fast_dispatch(msg):
+                        n_fast += 1
+                        try:
+                            d.ms_fast_dispatch(msg)
+                        finally:
+                            msg._release_throttles()
+                        break
+                else:
+                    self._host.dispatch_queue.enqueue(msg)
+        finally:
+            if n_fast:
+                perf = self._perf
+                perf.msgr_fast_dispatched += n_fast
+                perf.fast_ns += _mono_ns() - t0
 
     def _hold_back(self, msg: Message, delay_us: int) -> None:
         # later messages queue behind a delayed one: delivery order is kept

@@ -73,7 +73,10 @@ _SLOT = 1 + 53 + 21          # arena bytes per message: tag + header + (largest)
 # buffer (a copy is cheaper than a buffer of their own from here on); bigger ones go out as they are
 INLINE_MAX = 8192
 RUN_MAX_BYTES = 64 * 1024   # one buffer per this much: what is written is freed while the rest waits
-_JOINABLE = frozenset((bytes, bytearray))
+# (front, middle, data) types a run copies: bytes and bytearray (a view may not be contiguous);
+# one set lookup of the three instead of three
+_JOINABLE3 = frozenset((a, b, c) for a in (bytes, bytearray) for b in (bytes, bytearray)
+                       for c in (bytes, bytearray))
 _HOLE_HEAD = bytes(1 + 53)
 _HOLE_FOOT, _HOLE_FOOT_OLD = bytes(21), bytes(13)
 _F_CRC_HEADER, _F_CRC_DATA, _F_NEW_FOOTER = 1, 2, 4   # msgr_frame_msg flags (fastpath.h)
@@ -173,7 +176,22 @@ class OutQueue:
 
     def ack(self, seq: int) -> int:
         """Drop sent messages with seq <= ``seq`` (a cumulative ACK); returns how many."""
-        sent, n = self.sent, 0
+        sent = self.sent
+        if not sent:
+            return 0
+        n = len(sent)
+        if sent[-1].header.seq <= seq:     # all of them (seqs ascend)
+            sent.clear()
+            return n
+        # the sent list holds consecutive seqs, so the count is a subtraction; checked, and the walk
+        # below does it otherwise
+        k = seq - sent[0].header.seq + 1
+        if 0 < k < n and sent[k - 1].header.seq == seq and sent[k].header.seq > seq:
+            popleft = sent.popleft
+            for _ in range(k):
+                popleft()
+            return k
+        n = 0
         while sent and sent[0].header.seq <= seq:
             sent.popleft()
             n += 1
@@ -310,6 +328,7 @@ class Framer:
         run: list[Message] = []
         run_bytes = 0
         done = 0                       # framed before the current run
+        nxt = seq                      # the seq of the run's last message (seq + done + len(run))
         for msg in msgs:
             try:
                 msg._encode(features)
@@ -319,8 +338,8 @@ class Framer:
             front, middle, data = msg.front, msg.middle, msg.data
             h = msg.header
             fl, ml, dl = h.front_len, h.middle_len, h.data_len
-            if fl + ml + dl > INLINE_MAX or type(front) not in _JOINABLE or type(middle) not in _JOINABLE \
-                    or type(data) not in _JOINABLE:
+            body = fl + ml + dl
+            if body > INLINE_MAX or (type(front), type(middle), type(data)) not in _JOINABLE3:
                 # big (or a view, which may not be contiguous): its own buffers, after the run
                 n, err = self._frame_run(run, parts, fields, seq + done, out)
                 done += n
@@ -329,14 +348,15 @@ class Framer:
                     done += n
                 if err is not None:
                     return done, err
-                run, parts, fields, run_bytes = [], [], [], 0
+                run, parts, fields, run_bytes, nxt = [], [], [], 0, seq + done
                 continue
             h.src_type, h.src_num = st, sn
             run.append(msg)
+            nxt += 1
             parts += (_HOLE_HEAD, front, middle, data, hole_foot)
-            fields += (seq + done + len(run), h.tid, h.type, h.priority, h.version, h.data_off,
-                       h.compat_version, h.reserved, fl, ml, dl)
-            run_bytes += fl + ml + dl + _SLOT   # the buffer holds the framing too
+            fields += (nxt, h.tid, h.type, h.priority, h.version, h.data_off, h.compat_version, h.reserved,
+                       fl, ml, dl)
+            run_bytes += body + _SLOT   # the buffer holds the framing too
             if run_bytes > RUN_MAX_BYTES:
                 n, err = self._frame_run(run, parts, fields, seq + done, out)
                 done += n
@@ -356,8 +376,7 @@ class Framer:
         front, middle, data = msg.front, msg.middle, msg.data
         h = msg.header
         fl, ml, dl = h.front_len, h.middle_len, h.data_len
-        if fl + ml + dl > INLINE_MAX or type(front) not in _JOINABLE or type(middle) not in _JOINABLE \
-                or type(data) not in _JOINABLE:
+        if fl + ml + dl > INLINE_MAX or (type(front), type(middle), type(data)) not in _JOINABLE3:
             return self._frame_each([msg], seq, out)
         h.src_type, h.src_num = self.src_type, self.src_num
         try:
@@ -393,9 +412,8 @@ class Framer:
         if _c_batch(_from_buffer(buf), len(buf), _from_buffer("uint64_t[]", arr), n, self.src_type,
                     self._src_num_u, self._cflags) != n:
             return self._frame_each(run, seq, out)
-        for m in run:
-            seq += 1
-            m.header.seq = seq
+        for s, m in enumerate(run, seq + 1):
+            m.header.seq = s
         out.append(buf)
         self.last_run = buf
         return n, None
