@@ -271,22 +271,26 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             if self._out_pending:
                 self._host.note_dropped_unsent(len(self._out_pending))
                 self._out_pending.clear()
-        self._host.connection_marked_down(self)
         self._wake_keepalive_waiters()   # no ack can come any more
         # immediate, as Ceph's (the protocol stops under the session lock, in the caller): the session is
         # CLOSED and unregistered when this returns; releasing the socket and timers is posted to the worker.
+        # Both under the lock, as Ceph's stop() unregisters: a session that left the map while its worker
+        # still ran its handshake would go on talking to the peer beside the one an accept registers
+        # meanwhile (its retried connect, with a fresh global_seq, read as a restarted peer: issue 11).
         # Blocking for the lock is safe from the application and from our own worker (reentrant); on
         # another worker (a fast-dispatch callback holding its own session lock) it could close a cycle
         # with an accept deciding on that session, so there the stop is posted (is_connected() is False
-        # either way: it reads the down mark)
+        # either way: it reads the down mark) and the worker's next entry into this connection stops it
         if self._lock.acquire(blocking=self._center.in_thread() or not on_worker_thread()):
             try:
                 acts = self._proto.mark_down(self._now_us())
+                self._host.connection_marked_down(self)
             finally:
                 self._lock.release()
             if acts:
                 self._post(lambda: self._perform(acts, "mark_down"))
         else:
+            self._host.connection_marked_down(self)
             self._post(lambda: self._call(self._proto.mark_down))
 
     def _is_down(self) -> bool:
@@ -724,6 +728,9 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         with self._lock:
             sock = self._sock
             if sock is None or fd != self._fd or self._connecting:
+                return
+            if self._down:   # marked down from another worker, its stop still posted: it never reads again
+                self._call(self._proto.mark_down)
                 return
             proto = self._proto
             perf = self._perf

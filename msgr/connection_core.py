@@ -214,6 +214,9 @@ class ConnectionCore:
     def _on_timer(self, kind: A.TimerKind) -> None:
         """A timer fired (on the worker)."""
         self._timers.pop(kind, None)
+        if self._down:   # marked down, its stop still posted (from another worker): no reconnect, no retry
+            self._call(self._proto.mark_down)
+            return
         self._call(self._proto.on_timer, kind)
 
     def _do_deliver(self, act: A.Deliver) -> None:

@@ -107,10 +107,30 @@ def test_retry_global_session_and_resetsession_resend_connect_on_the_same_socket
     acts = p.receive_data(_reply(Tag.RESETSESSION), 0)
     c = ConnectMsg.unpack(_out(p))
     assert (c.global_seq, c.connect_seq) == (5001, 0)
-    assert Notify(ConnEvent.BAD_REMOTE_RESET) in acts
-    assert [len(a.messages) for a in acts if isinstance(a, Discarded)] == [1]
+    # never OPEN: none of its messages was written, so the peer holds none; it starts over and keeps its
+    # queue, with no callback (Ceph resets and discards it; PROTOCOL.md §8)
+    assert Notify(ConnEvent.BAD_REMOTE_RESET) not in acts and not any(isinstance(a, Discarded) for a in acts)
     acts = p.receive_data(_reply(Tag.SEQ, gseq=7, cseq=1) + pack_u64(0), 0)
-    assert p.state is State.OPEN and unpack_u64(_out(p)) == 0
+    assert p.state is State.OPEN and len(p.outq) == 1
+    out = _out(p)
+    assert unpack_u64(out) == 0 and len(out) > 8   # our in_seq, then the kept message
+
+
+def test_resetsession_to_a_session_that_was_open_discards_its_queue():
+    p, host, _ = _to_reply_wait(Policy.lossless_peer_reuse(), peer_type=MON)
+    p.receive_data(_reply(Tag.READY, gseq=7, cseq=1), 0)
+    p.send_message(make_msg(1), 0)
+    assert p.state is State.OPEN and len(_out(p)) > 0   # written: the peer may hold it
+    p.on_socket_error("reset", 0)                         # reconnects at once with connect_seq 2
+    p.on_connected(EntityAddr.parse("v1:127.0.0.1:45001/0"), 0)
+    assert _out(p) == BANNER
+    p.receive_data(pack_server_identify(MON_ADDR, SOCK_PEER), 0)
+    assert ConnectMsg.unpack(_out(p)[136:]).connect_seq == 2
+    p.send_message(make_msg(2), 0)
+    acts = p.receive_data(_reply(Tag.RESETSESSION), 0)
+    assert Notify(ConnEvent.BAD_REMOTE_RESET) in acts
+    assert [len(a.messages) for a in acts if isinstance(a, Discarded)] == [2]
+    assert ConnectMsg.unpack(_out(p)).connect_seq == 0
 
 
 def test_retry_session_that_does_not_raise_connect_seq_faults():

@@ -378,7 +378,15 @@ class HandshakeMixin(ProtocolBase):
         return None
 
     def _on_reply_resetsession(self, now_us: int, acts: list[Action]) -> None:
-        acts.extend(self._reset_session())
+        if self._once_ready:
+            acts.extend(self._reset_session())
+        else:
+            # never OPEN since it began or was last reset: none of its messages was ever written or
+            # delivered, so the peer can hold none of them and nothing is lost. Ceph resets anyway and
+            # discards the queue; here it starts over as the fresh session it is (PROTOCOL.md §8). This
+            # is a session we accepted whose success reply the peer never read (it dropped that socket
+            # for another in a race), now reconnecting with connect_seq 2 (issue 11)
+            self.connect_seq = 0
         self._send_connect()
 
     def _on_reply_retry_global(self, now_us: int, acts: list[Action]) -> None:

@@ -1,0 +1,99 @@
+"""The lossless client that marks its session down while a server connects to it (issue 11).
+
+tests/test_race_stress.py ``test_race[lossless_client-stateful_server-*-markdown]`` lost the client's
+messages about once in 1600 rounds: the client (a) and the server (b) connect at the same instant, a
+marks its attempt down and calls ``connect_to`` again, which hands out the session a has just
+accepted from b. Two defects let b answer that session RESETSESSION, discarding what a queued on it:
+
+* mark_down took the session out of the connection map *before* stopping its protocol: in between
+  its worker went on with the handshake beside the session the accept registered, and its retried
+  connect (a fresh global_seq, connect_seq 0) read at b as "a restarted" (row 14), resetting b's
+  session; a's accepted session then met RESETSESSION (row 19).
+* With mark_down right, the accept itself can come too late: b had dropped the socket of its own
+  attempt for a's (row 17) before reading a's success reply, so the session a accepted (connect_seq 1
+  on a's side only) reconnects with connect_seq 2 and b, whose attempt never opened, answers
+  RESETSESSION. Ceph discards the client's queue there; a session that never was OPEN has written
+  and delivered nothing, so pymsgr starts it over instead (PROTOCOL.md §8).
+"""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from lossless_util import Cluster, check_exact, wait_for
+
+from msgr import EntityName, Policy
+from msgr.protocol.actions import ConnEvent
+from msgr.protocol.states import State
+from msgr.sim import SimNetwork
+from msgr.sim.chaos import make_message, parse_message
+
+OSD, CLIENT = EntityName.TYPE_OSD, EntityName.TYPE_CLIENT
+_nonces = itertools.count(70_000)
+
+
+@pytest.fixture
+def cluster():
+    c = Cluster()
+    yield c
+    c.close()
+
+
+def test_mark_down_stops_the_protocol_before_the_session_leaves_the_map(cluster):
+    """As Ceph's stop() unregisters under the connection lock: while the session leaves the map its
+    protocol is already CLOSED and its worker cannot run it, so no accept can register a second
+    session for the peer while this one still talks to it."""
+    a, _ra = cluster.make(EntityName.client(4100), next(_nonces), policies={OSD: Policy.lossless_client()})
+    b, rb = cluster.make(EntityName.osd(1), next(_nonces), policies={CLIENT: Policy.stateful_server()})
+    c = a.connect_to(OSD, b.get_myaddr())
+    c.send_keepalive()
+    wait_for(c.is_connected, what="a's session open")
+    seen: list[tuple[str, bool]] = []
+    host = a._host
+    removing = host.connection_marked_down
+
+    def spy(conn) -> None:
+        seen.append((conn._proto.state.name, conn._lock._is_owned()))
+        removing(conn)
+
+    host.connection_marked_down = spy
+    c.mark_down()
+    assert seen == [("CLOSED", True)], f"left the map as {seen} (state, under the session lock)"
+    assert a._conns.get(b.get_myaddr()) is None
+
+
+def _accepted_then_reset(seed: int, workers: int):
+    """b (stateful_server) connects to a (lossless_client); a accepts and, once its success reply is
+    written, connect_to hands out that session and a queues 10 messages on it; the socket resets
+    before b reads the reply. Returns (ids b delivered, a's records)."""
+    net = SimNetwork(seed)
+    a = net.add_endpoint(EntityName.client(4100), policies={OSD: Policy.lossless_client()}, workers=workers)
+    b = net.add_endpoint(EntityName.osd(1), policies={CLIENT: Policy.stateful_server()}, workers=workers)
+    b.connect_to(CLIENT, a.get_myaddr())
+    for _ in range(1_000_000):
+        accepted = a.conns.get(b.get_myaddr())
+        if accepted is not None and accepted.state is State.ACCEPTING_WAIT_SEQ:
+            break
+        assert net.step(), "b's connect never reached a"
+    conn = a.connect_to(OSD, b.get_myaddr())
+    assert conn.proto is accepted
+    for i in range(10):
+        conn.send_message(make_message(1, i, 127))
+    (sock,) = net.live_sockets()
+    net.reset_socket(sock)   # b never reads a's reply: its attempt did not open
+    net.run_for(5_000_000)
+    delivered = [parse_message(r.data)[1] for r in b.records_of("deliver")]
+    return delivered, a
+
+
+@pytest.mark.parametrize("workers", [0, 1, 3])
+@pytest.mark.parametrize("seed", range(4))
+def test_a_session_that_never_opened_keeps_its_queue_through_resetsession(seed, workers):
+    """a's accepted session reconnects with connect_seq 2; b, whose own attempt never opened, answers
+    RESETSESSION (row 19). The session was never OPEN, so none of its messages can be at b: they are
+    delivered exactly once, nothing is discarded and a hears of no remote reset (before the fix all
+    10 were discarded with ms_handle_remote_reset, in every seed)."""
+    delivered, a = _accepted_then_reset(seed, workers)
+    assert not a.records_of("discarded"), "a's messages were discarded"
+    assert ConnEvent.BAD_REMOTE_RESET not in [r.data for r in a.records_of("notify")]
+    check_exact(delivered, range(10), f"seed {seed} workers {workers}: a -> b")
