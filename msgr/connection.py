@@ -549,12 +549,18 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             self._delay_timer = self._center.create_time_event(self._delayed[0][0] - now, self._release_delayed)
 
     def _notify(self, event: A.ConnEvent) -> None:
+        # the fast callbacks first, here (before anything of this session is dispatched); the
+        # queued one only if some dispatcher has it (else the dispatch thread is not woken)
+        if event is A.ConnEvent.ACCEPT:
+            self._host.dispatchers.handle_fast_accept(self)
+        elif event is A.ConnEvent.CONNECT:
+            self._host.dispatchers.handle_fast_connect(self)
         if self._in_read:
             # queued now (in order with this event's messages), the thread woken when the read
             # handler ends: after its write, so a handshake reply is not held up behind the
             # dispatch thread taking the GIL for ms_handle_accept
-            self._host.dispatch_queue.queue_event(CODE_OF_EVENT[event], self, wake=False)
-            self._wake_dispatch = True
+            if self._host.dispatch_queue.queue_event(CODE_OF_EVENT[event], self, wake=False):
+                self._wake_dispatch = True
             return
         self._host.dispatch_queue.queue_event(CODE_OF_EVENT[event], self)
 

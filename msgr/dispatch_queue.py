@@ -3,7 +3,9 @@
 Items are served by priority, higher first, FIFO within a priority.
 Connection events (Ceph's ``D_CONNECT`` ... ``D_CONN_REFUSED`` codes) go in
 at the highest priority, as in Ceph, so a dispatcher hears of a connection
-before its first message. The thread takes a batch of items per wake-up
+before its first message; an event no dispatcher has a callback for is not
+queued at all (:meth:`DispatcherChain.hears`), so the thread is not woken for
+nothing. The thread takes a batch of items per wake-up
 (highest priority first, at most ``BATCH_MAX``); after the batch the
 receive-side throttles (message, byte, dispatch) of its messages are released,
 one ``put`` per throttle, which lets a connection that was blocked on them read
@@ -46,6 +48,15 @@ CODE_OF_EVENT = {
     ConnEvent.BAD_REMOTE_RESET: D_BAD_REMOTE_RESET,
     ConnEvent.BAD_RESET: D_BAD_RESET,
     ConnEvent.CONN_REFUSED: D_CONN_REFUSED,
+}
+
+CALLBACK_OF_CODE = {
+    D_CONNECT: "ms_handle_connect",
+    D_ACCEPT: "ms_handle_accept",
+    D_BAD_REMOTE_RESET: "ms_handle_remote_reset",
+    D_BAD_RESET: "ms_handle_reset",
+    D_CONN_REFUSED: "ms_handle_refused",
+    _D_DISCARDED: "ms_handle_discarded",
 }
 
 PRIO_HIGHEST = 255  # CEPH_MSG_PRIO_HIGHEST: connection events
@@ -140,13 +151,17 @@ class DispatchQueue:
             debug.trace_sent(msg.get_connection(), msg)
         self._put(msg.header.priority if priority is None else priority, (_D_LOCAL, msg, None))
 
-    def queue_event(self, code: int, conn: Any, wake: bool = True) -> None:
-        """Queue a connection event (``D_CONNECT`` ... ``D_CONN_REFUSED``).
+    def queue_event(self, code: int, conn: Any, wake: bool = True) -> bool:
+        """Queue a connection event (``D_CONNECT`` ... ``D_CONN_REFUSED``); False when no
+        dispatcher has its callback (nothing queued: the thread has nothing to do for it).
 
         ``wake=False``: queued in order but the thread is not woken; the caller calls
         :meth:`wake` soon (a worker does at the end of the event it is handling, so the dispatch
         thread does not compete for the GIL with the write of the handshake reply)."""
+        if not self.chain.hears(CALLBACK_OF_CODE[code]):
+            return False
         self._put(PRIO_HIGHEST, (code, None, conn), wake)
+        return True
 
     def wake(self) -> None:
         """Wake the thread if something is queued and it sleeps (after ``queue_event(wake=False)``)."""
@@ -155,7 +170,9 @@ class DispatchQueue:
                 self._wake_locked()
 
     def queue_discarded(self, conn: Any, messages: tuple[Message, ...]) -> None:
-        self._put(PRIO_HIGHEST, (_D_DISCARDED, messages, conn))
+        """Queue messages dropped unsent for ``ms_handle_discarded`` (if a dispatcher has it)."""
+        if self.chain.hears("ms_handle_discarded"):
+            self._put(PRIO_HIGHEST, (_D_DISCARDED, messages, conn))
 
     def barrier(self, callback: Callable[[bool], None]) -> None:
         """Call ``callback(True)`` once every item queued now has been dispatched, or

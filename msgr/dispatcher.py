@@ -4,6 +4,11 @@ Every callback has a "not handled" default, so a subclass overrides only
 what it needs. Messages reach dispatchers in the order they were added
 (``add_dispatcher_head`` puts one first); the first that handles a message
 stops the walk, as in Ceph.
+
+A connection event goes through the dispatch thread only when some dispatcher
+overrides its callback: nobody would hear it otherwise, and waking that thread
+for nothing costs a GIL hand-off. ``ms_handle_fast_connect`` and
+``ms_handle_fast_accept`` (Ceph's names) run on the connection's worker instead.
 """
 from __future__ import annotations
 
@@ -43,6 +48,16 @@ class Dispatcher:
     def ms_handle_accept(self, conn: Connection) -> None:
         """An incoming connection was accepted (also after a lossless reconnect)."""
 
+    def ms_handle_fast_connect(self, conn: Connection) -> None:
+        """As :meth:`ms_handle_connect`, but on the connection's worker thread, at once: before
+        ``ms_handle_connect`` is queued and before any message of the session is dispatched (keep
+        it short, never block)."""
+
+    def ms_handle_fast_accept(self, conn: Connection) -> None:
+        """As :meth:`ms_handle_accept`, but on the connection's worker thread, at once: before
+        ``ms_handle_accept`` is queued and before any message of the session is dispatched (keep it
+        short, never block)."""
+
     def ms_handle_reset(self, conn: Connection) -> bool:
         """A lossy connection failed or was closed by a fault; True = handled."""
         return False
@@ -56,6 +71,18 @@ class Dispatcher:
 
     def ms_handle_discarded(self, conn: Connection, messages: tuple[Message, ...]) -> None:
         """pymsgr: queued messages a session reset dropped unsent (reported, never silent)."""
+
+
+# the callbacks of the events the DispatchQueue delivers (Ceph's D_CONNECT ... D_CONN_REFUSED, and
+# pymsgr's discarded messages)
+QUEUED_EVENT_CALLBACKS = ("ms_handle_connect", "ms_handle_accept", "ms_handle_reset",
+                          "ms_handle_remote_reset", "ms_handle_refused", "ms_handle_discarded")
+
+
+def _overrides(d: Dispatcher, name: str) -> bool:
+    """Whether ``d`` has its own ``name`` (in its class, or set on the instance)."""
+    fn = getattr(d, name)
+    return getattr(fn, "__func__", fn) is not getattr(Dispatcher, name)
 
 
 class DispatcherChain:
@@ -119,6 +146,19 @@ class DispatcherChain:
         return False
 
     # --- connection events -------------------------------------------------
+    def hears(self, callback: str) -> bool:
+        """Whether some dispatcher overrides ``callback`` (one of QUEUED_EVENT_CALLBACKS), in its
+        class or on the instance, now: an event nobody hears is not queued (asked once per event)."""
+        return any(_overrides(d, callback) for d in self._all)
+
+    def handle_fast_connect(self, conn: Connection) -> None:
+        for d in self._all:
+            d.ms_handle_fast_connect(conn)
+
+    def handle_fast_accept(self, conn: Connection) -> None:
+        for d in self._all:
+            d.ms_handle_fast_accept(conn)
+
     def handle_connect(self, conn: Connection) -> None:
         for d in self._all:
             d.ms_handle_connect(conn)
