@@ -215,12 +215,26 @@ class MessengerHost:
             return True
 
     def unregister_conn(self, proto: ProtocolV1) -> None:
-        """Forget ``proto`` (only where it is the one registered)."""
+        """Forget ``proto`` (only where it is the one registered); remember its peer_global_seq."""
         m = self.messenger
         with m._lock:
             for key in (proto.peer_addr, proto.connection._target):
-                if key is not None and m._conns.get(key) is proto:
-                    del m._conns[key]
+                if key is not None:
+                    self._remember_gone(key, proto)
+                    if m._conns.get(key) is proto:
+                        del m._conns[key]
+
+    def _remember_gone(self, key: EntityAddr, proto: ProtocolV1) -> None:
+        """(messenger lock held) The highest peer_global_seq of a session with ``key`` that left the map."""
+        gone = self.messenger._gone_pgs
+        if proto.peer_global_seq > gone.get(key, 0):
+            gone[key] = proto.peer_global_seq
+
+    def gone_peer_global_seq(self, peer_addr: EntityAddr) -> int:
+        """The highest peer_global_seq of the sessions with ``peer_addr`` that were unregistered."""
+        m = self.messenger
+        with m._lock:
+            return m._gone_pgs.get(peer_addr, 0)
 
     def wall_clock(self) -> tuple[int, int]:
         """(sec, nsec) of the wall clock, for KEEPALIVE2 stamps."""
@@ -270,6 +284,7 @@ class MessengerHost:
         with m._lock:
             for key, proto in list(m._conns.items()):
                 if proto is conn._proto:
+                    self._remember_gone(key, proto)
                     del m._conns[key]
 
     def connection_closed(self, conn: AsyncConnection) -> None:
@@ -300,6 +315,9 @@ class AsyncMessenger(Messenger):
         self._dispatch_queue = DispatchQueue(self._dispatchers, str(name), self._perf)
         self._lock = threading.RLock()
         self._conns: dict[EntityAddr, Any] = {}        # peer addr -> ProtocolV1 (registered sessions)
+        # peer addr -> highest peer_global_seq of its sessions that left _conns: a connect older than
+        # that is stale (PROTOCOL.md §7 row 8a); one int per peer address ever unregistered
+        self._gone_pgs: dict[EntityAddr, int] = {}
         self._all: set[AsyncConnection] = set()        # every live connection, registered or not
         self._default_policy = Policy()
         self._policies: dict[int, Policy] = {}
@@ -532,6 +550,7 @@ class AsyncMessenger(Messenger):
             leftovers = list(self._all)
             self._all.clear()
             self._conns.clear()
+            self._gone_pgs.clear()
         for conn in leftovers:  # only if a worker was already gone: nothing runs them any more
             conn._orphan()
         with self._lock:

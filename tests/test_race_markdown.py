@@ -3,7 +3,8 @@
 tests/test_race_stress.py ``test_race[lossless_client-stateful_server-*-markdown]`` lost the client's
 messages about once in 1600 rounds: the client (a) and the server (b) connect at the same instant, a
 marks its attempt down and calls ``connect_to`` again, which hands out the session a has just
-accepted from b. Two defects let b answer that session RESETSESSION, discarding what a queued on it:
+accepted from b. Two defects let b answer that session RESETSESSION, discarding what a queued on it,
+and a third could let a open a second session from a connect b had abandoned:
 
 * mark_down took the session out of the connection map *before* stopping its protocol: in between
   its worker went on with the handshake beside the session the accept registered, and its retried
@@ -14,6 +15,7 @@ accepted from b. Two defects let b answer that session RESETSESSION, discarding 
   on a's side only) reconnects with connect_seq 2 and b, whose attempt never opened, answers
   RESETSESSION. Ceph discards the client's queue there; a session that never was OPEN has written
   and delivered nothing, so pymsgr starts it over instead (PROTOCOL.md §8).
+* A connect older than a session a already had with b is stale: answered RETRY_GLOBAL (row 8a).
 """
 from __future__ import annotations
 
@@ -21,12 +23,15 @@ import itertools
 
 import pytest
 from lossless_util import Cluster, check_exact, wait_for
+from test_protocol_support import PEER_ADDR, RawPeer
 
-from msgr import EntityName, Policy
-from msgr.protocol.actions import ConnEvent
+from msgr import EntityAddr, EntityName, Policy
+from msgr.protocol.actions import ConnEvent, Notify
 from msgr.protocol.states import State
 from msgr.sim import SimNetwork
 from msgr.sim.chaos import make_message, parse_message
+from msgr.sim.fakehost import FakeHost
+from msgr.wire import Tag, proto_version
 
 OSD, CLIENT = EntityName.TYPE_OSD, EntityName.TYPE_CLIENT
 _nonces = itertools.count(70_000)
@@ -97,3 +102,29 @@ def test_a_session_that_never_opened_keeps_its_queue_through_resetsession(seed, 
     assert not a.records_of("discarded"), "a's messages were discarded"
     assert ConnEvent.BAD_REMOTE_RESET not in [r.data for r in a.records_of("notify")]
     check_exact(delivered, range(10), f"seed {seed} workers {workers}: a -> b")
+
+
+def test_a_connect_older_than_a_session_we_had_is_stale():
+    """With no registered session, a connect whose global_seq is below the peer_global_seq of a session
+    we had with that address (the socket of an attempt the peer has since replaced, read late) is
+    answered RETRY_GLOBAL, not opened (PROTOCOL.md §7 row 8a; Ceph opens it).
+
+    In the markdown race: b replaced its own attempt by a's (row 17) and opened with a; a marked its
+    session down; only then did a read b's abandoned connect. Opened, that session reconnects with
+    connect_seq 2 to b's session of connect_seq 1 (row 20): b resends what a's first session already
+    delivered, and drops a's new messages up to its in_seq as seen before."""
+    proto = proto_version(CLIENT, OSD, False)   # what a client expects in an OSD's connect
+    host = FakeHost(EntityName.client(4100), EntityAddr.parse("v1:127.0.0.1:6900/4100"),
+                    policies={OSD: Policy.lossless_client()})
+    had = RawPeer(host, claimed=PEER_ADDR)
+    r, _ = had.connect(host_type=OSD, proto=proto, gseq=108)
+    had.send_seq(0)
+    assert had.proto.state is State.OPEN and had.proto.peer_global_seq == 108
+    had.proto.mark_down(0)
+    assert host.lookup_conn(PEER_ADDR) is None
+    late = RawPeer(host, claimed=PEER_ADDR)
+    r, _ = late.connect(host_type=OSD, proto=proto, gseq=50)
+    assert (Tag(r.tag), r.global_seq) == (Tag.RETRY_GLOBAL, 108) and late.proto.last_decision.row == 8
+    assert host.lookup_conn(PEER_ADDR) is None and Notify(ConnEvent.ACCEPT) not in late.acts
+    r, _ = late.connect(host_type=OSD, proto=proto, gseq=109)   # a live peer retries above it: opened
+    assert Tag(r.tag) in (Tag.SEQ, Tag.READY) and host.lookup_conn(PEER_ADDR) is late.proto

@@ -115,6 +115,7 @@ class ConnectCtx:
     replacing: bool      # this connection is the target of a replace (the retry after RETRY_GLOBAL)
     peer_lt_me: bool     # peer's legacy address < ours, in Ceph's memcmp order (rows 17/18)
     auth_challenge: bool = False   # row 5: the auth server challenges this authorizer (cephx)
+    gone_pgs: int = 0    # highest peer_global_seq of our unregistered sessions with this address (row 8a)
 
     @property
     def ex(self) -> Existing:
@@ -162,6 +163,11 @@ SERVER_DECISIONS: list[tuple[int, str, Callable[[ConnectCtx], bool], Outcome]] =
     (4, "authorizer rejected", lambda x: not x.auth_ok and not x.auth_challenge, _reply(Tag.BADAUTHORIZER)),
     (5, "authorizer challenged (cephx)", lambda x: x.auth_challenge, _reply(Tag.CHALLENGE_AUTHORIZER)),
     (6, "stateless server: always a new session", lambda x: x.policy.server and x.policy.lossy, _do(Do.OPEN)),
+    # pymsgr: with no session, a connect older than one we had with that address is a stale attempt too
+    # (the socket of an attempt the peer has since replaced, read late): opened, it would become a second
+    # session beside the one the peer keeps (issue 11). A live peer retries with a higher global_seq
+    (8, "stale global_seq: older than a session we had", lambda x: x.e is None and not x.replacing
+     and x.c.global_seq < x.gone_pgs, _reply(Tag.RETRY_GLOBAL, lambda x: x.gone_pgs)),
     (8, "peer resumes a session we do not have", lambda x: x.e is None and x.c.connect_seq > 0
      and not x.replacing, _reply(Tag.RESETSESSION)),
     (9, "no existing session", lambda x: x.e is None, _do(Do.OPEN)),
@@ -518,7 +524,8 @@ class HandshakeMixin(ProtocolBase):
                        self._required_of(c, policy),
                        v.ok, policy, e_view, self._replacing,
                        self.peer_addr.legacy_cmp_key() < host.get_myaddr().legacy_cmp_key(),
-                       not v.ok and v.challenge is not None)
+                       not v.ok and v.challenge is not None,
+                       host.gone_peer_global_seq(self.peer_addr) if existing is None else 0)
         d = decide(x)
         self.last_decision = d
         if d.do is Do.REPLY:

@@ -94,6 +94,7 @@ class SimEndpoint(InMemoryHost):
         self.protocol_factory = protocol_factory or _default_factory
         self.alive = True
         self.conns: dict[EntityAddr, Any] = {}   # peer addr -> ProtocolV1 (registered sessions)
+        self.gone_pgs = {}
         self.all: set[SimConnection] = set()     # live connections, registered or not
         self.records: list[SimRecord] = []
         self.sent: list[tuple[int, int, Message]] = []   # (t_us, conn uid, msg) as the user sent them

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 class InMemoryHost:
     """The single-threaded ProtocolHost bookkeeping shared by FakeHost and the simulator's endpoints.
 
-    Subclasses set ``my_name``, ``config``, ``myaddr``, ``global_seq``, ``conns``, ``policies``,
+    Subclasses set ``my_name``, ``config``, ``myaddr``, ``global_seq``, ``conns``, ``gone_pgs``, ``policies``,
     ``default_policy`` and ``learned`` and provide ``wall_clock``.
     """
 
@@ -33,6 +33,7 @@ class InMemoryHost:
     myaddr: EntityAddr
     global_seq: int
     conns: dict
+    gone_pgs: dict[EntityAddr, int]   # peer addr -> highest peer_global_seq of its unregistered sessions
     policies: dict
     default_policy: Policy
     learned: list
@@ -86,9 +87,15 @@ class InMemoryHost:
 
     def unregister_conn(self, proto: ProtocolV1) -> None:
         # a session may also be known by the address it was dialled at (its connection's target)
+        gone = self.gone_pgs
         for key in (proto.peer_addr, getattr(proto.connection, "target", None)):
-            if key is not None and self.conns.get(key) is proto:
-                del self.conns[key]
+            if key is not None:
+                gone[key] = max(gone.get(key, 0), proto.peer_global_seq)
+                if self.conns.get(key) is proto:
+                    del self.conns[key]
+
+    def gone_peer_global_seq(self, peer_addr: EntityAddr) -> int:
+        return self.gone_pgs.get(peer_addr, 0)
 
 
 class FakeHost(InMemoryHost):
@@ -105,6 +112,7 @@ class FakeHost(InMemoryHost):
         self.policies: dict[int, Policy] = dict(policies or {})
         self.default_policy = default_policy or Policy.stateless_server()
         self.conns: dict[EntityAddr, ProtocolV1] = {}
+        self.gone_pgs = {}
         self.global_seq = global_seq
         self.learned: list[EntityAddr] = []
         self.wall = (1_700_000_000, 0)
