@@ -391,6 +391,8 @@ if BACKEND.startswith("c-"):
         end, n, nmsgs, nbytes = _unpack_res(rmv)   # one call, not four cdata subscripts
         if n == 1:
             return status, end, [_unpack_rec(mv)], nmsgs, nbytes
+        if n == 2:   # a reply and the ACK behind it (lossless round trip)
+            return status, end, [_unpack_rec(mv), _unpack_rec(mv, _REC_SIZE)], nmsgs, nbytes
         return status, end, list(_iter_recs(mv[:n * _REC_SIZE])) if n else [], nmsgs, nbytes
 
 

@@ -173,7 +173,8 @@ class Message:
     def _encode(self, features: int) -> None:
         """Encode the payload for ``features`` unless already encoded for them."""
         if self._encoded_features != features:
-            self.encode_payload(features)
+            if type(self).encode_payload is not _ENCODE_NOTHING:   # no call for a raw message
+                self.encode_payload(features)
             self._encoded_features = features
         h = self.header
         t = self.TYPE
@@ -235,3 +236,4 @@ def decode_message(header: MsgHeader, front: Buffer, middle: Buffer, data: Buffe
 
 
 _DECODE_NOTHING = Message.decode_payload
+_ENCODE_NOTHING = Message.encode_payload

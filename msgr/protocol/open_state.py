@@ -420,6 +420,7 @@ class OpenMixin(ProtocolBase):
             self.stats["keepalives"] += 1
         q = self._outq
         tail: bytearray | None = None   # the C run buffer framed last: ours alone
+        lossless = not self.policy.lossy
         if q.count:
             msgs = q.take_all()
             framer = self._framer
@@ -431,15 +432,15 @@ class OpenMixin(ProtocolBase):
             if n < len(msgs):
                 q.put_back(msgs[n:])
                 del msgs[n:]
-            if not self.policy.lossy:
+            if lossless:
                 q.sent.extend(msgs)
             self.stats["msgs_out"] += n
             if err is not None:
                 raise err
         in_seq = self.in_seq
-        if in_seq > self._acked_seq and not self.policy.lossy:   # _ack_due, inlined (once per write)
+        if lossless and in_seq > self._acked_seq:   # _ack_due, inlined (once per write)
             self._acked_seq = in_seq
-            if tail is not None and out and out[-1] is tail:
+            if tail is not None and out[-1] is tail:
                 # the messages' own run buffer takes the ACK too: one buffer, one plain send
                 try:
                     tail += _ACK_PACK(_TAG_ACK, in_seq)

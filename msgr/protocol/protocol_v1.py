@@ -257,7 +257,7 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         """Run readers while their bytes are buffered; bad input faults the connection (one place)."""
         try:
             while self._direct is None:
-                if self.state is S.OPEN and self._batch and self._open_batch(now_us, acts):
+                if self.state is _OPEN and self._batch and self._open_batch(now_us, acts):
                     break   # OPEN -> (complete frames in buffer) -> dispatch; the rest waits for bytes
                 row = _ROW_BY_ID[id(self.state)]
                 if row.reader is None:
@@ -450,5 +450,5 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         if (st is _OPEN or st in OPEN_STATES) and self._has_socket:
             self._write_open(out)
         if out:
-            self.stats["bytes_out"] += sum(map(len, out))
+            self.stats["bytes_out"] += len(out[0]) if len(out) == 1 else sum(map(len, out))
         return out
