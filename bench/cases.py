@@ -180,8 +180,8 @@ def _dispatcher(handler, on_connect=None, on_accept=None, fast: bool = True):
         def ms_can_fast_dispatch(self, msg) -> bool:
             return fast and msg.header.type in (BENCH_TYPE, ACK_TYPE)
 
-        def ms_fast_dispatch(self, msg) -> None:
-            handler(msg)
+        # the handler is the application's fast dispatch itself (no wrapper frame per message)
+        ms_fast_dispatch = staticmethod(handler)
 
         def ms_dispatch(self, msg) -> bool:
             if msg.header.type in (BENCH_TYPE, ACK_TYPE):

@@ -10,7 +10,8 @@ The underscored members of :class:`Message` are the messenger's side of it, not
 the application's: the send queue encodes through ``_encode``, the receive path
 sets ``_connection``, ``_throttled`` and ``_recv_stamp_us`` (as
 :func:`decode_message` builds it), dispatch gives the receive throttles back with
-``_release_throttles`` and msgr.aio keeps them with ``_hold_throttles``. The
+``_release_throttles`` (:func:`release_throttles` for a batch) and msgr.aio keeps them with
+``_hold_throttles``. The
 public names are those docs/USER_GUIDE.md §5 documents.
 """
 from __future__ import annotations
@@ -237,3 +238,26 @@ def decode_message(header: MsgHeader, front: Buffer, middle: Buffer, data: Buffe
 
 _DECODE_NOTHING = Message.decode_payload
 _ENCODE_NOTHING = Message.encode_payload
+
+
+def release_throttles(msgs: Sequence[Message]) -> None:
+    """``_release_throttles`` of each of ``msgs`` (in order), with one ``put`` per throttle for each
+    run of messages holding the same pairs object: the receive path gives the same-size messages of
+    one read one shared tuple, so a batch of them costs a put, not one a message."""
+    last: Sequence[tuple[Throttle, int]] | None = None
+    k = 0
+    for m in msgs:
+        taken = m._throttled
+        if not taken:
+            continue
+        m._throttled = None
+        if taken is last:
+            k += 1
+            continue
+        if last is not None:
+            for throttle, count in last:
+                throttle.put(count * k)
+        last, k = taken, 1
+    if last is not None:
+        for throttle, count in last:
+            throttle.put(count * k)
