@@ -3,7 +3,7 @@
 Modes (first argument):
   echo-server HOST PORT     listen, print ``{"ready": port}``, echo every connection until EOF
   echo-client HOST PORT     send an 8-byte counter every ``--interval`` s, read the echo back, print
-                            ``{"echo": n}`` per round trip; stop at EOF on stdin or after ``--count``
+                            ``{"echo": n, "t": monotonic}`` per round trip; stop at EOF on stdin or after ``--count``
   msgr-recv HOST PORT       a lossless_peer messenger (osd.1) bound to HOST:PORT; prints ``{"ready": addr}``,
                             ``{"received": n}`` every ``--report`` messages, ``{"complete": n}`` at ``--count``,
                             and on EOF on stdin ``{"ids": [...], "perf": {...}}`` before it shuts down
@@ -66,7 +66,8 @@ def echo_client(host: str, port: int, interval: float, count: int) -> None:
                 emit(error="eof")
                 return
             buf += data
-        emit(echo=struct.unpack("<Q", buf)[0])
+        # t: when the echo came back (CLOCK_MONOTONIC, the same clock in every network namespace)
+        emit(echo=struct.unpack("<Q", buf)[0], t=time.monotonic())
         n += 1
         time.sleep(interval)
     s.close()

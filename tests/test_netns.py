@@ -86,13 +86,16 @@ def test_partition_stops_traffic_and_heals(pair: NetnsPair) -> None:
     lines = Lines(client)
     seen = [lines.get(timeout=20)["echo"] for _ in range(20)]
     with pair.partition("a"):
-        # at most the round trip already in flight gets through after the link went down
+        down_at = time.monotonic()
+        # at most the round trip already in flight gets through after the link went down; echoes that
+        # came back before it (still in the pipe or the queue under load) are not judged here
         drained = []
         with pytest.raises(queue.Empty):
             while True:
-                drained.append(lines.get(timeout=0.3)["echo"])
-        assert len(drained) <= 1
-        seen += drained
+                drained.append(lines.get(timeout=0.3))
+        after = [d["echo"] for d in drained if d["t"] > down_at]
+        assert len(after) <= 1, f"echoes {after} came back after the link went down"
+        seen += [d["echo"] for d in drained]
         with pytest.raises(queue.Empty):   # partitioned: nothing crosses
             lines.get(timeout=1.0)
     healed_at = time.monotonic()
