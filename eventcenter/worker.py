@@ -176,7 +176,8 @@ class NetworkStack:
     def get_worker(self) -> Worker:
         """The worker with the fewest references (lowest index on ties), with one reference taken."""
         with self._lock:
-            best = min(self.workers, key=lambda w: w.references)
+            workers = self.workers
+            best = workers[0] if len(workers) == 1 else min(workers, key=lambda w: w.references)
             best.acquire()
             return best
 

@@ -361,12 +361,12 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             self._internal_error(exc, where)
 
     @_locked
-    def _start_accept(self, sock: socket.socket) -> None:
+    def _start_accept(self, sock: socket.socket, peer_sockaddr: tuple[Any, ...]) -> None:
         if self._closed or self._down:  # the messenger was shut down while this accept was queued
             sock.close()
             return
         try:
-            peer = EntityAddr.from_sockaddr(sock.getpeername())
+            peer = EntityAddr.from_sockaddr(peer_sockaddr)   # as accept() gave it: no getpeername
             local = EntityAddr.from_sockaddr(sock.getsockname())
         except OSError as exc:
             _log.info("accepted socket died at once: %s", exc)

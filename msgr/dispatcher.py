@@ -79,10 +79,15 @@ QUEUED_EVENT_CALLBACKS = ("ms_handle_connect", "ms_handle_accept", "ms_handle_re
                           "ms_handle_remote_reset", "ms_handle_refused", "ms_handle_discarded")
 
 
-def _overrides(d: Dispatcher, name: str) -> bool:
-    """Whether ``d`` has its own ``name`` (in its class, or set on the instance)."""
-    fn = getattr(d, name)
-    return getattr(fn, "__func__", fn) is not getattr(Dispatcher, name)
+_CLASS_HEARS: dict[type, frozenset[str]] = {}   # dispatcher class -> QUEUED_EVENT_CALLBACKS it overrides
+
+
+def _class_hears(cls: type) -> frozenset[str]:
+    heard = _CLASS_HEARS.get(cls)
+    if heard is None:
+        heard = _CLASS_HEARS[cls] = frozenset(
+            name for name in QUEUED_EVENT_CALLBACKS if getattr(cls, name) is not getattr(Dispatcher, name))
+    return heard
 
 
 class DispatcherChain:
@@ -149,7 +154,10 @@ class DispatcherChain:
     def hears(self, callback: str) -> bool:
         """Whether some dispatcher overrides ``callback`` (one of QUEUED_EVENT_CALLBACKS), in its
         class or on the instance, now: an event nobody hears is not queued (asked once per event)."""
-        return any(_overrides(d, callback) for d in self._all)
+        for d in self._all:
+            if callback in _class_hears(type(d)) or callback in getattr(d, "__dict__", ()):
+                return True
+        return False
 
     def handle_fast_connect(self, conn: Connection) -> None:
         for d in self._all:

@@ -470,7 +470,7 @@ class AsyncMessenger(Messenger):
             return
         for _ in range(ACCEPT_BATCH):
             try:
-                sock, _peer = lsock.accept()
+                sock, peer = lsock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -487,10 +487,10 @@ class AsyncMessenger(Messenger):
                     self._all.add(conn)
             if conn is None:
                 worker.release()
-                _log.debug("%s: accepted %s while shutting down: closed", self.my_name, _peer)
+                _log.debug("%s: accepted %s while shutting down: closed", self.my_name, peer)
                 sock.close()
                 return
-            worker.center.dispatch_event_external(functools.partial(conn._start_accept, sock))
+            worker.center.dispatch_event_external(functools.partial(conn._start_accept, sock, peer))
 
     def is_started(self) -> bool:
         """True between :meth:`start` and the end of :meth:`wait`."""
