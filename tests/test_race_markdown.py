@@ -20,12 +20,13 @@ and a third could let a open a second session from a connect b had abandoned:
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 from lossless_util import Cluster, check_exact, wait_for
 from test_protocol_support import PEER_ADDR, RawPeer
 
-from msgr import EntityAddr, EntityName, Policy
+from msgr import Config, EntityAddr, EntityName, Policy
 from msgr.protocol.actions import ConnEvent, Notify
 from msgr.protocol.states import State
 from msgr.sim import SimNetwork
@@ -128,3 +129,27 @@ def test_a_connect_older_than_a_session_we_had_is_stale():
     assert host.lookup_conn(PEER_ADDR) is None and Notify(ConnEvent.ACCEPT) not in late.acts
     r, _ = late.connect(host_type=OSD, proto=proto, gseq=109)   # a live peer retries above it: opened
     assert Tag(r.tag) in (Tag.SEQ, Tag.READY) and host.lookup_conn(PEER_ADDR) is late.proto
+
+
+def test_a_stop_posted_from_another_worker_comes_before_the_next_read(cluster):
+    """mark_down from a worker that cannot take the session lock (another worker: a fast-dispatch
+    callback) posts the stop. A read event already waiting for the lock then must not run the session:
+    the marked-down session stops there and never answers the peer again (here: no KEEPALIVE2_ACK)."""
+    cfg = Config(ms_async_op_threads=2)
+    a, _ra = cluster.make(EntityName.client(4100), next(_nonces), cfg.copy(), policies={OSD: Policy.lossless_client()})
+    b, rb = cluster.make(EntityName.osd(1), next(_nonces), cfg.copy(), policies={CLIENT: Policy.stateful_server()})
+    ca = a.connect_to(OSD, b.get_myaddr())
+    ca.send_keepalive()
+    wait_for(lambda: ca.is_connected() and rb.count("accept") == 1, what="the session open on both sides")
+    (other,) = [w for w in a._stack.workers if w is not ca._worker]   # a worker that is not a's session's
+    (cb,) = [c for kind, c in rb.events if kind == "accept"]
+    wait_for(lambda: cb.is_connected() and ca.get_last_keepalive_ack() > 0, what="both sides open")
+    before = cb.get_last_keepalive_ack()
+    with ca._lock:                      # a's worker, reading b's keepalive, waits for this lock
+        cb.send_keepalive()
+        time.sleep(0.3)                 # it arrives and a's worker blocks in its read handler
+        other.center.submit_to(ca.mark_down, wait=True)   # on another worker: the stop is posted
+        assert ca._proto.state is not State.CLOSED    # the lock was held: only posted
+    wait_for(lambda: ca._closed, what="a's session finished")
+    time.sleep(0.3)                     # an ack, if one was written, has arrived by now
+    assert cb.get_last_keepalive_ack() == before, "the marked-down session answered the peer's keepalive"
