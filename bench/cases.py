@@ -123,7 +123,7 @@ class _Sink:
 
     def __init__(self, batch: int) -> None:
         self.batch = max(1, batch)
-        self.counts: dict[int, int] = {}
+        self.counts: dict[object, int] = {}   # by connection
         self.accepted = 0
         self.accepted_evt = threading.Event()
         self.want_accepts = 0
@@ -137,9 +137,9 @@ class _Sink:
             reply.tid = TID_ECHO
             conn.send_message(reply)
             return
-        key = id(conn)          # one connection is served by one worker thread: no race
-        n = self.counts.get(key, 0) + 1
-        self.counts[key] = n
+        counts = self.counts    # one connection is served by one worker thread: no race
+        n = counts.get(conn, 0) + 1
+        counts[conn] = n
         if n % self.batch == 0 or tid == TID_FLUSH:
             ack = _message_types()[1]()
             ack.front = _U64.pack(n)
