@@ -41,6 +41,7 @@ from msgr.flush import FlushingConnection
 from msgr.message import release_throttles
 from msgr.protocol import actions as A
 from msgr.protocol.outq import PRECOMPUTE_MIN, precompute_crcs
+from msgr.protocol.protocol_v1 import ProtocolV1
 from msgr.socket_writer import SocketWriter
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,7 +87,6 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         # the OS monotonic clock: a read event takes its protocol time from its perf start stamp
         self._mono_clock = type(host.clock) is MonotonicClock
         if proto is None:
-            from msgr.protocol.protocol_v1 import ProtocolV1
             proto = ProtocolV1(host, self)
         self._proto = proto
         self._target = target
