@@ -5,6 +5,11 @@ minute on a 2-vCPU box) runs the codec and event-engine micro-benchmarks, the lo
 the bare framing loop on asyncio and uvloop, the pymsgr cases at 16 B / 4 KiB / 64 KiB / 4 MiB,
 round trips, keepalive2 against a real ceph-mon when one is installed, handshake rate and RSS of
 1,000 idle sessions. ``--suite full`` adds sizes and parameter sweeps.
+
+Every row carries ``loadavg_1m`` (the machine's load when it was measured). A throughput row carries,
+beside its msgs/s ratio to a framing baseline, ``cpu_ratio_vs_*``: CPU per message, the baseline's over
+its own. On a machine with more runnable threads than CPUs the msgs/s ratio is skewed (a process with
+more threads gets a larger share of the CPUs than the one-thread baseline); the CPU ratio is not.
 """
 from __future__ import annotations
 
@@ -339,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
         if out is None:
             out = {"case": label.split()[0], "error": "not available here"}
         new = out if isinstance(out, list) else [out]
+        load = os.getloadavg()[0]   # how busy the machine was meanwhile: figures under load are noisy
+        for r in new:
+            r.setdefault("loadavg_1m", load)
         rows.extend(new)
         print(f" {time.perf_counter() - t0:.1f}s"
               + (f"  [{new[0]['error']}]" if len(new) == 1 and new[0].get("error") else ""),

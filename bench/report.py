@@ -67,6 +67,10 @@ def add_ratios(rows: list[dict]) -> list[dict]:
             b = by_case.get((base, r["size"]))
             if b is not None and b is not r:
                 r[f"ratio_vs_{name}"] = _ratio(r["msgs_per_s"], b["msgs_per_s"])
+                # CPU per message, the baseline's over ours (bigger is better): the companion of the
+                # msgs/s ratio that an oversubscribed machine does not skew (there a process with
+                # more threads gets more of the CPUs than the one-thread baseline does)
+                r[f"cpu_ratio_vs_{name}"] = _ratio(b.get("cpu_s_per_gb"), r.get("cpu_s_per_gb"))
         if r.get("dispatch", "fast") != "fast":
             # the same case through fast dispatch, measured in this run
             fast = by_case.get((r["case"].replace("." + r["dispatch"], ""), r["size"]))
@@ -167,6 +171,8 @@ def goals(rows: list[dict]) -> list[str]:
 
     r = _find(rows, "pymsgr.pipelined", 4096)
     line("4 KiB pipelined msgs/s vs uvloop framed", r and r.get("ratio_vs_uvloop"), 1.0, True)
+    line("4 KiB pipelined CPU per message, uvloop framed's over ours", r and r.get("cpu_ratio_vs_uvloop"),
+         1.0, True)
     r, q = _find(rows, "pymsgr.pipelined", 4096), _find(rows, "pymsgr.pipelined.queued", 4096)
     line("4 KiB ms_dispatch (DispatchQueue) msgs/s vs fast dispatch",
          _ratio(q and q.get("msgs_per_s"), r and r.get("msgs_per_s")), 0.6, True)

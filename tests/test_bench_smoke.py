@@ -121,10 +121,12 @@ def test_add_ratios_on_known_figures():
     rows = [
         {"case": "baseline.loopback_tcp", "size": 1 << 20, "msgs_per_s": 4000.0, "mb_per_s": 4000.0},
         {"case": "baseline.framed_asyncio", "size": 4096, "msgs_per_s": 300e3, "mb_per_s": 1228.8},
-        {"case": "baseline.framed_uvloop", "size": 4096, "msgs_per_s": 200e3, "mb_per_s": 819.2},
+        {"case": "baseline.framed_uvloop", "size": 4096, "msgs_per_s": 200e3, "mb_per_s": 819.2,
+         "cpu_s_per_gb": 2.0},
         {"case": "baseline.framed_asyncio.rtt", "size": 16, "p50_us": 20.0, "p99_us": 30.0,
          "p999_us": 40.0, "msgs_per_s": 5e4, "mb_per_s": None},
-        {"case": "pymsgr.pipelined", "size": 4096, "msgs_per_s": 100e3, "mb_per_s": 409.6},
+        {"case": "pymsgr.pipelined", "size": 4096, "msgs_per_s": 100e3, "mb_per_s": 409.6,
+         "cpu_s_per_gb": 4.0},
         {"case": "pymsgr.rtt", "size": 16, "kind": "rtt", "p50_us": 50.0, "p99_us": 60.0,
          "p999_us": 70.0, "msgs_per_s": 2e4, "mb_per_s": None},
         {"case": "baseline.ceph_mon.keepalive2", "size": 9, "kind": "keepalive2",
@@ -137,6 +139,7 @@ def test_add_ratios_on_known_figures():
     p = rows[4]
     assert p["ratio_vs_asyncio"] == pytest.approx(1 / 3, abs=1e-3)
     assert p["ratio_vs_uvloop"] == pytest.approx(0.5)
+    assert p["cpu_ratio_vs_uvloop"] == pytest.approx(0.5)   # uvloop 2 CPU s/GB, this 4
     assert p["ratio_vs_loopback"] == pytest.approx(0.1024)
     assert rows[5]["ratio_vs_asyncio"] == pytest.approx(2.5)
     assert rows[5]["ratio_vs_uvloop"] is None            # no uvloop RTT row given
@@ -144,6 +147,7 @@ def test_add_ratios_on_known_figures():
     assert rows[8]["ratio_vs_loopback"] is None
     lines = report.goals(rows)
     assert any("4 KiB" in ln and "NOT met" in ln for ln in lines)
+    assert any("CPU per message" in ln and "0.50" in ln for ln in lines)
     assert any("keepalive2" in ln and "NOT met" in ln for ln in lines)
 
 
