@@ -32,6 +32,7 @@ from msgr.fault_inject import FaultInjector
 from msgr.flush import linger as _linger
 from msgr.perf import MessengerPerf
 from msgr.policy import Policy
+from msgr.protocol.gone_peers import GonePeers
 from msgr.throttle import Throttle
 from msgr.wire import Priority
 
@@ -226,15 +227,13 @@ class MessengerHost:
 
     def _remember_gone(self, key: EntityAddr, proto: ProtocolV1) -> None:
         """(messenger lock held) The highest peer_global_seq of a session with ``key`` that left the map."""
-        gone = self.messenger._gone_pgs
-        if proto.peer_global_seq > gone.get(key, 0):
-            gone[key] = proto.peer_global_seq
+        self.messenger._gone_pgs.remember(key, proto.peer_global_seq)
 
     def gone_peer_global_seq(self, peer_addr: EntityAddr) -> int:
         """The highest peer_global_seq of the sessions with ``peer_addr`` that were unregistered."""
         m = self.messenger
         with m._lock:
-            return m._gone_pgs.get(peer_addr, 0)
+            return m._gone_pgs.highest(peer_addr)
 
     def wall_clock(self) -> tuple[int, int]:
         """(sec, nsec) of the wall clock, for KEEPALIVE2 stamps."""
@@ -317,7 +316,7 @@ class AsyncMessenger(Messenger):
         self._conns: dict[EntityAddr, Any] = {}        # peer addr -> ProtocolV1 (registered sessions)
         # peer addr -> highest peer_global_seq of its sessions that left _conns: a connect older than
         # that is stale (PROTOCOL.md §7 row 8a); one int per peer address ever unregistered
-        self._gone_pgs: dict[EntityAddr, int] = {}
+        self._gone_pgs = GonePeers()
         self._all: set[AsyncConnection] = set()        # every live connection, registered or not
         self._default_policy = Policy()
         self._policies: dict[int, Policy] = {}

@@ -34,6 +34,7 @@ from msgr.entity import EntityAddr, EntityName
 from msgr.errors import MsgrError
 from msgr.message import Message
 from msgr.policy import Policy
+from msgr.protocol.gone_peers import GonePeers
 from msgr.sim.connection import SimConnection
 from msgr.sim.fakehost import InMemoryHost
 from msgr.sim.worker import SimWorker
@@ -94,7 +95,7 @@ class SimEndpoint(InMemoryHost):
         self.protocol_factory = protocol_factory or _default_factory
         self.alive = True
         self.conns: dict[EntityAddr, Any] = {}   # peer addr -> ProtocolV1 (registered sessions)
-        self.gone_pgs = {}
+        self.gone_pgs = GonePeers()
         self.all: set[SimConnection] = set()     # live connections, registered or not
         self.records: list[SimRecord] = []
         self.sent: list[tuple[int, int, Message]] = []   # (t_us, conn uid, msg) as the user sent them

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 from msgr.config import Config
 from msgr.entity import EntityAddr, EntityName
 from msgr.policy import Policy
+from msgr.protocol.gone_peers import GonePeers
 from msgr.throttle import Throttle
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,7 +34,7 @@ class InMemoryHost:
     myaddr: EntityAddr
     global_seq: int
     conns: dict
-    gone_pgs: dict[EntityAddr, int]   # peer addr -> highest peer_global_seq of its unregistered sessions
+    gone_pgs: GonePeers   # peer addr -> highest peer_global_seq of its unregistered sessions
     policies: dict
     default_policy: Policy
     learned: list
@@ -90,12 +91,12 @@ class InMemoryHost:
         gone = self.gone_pgs
         for key in (proto.peer_addr, getattr(proto.connection, "target", None)):
             if key is not None:
-                gone[key] = max(gone.get(key, 0), proto.peer_global_seq)
+                gone.remember(key, proto.peer_global_seq)
                 if self.conns.get(key) is proto:
                     del self.conns[key]
 
     def gone_peer_global_seq(self, peer_addr: EntityAddr) -> int:
-        return self.gone_pgs.get(peer_addr, 0)
+        return self.gone_pgs.highest(peer_addr)
 
 
 class FakeHost(InMemoryHost):
@@ -112,7 +113,7 @@ class FakeHost(InMemoryHost):
         self.policies: dict[int, Policy] = dict(policies or {})
         self.default_policy = default_policy or Policy.stateless_server()
         self.conns: dict[EntityAddr, ProtocolV1] = {}
-        self.gone_pgs = {}
+        self.gone_pgs = GonePeers()
         self.global_seq = global_seq
         self.learned: list[EntityAddr] = []
         self.wall = (1_700_000_000, 0)
