@@ -41,6 +41,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from msgr.protocol.protocol_v1 import ProtocolV1
 
 _SEQ_MASK = 0x7FFFFFFF
+# states the per-message send path tests, as module constants: on Python 3.11 an Enum class
+# attribute costs a metaclass __getattr__ hook (~0.25 us) per read
+_CLOSED, _STANDBY, _DEFAULT_PRIO = S.CLOSED, S.STANDBY, Priority.DEFAULT
 _EARLY_CONNECT = frozenset({S.CONNECTING, S.CONNECTING_RE})
 # where PROTOCOL.md §9.3 step 4 (half-accepted, nothing queued: just close) applies: as Ceph, up to the connect
 # message only; once the success reply is out the peer holds the session (connect_seq + 1) and a
@@ -58,14 +61,14 @@ class SessionMixin(ProtocolBase):
     # --- sending ---------------------------------------------------------------------------------------
     def send_message(self, msg: Message, now_us: int) -> list[Action]:
         """Queue ``msg`` by priority; from STANDBY (client side) this starts a reconnect."""
-        if self.state is S.CLOSED:
+        if self.state is _CLOSED:
             return [Discarded((msg,))]
         h = msg.header
         if not h.priority:
-            h.priority = Priority.DEFAULT
+            h.priority = _DEFAULT_PRIO
         h.seq = 0  # never sent in this session: discard_requeued_up_to stops at it
         self._outq.enqueue(msg)
-        if self.state is S.STANDBY:   # else no call: this runs once per message sent
+        if self.state is _STANDBY:   # else no call: this runs once per message sent
             return self._wake_from_standby(now_us)
         return []
 
