@@ -216,18 +216,13 @@ class MessengerHost:
             return True
 
     def unregister_conn(self, proto: ProtocolV1) -> None:
-        """Forget ``proto`` (only where it is the one registered); remember its peer_global_seq."""
+        """Forget ``proto`` (only where it is the one registered: then GonePeers.session_left)."""
         m = self.messenger
         with m._lock:
             for key in (proto.peer_addr, proto.connection._target):
-                if key is not None:
-                    self._remember_gone(key, proto)
-                    if m._conns.get(key) is proto:
-                        del m._conns[key]
-
-    def _remember_gone(self, key: EntityAddr, proto: ProtocolV1) -> None:
-        """(messenger lock held) The highest peer_global_seq of a session with ``key`` that left the map."""
-        self.messenger._gone_pgs.remember(key, proto.peer_global_seq)
+                if key is not None and m._conns.get(key) is proto:
+                    m._gone_pgs.session_left(key, proto)
+                    del m._conns[key]
 
     def gone_peer_global_seq(self, peer_addr: EntityAddr) -> int:
         """The highest peer_global_seq of the sessions with ``peer_addr`` that were unregistered."""
@@ -283,7 +278,7 @@ class MessengerHost:
         with m._lock:
             for key, proto in list(m._conns.items()):
                 if proto is conn._proto:
-                    self._remember_gone(key, proto)
+                    m._gone_pgs.session_left(key, proto)
                     del m._conns[key]
 
     def connection_closed(self, conn: AsyncConnection) -> None:

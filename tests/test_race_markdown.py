@@ -153,3 +153,16 @@ def test_a_stop_posted_from_another_worker_comes_before_the_next_read(cluster):
     wait_for(lambda: ca._closed, what="a's session finished")
     time.sleep(0.3)                     # an ack, if one was written, has arrived by now
     assert cb.get_last_keepalive_ack() == before, "the marked-down session answered the peer's keepalive"
+
+
+@pytest.mark.parametrize("policy, kept", [(Policy.lossless_client, 108), (Policy.lossy_client, 0)])
+def test_only_a_lossless_session_that_leaves_the_map_is_remembered(policy, kept):
+    """GonePeers.session_left: a lossy session is never resumed, so a stale connect cannot harm it (and a
+    server's stream of lossy client sessions stays out of the record)."""
+    host = FakeHost(EntityName.client(4100), EntityAddr.parse("v1:127.0.0.1:6900/4100"), policies={OSD: policy()})
+    had = RawPeer(host, claimed=PEER_ADDR)
+    had.connect(host_type=OSD, proto=proto_version(CLIENT, OSD, False), gseq=108)
+    had.send_seq(0)
+    assert host.lookup_conn(PEER_ADDR) is had.proto and had.proto.peer_global_seq == 108
+    had.proto.mark_down(0)
+    assert host.gone_peer_global_seq(PEER_ADDR) == kept

@@ -8,7 +8,12 @@ address falls back to the plain rules (a stale connect is then opened, as Ceph d
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from msgr.entity import EntityAddr
+
+if TYPE_CHECKING:  # pragma: no cover
+    from msgr.protocol.protocol_v1 import ProtocolV1
 
 DEFAULT_CAPACITY = 4096
 
@@ -30,6 +35,13 @@ class GonePeers:
         self._seqs[addr] = seq
         if len(self._seqs) > self.capacity:
             del self._seqs[next(iter(self._seqs))]
+
+    def session_left(self, addr: EntityAddr, proto: ProtocolV1) -> None:
+        """The registered session ``proto`` for ``addr`` left the host's map: remembered if lossless. A
+        lossy session is never resumed, so a stale connect does it no harm (and a server's stream of
+        lossy client sessions stays out of the record)."""
+        if not proto.policy.lossy:
+            self.remember(addr, proto.peer_global_seq)
 
     def highest(self, addr: EntityAddr) -> int:
         """The highest peer_global_seq remembered for ``addr`` (0 if none)."""

@@ -525,7 +525,8 @@ class HandshakeMixin(ProtocolBase):
                        v.ok, policy, e_view, self._replacing,
                        self.peer_addr.legacy_cmp_key() < host.get_myaddr().legacy_cmp_key(),
                        not v.ok and v.challenge is not None,
-                       host.gone_peer_global_seq(self.peer_addr) if existing is None else 0)
+                       host.gone_peer_global_seq(self.peer_addr)
+                       if existing is None and not (policy.server and policy.lossy) else 0)
         d = decide(x)
         self.last_decision = d
         if d.do is Do.REPLY:

@@ -110,12 +110,13 @@ class ProtocolHost(Protocol):
         """Register ``proto`` under ``proto.peer_addr``; False if another one is registered."""
 
     def unregister_conn(self, proto: ProtocolV1) -> None:
-        """Forget ``proto`` (only if it is the one registered under its address), and remember its
-        ``peer_global_seq`` for :meth:`gone_peer_global_seq`."""
+        """Forget ``proto`` (only if it is the one registered under its address; then remember its
+        ``peer_global_seq`` for :meth:`gone_peer_global_seq` if it is lossless)."""
 
     def gone_peer_global_seq(self, peer_addr: EntityAddr) -> int:
-        """The highest ``peer_global_seq`` of the sessions with ``peer_addr`` that were unregistered (0 if
-        none): a connect from that address with a lower global_seq is older than one of them (row 8a)."""
+        """The highest ``peer_global_seq`` of the lossless sessions with ``peer_addr`` that were unregistered
+        lately (0 if none; msgr/protocol/gone_peers.py): a connect from that address with a lower
+        global_seq is older than one of them (PROTOCOL.md §7 row 8a)."""
 
     def wall_clock(self) -> tuple[int, int]:
         """(sec, nsec) of the wall clock, for KEEPALIVE2 stamps."""

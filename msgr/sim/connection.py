@@ -140,8 +140,8 @@ class SimConnection(ConnectionCore):
             return
         self._down = True
         self._out_pending.clear()
+        self._call(self._proto.mark_down)   # stopped, then out of the map (as AsyncConnection.mark_down)
         self.ep.forget(self)
-        self._call(self._proto.mark_down)
 
     # --- starting ------------------------------------------------------------------------------------
     def begin_connect(self) -> None:

@@ -88,12 +88,10 @@ class InMemoryHost:
 
     def unregister_conn(self, proto: ProtocolV1) -> None:
         # a session may also be known by the address it was dialled at (its connection's target)
-        gone = self.gone_pgs
         for key in (proto.peer_addr, getattr(proto.connection, "target", None)):
-            if key is not None:
-                gone.remember(key, proto.peer_global_seq)
-                if self.conns.get(key) is proto:
-                    del self.conns[key]
+            if key is not None and self.conns.get(key) is proto:
+                self.gone_pgs.session_left(key, proto)
+                del self.conns[key]
 
     def gone_peer_global_seq(self, peer_addr: EntityAddr) -> int:
         return self.gone_pgs.highest(peer_addr)
