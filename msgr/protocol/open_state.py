@@ -299,7 +299,8 @@ class OpenMixin(ProtocolBase):
         got: list[Message] = []
         # (messages, bytes) still reserved for the rest of this scan; given back on any stop
         left_m, left_b = _reserve_scan(nmsgs, nbytes, tm, tb, td) if nmsgs > 1 else (0, 0)
-        pairs: dict[int, tuple[tuple[Throttle, int], ...]] = {}   # a message's share, by size
+        # a message's share of the reservation, by size (a scan of one message reserves nothing)
+        pairs: dict[int, tuple[tuple[Throttle, int], ...]] = {} if left_m else _NO_PAIRS
         try:
             for r in recs:
                 tag = r[0]
@@ -448,6 +449,9 @@ class OpenMixin(ProtocolBase):
                 except BufferError:   # still exported (never expected): a buffer of its own
                     pass
             out.append(pack_ack(in_seq))
+
+
+_NO_PAIRS: dict[int, tuple[tuple[Throttle, int], ...]] = {}   # read-only: used only while left_m == 0
 
 
 def _give_back(throttled: Sequence[tuple[Throttle, int]]) -> None:

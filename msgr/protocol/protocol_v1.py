@@ -369,6 +369,9 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         if self._direct is not None:
             return self._direct[self._direct_pos:]
         end = self._rend
+        if not end:   # the usual read: an empty buffer, offered whole without a new view
+            self._offered = self._rsize
+            return self._rmv
         if end == self._rsize:
             self._make_room(_MIN_FREE)
             end = self._rend
