@@ -7,6 +7,10 @@ limits, throttles, the Message, the delivery action) plus giving the throttles b
 garbage collector's gen-0 collections per 10k messages, so each receive-side change can be
 measured on its own, without a neighbour's CPU noise or the send side in the figure.
 
+``proto_rtt_ns`` is the protocol's share of a 16 B round trip the same way (two sessions echoing
+one message each way in memory), the figure to watch beside ``pymsgr.rtt``; under
+``valgrind --tool=callgrind`` its instruction count per round trip is repeatable on a noisy machine.
+
 Run: ``python -m bench.recv_path [--quick]``; the harness calls ``run()``.
 """
 from __future__ import annotations
@@ -90,6 +94,46 @@ def recv_ns_per_msg(size: int, n: int, crc: bool = True, rounds: int = 5, per_re
     return best / n * 1e9, best_gc
 
 
+def proto_rtt_ns(n: int, crc: bool = True, rounds: int = 5) -> tuple[float, float]:
+    """(best ns per round trip, gen-0 collections per 10k round trips) of the protocol's share of
+    a 16 B round trip: two OPEN sessions in memory, each turn one side takes its output (the
+    message and the ACK of the last one), the other reads it in one read, gives the throttles
+    back and queues a reply, as a fast-dispatching echo server and its client do. No sockets,
+    threads or event loop: what ``pymsgr.rtt`` pays in the sans-IO protocol."""
+    p, s = _open_pair(crc)
+
+    def half(src: ProtocolV1, dst: ProtocolV1) -> int:
+        got = 0
+        for b in src.take_output():
+            buf = dst.get_buffer()
+            k = len(b)
+            buf[:k] = b
+            for msg in _delivered(dst.buffer_updated(k, 0)):
+                msg._release_throttles()
+                reply = _MRecvBench()
+                reply.front = msg.front
+                dst.send_message(reply, 0)
+                got += 1
+        return got
+
+    first = _MRecvBench()
+    first.front = bytes(16)
+    p.send_message(first, 0)
+    best, best_gc = float("inf"), 0.0
+    for _ in range(rounds):
+        g0 = gc.get_stats()[0]["collections"]
+        t0 = time.perf_counter()
+        got = 0
+        for _ in range(n):
+            got += half(p, s) + half(s, p)
+        dt = time.perf_counter() - t0
+        if got != 2 * n:
+            raise RuntimeError(f"delivered {got} of {2 * n}")
+        if dt < best:
+            best, best_gc = dt, (gc.get_stats()[0]["collections"] - g0) * 10_000 / n
+    return best / n * 1e9, best_gc
+
+
 def run(quick: bool = False) -> list[dict]:
     rows = []
     n = 2_000 if quick else 20_000
@@ -106,6 +150,10 @@ def run(quick: bool = False) -> list[dict]:
     ns, gen0 = recv_ns_per_msg(16, n // 4, rounds=2 if quick else 5, per_read=1, sessions=2)
     rows.append({"bench": "recv_path", "metric": "recv_one_per_read_2sessions_ns", "impl": msgr_crc.BACKEND,
                  "size": 16, "value": round(ns, 1), "unit": "ns/msg", "gc_gen0_per_10k": round(gen0, 1)})
+    # the protocol's share of a round trip (both ends, one message each way, lossless acks)
+    ns, gen0 = proto_rtt_ns(n // 10, rounds=2 if quick else 5)
+    rows.append({"bench": "recv_path", "metric": "proto_rtt_ns", "impl": msgr_crc.BACKEND,
+                 "size": 16, "value": round(ns, 1), "unit": "ns/rt", "gc_gen0_per_10k": round(gen0, 1)})
     return rows
 
 
