@@ -169,6 +169,26 @@ _SEGMENT_IDS = frozenset(map(id, SEGMENT_STATES))
 class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
     """One msgr v1 session (see the module doc and ``TRANSITIONS``)."""
 
+    # Every attribute a session sets, as a slot: ~70 attributes are more than an instance dict
+    # shares keys for (30 on CPython 3.11), so each session built a private dict by resizing it
+    # several times, and every attribute read on the per-read paths was a hashed dict lookup.
+    # The mixins have no slots, so an instance dict stays for anything else (a test's stand-in);
+    # tests/test_protocol_slots.py checks that a session through handshake, OPEN traffic and a
+    # reconnect sets nothing outside these.
+    __slots__ = (
+        "_acked_seq", "_auth_challenged", "_auth_challenges", "_auth_server_challenge", "_auth_verdict",
+        "_authorizer", "_authorizer_in", "_backoff_us", "_batch", "_connect", "_crc_data", "_crc_header",
+        "_direct", "_direct_buf", "_direct_chunks", "_direct_got", "_direct_need", "_direct_pos",
+        "_footer_size", "_framer", "_grow", "_has_socket", "_hdr", "_header_size", "_keepalive_pending",
+        "_last_fill_us", "_need_auth", "_offered", "_once_ready", "_out", "_outq", "_peer_answered_wait",
+        "_rbuf", "_ready_armed", "_ready_since_us", "_reconnect_armed", "_rend", "_replace_connect",
+        "_replacing", "_reply", "_reply_auth", "_reset_from_peer", "_rmv", "_rpin", "_rpos", "_rsize",
+        "_scan_flags", "_seg_len", "_segs", "_signer", "_sock_local", "_sock_peer", "_throttled",
+        "_warned_causes", "connect_seq", "connection", "features", "global_seq", "host", "in_seq",
+        "last_decision", "last_keepalive_ack_stamp", "last_keepalive_ack_us", "last_keepalive_us",
+        "peer_addr", "peer_global_seq", "peer_name", "peer_type", "policy", "state", "stats", "wants_read",
+    )
+
     def __init__(self, host: ProtocolHost, connection: Any = None) -> None:
         self.host = host
         self.connection = connection
