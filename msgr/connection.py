@@ -75,6 +75,19 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
     the rest (its protocol machine, socket, worker) is underscored and belongs to the messenger.
     """
 
+    # Its attributes as slots (as ProtocolV1's): ~40 are more than an instance dict shares keys for,
+    # so each session built a private dict by resizing it. The bases have no slots, so an instance
+    # dict stays for anything else; the four whose base gives a class-level default (made on first
+    # use) are set in __init__, since a slot hides that default. tests/test_protocol_slots.py checks.
+    __slots__ = (
+        "_ack_stamp", "_center", "_closed", "_connecting", "_delay_timer", "_delayed", "_down",
+        "_fault_count", "_fd", "_flushes", "_host", "_idle_timer", "_idle_us", "_in_read", "_inject",
+        "_keepalive_cond", "_keepalive_waiters", "_last_active_us", "_last_fault", "_last_fault_error",
+        "_lock", "_mono_clock", "_msgr", "_now_us", "_opened", "_out_lock", "_out_pending", "_out_posted",
+        "_overrides", "_perf", "_posted_ns", "_precompute_crcs", "_proto", "_reading", "_sock", "_target",
+        "_target_type", "_timers", "_turn_us", "_wake_dispatch", "_wbufs", "_worker", "_writing",
+    )
+
     def __init__(self, host: MessengerHost, worker: Any, target: EntityAddr | None = None,
                  target_type: int | None = None, proto: Any = None) -> None:
         self._init_core()   # closed, _down, _timers, last_fault(_error), fault_count
@@ -113,6 +126,11 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
         self._idle_us = int(msgr.config.ms_connection_idle_timeout * 1_000_000)
         self._idle_timer: int | None = None
         self._last_active_us = 0      # last input (ms_connection_idle_timeout)
+        # the bases' made-on-first-use attributes (a slot hides their class-level default)
+        self._flushes = None
+        self._keepalive_cond = None
+        self._keepalive_waiters = 0
+        self._overrides = None
         self._perf.msgr_created_connections += 1
         self._perf.msgr_active_connections += 1
         debug.refresh()   # picks up logging levels changed since the last connection

@@ -41,3 +41,36 @@ def test_a_stand_in_attribute_still_works() -> None:
     p = ProtocolV1(a)
     p.test_stand_in = 1   # type: ignore[attr-defined]
     assert _outside_slots(p) == ["test_stand_in"]
+
+
+def test_a_real_session_sets_only_its_slots() -> None:
+    """Both ends of a messenger session (connection and protocol), after traffic, a flush, a
+    keepalive wait and a fault that reconnects."""
+    from test_messenger_loopback import Collector, MTest, wait_for
+
+    from msgr import Config, Messenger
+
+    made = []
+    try:
+        for i in range(2):
+            ms = Messenger.create(EntityName.osd(i), nonce=3000 + i, config=Config())
+            ms.set_default_policy(Policy.lossless_peer())
+            ms.add_dispatcher_tail(Collector())
+            ms.bind(EntityAddr.parse("v1:127.0.0.1:0"))
+            ms.start()
+            made.append(ms)
+        cli, srv = made
+        conn = cli.connect_to(EntityName.TYPE_OSD, srv.get_myaddr())
+        for i in range(20):
+            conn.send_message(MTest(i, data=b"x" * (i * 5000)))
+        conn.send_keepalive()
+        wait_for(lambda: conn.get_last_keepalive_ack() != (0, 0), what="keepalive ack")
+        wait_for(lambda: len(srv._conns) == 1, what="accepted session")
+        accepted = next(iter(srv._conns.values())).connection
+        for c in (conn, accepted):
+            assert sorted(vars(c)) == [] and _outside_slots(c._proto) == []
+    finally:
+        for ms in made:
+            ms.shutdown()
+        for ms in made:
+            ms.wait()
