@@ -44,7 +44,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _log = logging.getLogger("msgr.messenger")
 
-ACCEPT_BATCH = 16  # accept() calls per readable event on the listening socket
+ACCEPT_BATCH = 16  # accept() calls per readable event on the listening socket, in a burst
+# An accept this soon after the previous one is a burst: try for more in the same event. Otherwise
+# one accept() per event: the listening fd is level-triggered, so a connection queued meanwhile
+# fires it again, and a lone client's session does not pay a failing accept() (BlockingIOError).
+ACCEPT_BURST_NS = 200_000
 
 _global_seq_lock = threading.Lock()
 _global_seq = 0
@@ -319,6 +323,7 @@ class AsyncMessenger(Messenger):
         self._bind_addr: EntityAddr | None = None
         self._listen: socket.socket | None = None
         self._listen_worker: Any = None
+        self._last_accept_ns = 0      # when the listener last fired (ACCEPT_BURST_NS)
         self._stack: NetworkStack | None = None
         self._own_stack = stack            # caller-owned stack: never started/stopped by a wait()
         self._admin_socket: admin_socket.AdminSocket | None = None   # Config.admin_socket: from start() to shutdown()
@@ -462,7 +467,10 @@ class AsyncMessenger(Messenger):
         lsock, stack = self._listen, self._stack
         if lsock is None or stack is None:
             return
-        for _ in range(ACCEPT_BATCH):
+        now = time.monotonic_ns()
+        burst = now - self._last_accept_ns < ACCEPT_BURST_NS
+        self._last_accept_ns = now
+        for _ in range(ACCEPT_BATCH if burst else 1):
             try:
                 sock, peer = lsock.accept()
             except (BlockingIOError, InterruptedError):

@@ -1,0 +1,46 @@
+"""The listener's accept loop (messenger.py, ACCEPT_BURST_NS): a lone connection is accepted
+with one accept() per event, a burst with up to ACCEPT_BATCH. Either way every queued connection
+is accepted: the listening fd is level-triggered, so what one event leaves in the queue fires the
+next. Both shapes are driven here (lone connections spaced out, then a burst connected at once)."""
+from __future__ import annotations
+
+import socket
+import time
+
+from rawv1 import connect_msg, my_addr, open_session, recv_exact
+from test_messenger_loopback import wait_for
+
+from msgr import Config, Dispatcher, EntityAddr, EntityName, Messenger, Policy
+from msgr.wire import BANNER, SERVER_IDENTIFY_SIZE, ConnectReply, Tag
+
+
+class Quiet(Dispatcher):
+    def ms_dispatch(self, msg) -> bool:
+        return True
+
+
+def test_lone_and_burst_connections_are_all_accepted() -> None:
+    ms = Messenger.create(EntityName.osd(1), nonce=4100, config=Config())
+    ms.set_default_policy(Policy.stateless_server())
+    ms.add_dispatcher_tail(Quiet())
+    ms.bind(EntityAddr.parse("v1:127.0.0.1:0"))
+    ms.start()
+    socks: list[socket.socket] = []
+    try:
+        addr = ms.get_myaddr()
+        for i in range(5):               # lone: further apart than a burst
+            time.sleep(0.002)
+            socks.append(open_session(addr, nonce=600 + i))
+        burst = [socket.create_connection(addr.sockaddr(), timeout=10) for _ in range(40)]
+        socks += burst
+        for i, s in enumerate(burst):    # all queued before any handshake completes
+            recv_exact(s, SERVER_IDENTIFY_SIZE)
+            s.sendall(BANNER + my_addr(700 + i) + connect_msg())
+        for s in burst:
+            assert ConnectReply.unpack(recv_exact(s, ConnectReply.SIZE)).tag == Tag.READY
+        wait_for(lambda: ms.perf_dump()["connections"]["live"] == 45, what="45 live sessions")
+    finally:
+        for s in socks:
+            s.close()
+        ms.shutdown()
+        ms.wait()
