@@ -379,13 +379,15 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             self._internal_error(exc, where)
 
     @_locked
-    def _start_accept(self, sock: socket.socket, peer_sockaddr: tuple[Any, ...]) -> None:
+    def _start_accept(self, sock: socket.socket, peer_sockaddr: tuple[Any, ...],
+                      local: EntityAddr | None = None) -> None:
         if self._closed or self._down:  # the messenger was shut down while this accept was queued
             sock.close()
             return
         try:
             peer = EntityAddr.from_sockaddr(peer_sockaddr)   # as accept() gave it: no getpeername
-            local = EntityAddr.from_sockaddr(sock.getsockname())
+            if local is None:   # the listener is bound to a wildcard address
+                local = EntityAddr.from_sockaddr(sock.getsockname())
         except OSError as exc:
             _log.info("accepted socket died at once: %s", exc)
             sock.close()

@@ -79,9 +79,10 @@ class MessengerConnection(SessionControl, Protocol):
     def _begin_connect(self) -> None:
         """Start the protocol toward the target now (before the session is published)."""
 
-    def _start_accept(self, sock: Any, peer_sockaddr: tuple[Any, ...]) -> None:
+    def _start_accept(self, sock: Any, peer_sockaddr: tuple[Any, ...], local: EntityAddr | None = None) -> None:
         """On the connection's worker: serve the accepted socket ``sock`` (``peer_sockaddr``: the
-        peer's address as ``accept()`` returned it)."""
+        peer's address as ``accept()`` returned it; ``local``: the socket's own address when the
+        listener knows it, else asked with getsockname)."""
 
     def _abandon(self) -> None:
         """On the connection's worker (the messenger's wait): end whatever is left, silently."""

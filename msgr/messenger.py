@@ -324,6 +324,7 @@ class AsyncMessenger(Messenger):
         self._listen: socket.socket | None = None
         self._listen_worker: Any = None
         self._last_accept_ns = 0      # when the listener last fired (ACCEPT_BURST_NS)
+        self._accept_local: EntityAddr | None = None   # local address of every accepted socket (bind)
         self._stack: NetworkStack | None = None
         self._own_stack = stack            # caller-owned stack: never started/stopped by a wait()
         self._admin_socket: admin_socket.AdminSocket | None = None   # Config.admin_socket: from start() to shutdown()
@@ -410,6 +411,10 @@ class AsyncMessenger(Messenger):
             raise MsgrError(f"{self.my_name}: cannot bind {addr}: {exc.strerror or exc}") from exc
         host, port = sock.getsockname()[:2]
         self._listen = sock
+        # bound to one IP, every accepted socket's local address is this one: no getsockname() per
+        # accept; bound to a wildcard it depends on the address the peer dialled (asked per socket)
+        local = EntityAddr.from_sockaddr((host, port))
+        self._accept_local = None if local.is_blank_ip() else local
         self._myaddr = EntityAddr(EntityAddr.TYPE_LEGACY, self.nonce, host, port, addr.family)
         self._bind_addr = self._myaddr
         if self._started:
@@ -464,7 +469,7 @@ class AsyncMessenger(Messenger):
         # the listening worker: read them once, and decide under the messenger lock whether an accepted
         # socket still belongs to this listener (shutdown() clears _listen under the same lock before
         # mark_down_all, so a session either is marked down by it or is never started)
-        lsock, stack = self._listen, self._stack
+        lsock, stack, local = self._listen, self._stack, self._accept_local
         if lsock is None or stack is None:
             return
         now = time.monotonic_ns()
@@ -492,7 +497,7 @@ class AsyncMessenger(Messenger):
                 _log.debug("%s: accepted %s while shutting down: closed", self.my_name, peer)
                 sock.close()
                 return
-            worker.center.dispatch_event_external(functools.partial(conn._start_accept, sock, peer))
+            worker.center.dispatch_event_external(functools.partial(conn._start_accept, sock, peer, local))
 
     def is_started(self) -> bool:
         """True between :meth:`start` and the end of :meth:`wait`."""

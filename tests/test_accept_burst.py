@@ -1,4 +1,4 @@
-"""The listener's accept loop (messenger.py, ACCEPT_BURST_NS): a lone connection is accepted
+"""The listener's accept path (messenger.py). ACCEPT_BURST_NS: a lone connection is accepted
 with one accept() per event, a burst with up to ACCEPT_BATCH. Either way every queued connection
 is accepted: the listening fd is level-triggered, so what one event leaves in the queue fires the
 next. Both shapes are driven here (lone connections spaced out, then a burst connected at once)."""
@@ -44,3 +44,28 @@ def test_lone_and_burst_connections_are_all_accepted() -> None:
             s.close()
         ms.shutdown()
         ms.wait()
+
+
+def test_accepted_session_knows_its_local_address_bound_or_wildcard() -> None:
+    """Bound to one IP the listener hands each accepted session its own address (no getsockname per
+    accept); bound to the wildcard the session asks its socket. Either way the session's local
+    address is the one the client dialled."""
+    for bind_ip in ("127.0.0.1", "0.0.0.0"):
+        ms = Messenger.create(EntityName.osd(1), nonce=4200, config=Config())
+        ms.set_default_policy(Policy.stateless_server())
+        ms.add_dispatcher_tail(Quiet())
+        ms.bind(EntityAddr.parse(f"v1:{bind_ip}:0"))
+        ms.start()
+        try:
+            port = ms.get_myaddr().port
+            s = open_session(EntityAddr.parse(f"v1:127.0.0.1:{port}"))
+            try:
+                wait_for(lambda m=ms: len(m._all) == 1, what="accepted session")
+                proto = next(iter(ms._all))._proto
+                assert (proto._sock_local.ip, proto._sock_local.port) == s.getpeername()[:2]
+                assert (ms._accept_local is None) == (bind_ip == "0.0.0.0")
+            finally:
+                s.close()
+        finally:
+            ms.shutdown()
+            ms.wait()
