@@ -325,6 +325,7 @@ class AsyncMessenger(Messenger):
         self._listen_worker: Any = None
         self._last_accept_ns = 0      # when the listener last fired (ACCEPT_BURST_NS)
         self._accept_local: EntityAddr | None = None   # local address of every accepted socket (bind)
+        self._accept_family = int(socket.AF_INET)      # the listener's address family (bind)
         self._stack: NetworkStack | None = None
         self._own_stack = stack            # caller-owned stack: never started/stopped by a wait()
         self._admin_socket: admin_socket.AdminSocket | None = None   # Config.admin_socket: from start() to shutdown()
@@ -415,6 +416,7 @@ class AsyncMessenger(Messenger):
         # accept; bound to a wildcard it depends on the address the peer dialled (asked per socket)
         local = EntityAddr.from_sockaddr((host, port))
         self._accept_local = None if local.is_blank_ip() else local
+        self._accept_family = int(addr.socket_family)
         self._myaddr = EntityAddr(EntityAddr.TYPE_LEGACY, self.nonce, host, port, addr.family)
         self._bind_addr = self._myaddr
         if self._started:
@@ -469,7 +471,7 @@ class AsyncMessenger(Messenger):
         # the listening worker: read them once, and decide under the messenger lock whether an accepted
         # socket still belongs to this listener (shutdown() clears _listen under the same lock before
         # mark_down_all, so a session either is marked down by it or is never started)
-        lsock, stack, local = self._listen, self._stack, self._accept_local
+        lsock, stack, local, family = self._listen, self._stack, self._accept_local, self._accept_family
         if lsock is None or stack is None:
             return
         now = time.monotonic_ns()
@@ -477,7 +479,10 @@ class AsyncMessenger(Messenger):
         self._last_accept_ns = now
         for _ in range(ACCEPT_BATCH if burst else 1):
             try:
-                sock, peer = lsock.accept()
+                # socket.accept() without its wrapper, which reads the listener's family and type
+                # back through two IntEnum conversions per call: the family is known since bind
+                fd, peer = lsock._accept()   # type: ignore[attr-defined]  # (CPython, since 3.3)
+                sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:

@@ -49,8 +49,9 @@ def test_lone_and_burst_connections_are_all_accepted() -> None:
 def test_accepted_session_knows_its_local_address_bound_or_wildcard() -> None:
     """Bound to one IP the listener hands each accepted session its own address (no getsockname per
     accept); bound to the wildcard the session asks its socket. Either way the session's local
-    address is the one the client dialled."""
-    for bind_ip in ("127.0.0.1", "0.0.0.0"):
+    address is the one the client dialled (IPv4 and IPv6 listeners: the accepted socket is made
+    with the listener's family)."""
+    for bind_ip, dial_ip in (("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "127.0.0.1"), ("[::1]", "[::1]")):
         ms = Messenger.create(EntityName.osd(1), nonce=4200, config=Config())
         ms.set_default_policy(Policy.stateless_server())
         ms.add_dispatcher_tail(Quiet())
@@ -58,7 +59,7 @@ def test_accepted_session_knows_its_local_address_bound_or_wildcard() -> None:
         ms.start()
         try:
             port = ms.get_myaddr().port
-            s = open_session(EntityAddr.parse(f"v1:127.0.0.1:{port}"))
+            s = open_session(EntityAddr.parse(f"v1:{dial_ip}:{port}"))
             try:
                 wait_for(lambda m=ms: len(m._all) == 1, what="accepted session")
                 proto = next(iter(ms._all))._proto
