@@ -74,14 +74,18 @@ OSD_PROTOCOL = 10
 MDS_PROTOCOL = 12
 
 
+_PEER_PROTOCOL = {1: MON_PROTOCOL, 2: MDS_PROTOCOL, 4: OSD_PROTOCOL}       # between two of a type
+_CLIENT_PROTOCOL = {1: MONC_PROTOCOL, 4: OSDC_PROTOCOL, 2: MDSC_PROTOCOL}  # a client of that type
+
+
 def proto_version(my_type: int, peer_type: int | None, connecting: bool) -> int:
     """The protocol_version a v1 peer expects (Ceph's get_proto_version)."""
     if my_type == peer_type:
-        return {1: MON_PROTOCOL, 2: MDS_PROTOCOL, 4: OSD_PROTOCOL}.get(my_type, 0)
+        return _PEER_PROTOCOL.get(my_type, 0)
     t = peer_type if connecting else my_type
     if t is None:   # a session that does not know its peer's type yet
         return 0
-    return {1: MONC_PROTOCOL, 4: OSDC_PROTOCOL, 2: MDSC_PROTOCOL}.get(t, 0)
+    return _CLIENT_PROTOCOL.get(t, 0)
 
 
 #: How much of a wrong banner an error shows (enough to tell an SSH or HTTP peer apart).
