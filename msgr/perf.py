@@ -151,6 +151,7 @@ class MessengerPerf:
         self.name = name
         self._lock = threading.Lock()
         self._blocks: dict[str, PerfCounters] = {}
+        self._worker_blocks: dict[int, PerfCounters] = {}   # by worker index (never removed)
         self._local = threading.local()
 
     def block(self, label: str) -> PerfCounters:
@@ -164,7 +165,11 @@ class MessengerPerf:
 
     def worker_block(self, index: int) -> PerfCounters:
         """The block of worker ``index`` (``AsyncMessenger::Worker-<index>``)."""
-        return self.block(worker_section(index))
+        # once per session: a dict read, not the section name formatted and the lock taken
+        b = self._worker_blocks.get(index)
+        if b is None:
+            b = self._worker_blocks[index] = self.block(worker_section(index))
+        return b
 
     def here(self) -> PerfCounters:
         """The calling thread's block (for code that does not run on a worker)."""
