@@ -56,6 +56,8 @@ READ_ROUNDS = 16    # recv_into calls per readable event before yielding to othe
 
 _mono_ns = time.monotonic_ns   # perf running times (real time, whatever clock the protocol runs on)
 _dbg = debug.gate   # debug_ms: the hot paths read one of its booleans before any log line
+# by id(): Enum.__hash__ is a Python-level function (members are singletons, their ids stable)
+_CODE_BY_ID = {id(event): code for event, code in CODE_OF_EVENT.items()}
 
 
 def _locked(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -592,10 +594,10 @@ class AsyncConnection(SocketWriter, FlushingConnection, Connection, ConnectionCo
             # queued now (in order with this event's messages), the thread woken when the read
             # handler ends: after its write, so a handshake reply is not held up behind the
             # dispatch thread taking the GIL for ms_handle_accept
-            if self._host.dispatch_queue.queue_event(CODE_OF_EVENT[event], self, wake=False):
+            if self._host.dispatch_queue.queue_event(_CODE_BY_ID[id(event)], self, wake=False):
                 self._wake_dispatch = True
             return
-        self._host.dispatch_queue.queue_event(CODE_OF_EVENT[event], self)
+        self._host.dispatch_queue.queue_event(_CODE_BY_ID[id(event)], self)
 
     def _faulted(self, reason: str, error: Exception | None, notable: bool = False) -> None:
         self._perf.msgr_faults += 1

@@ -163,6 +163,7 @@ SEGMENT_STATES = frozenset({S.OPEN_MESSAGE_READ_FRONT, S.OPEN_MESSAGE_READ_MIDDL
 _ROW_BY_ID = {id(s): row for s, row in TRANSITIONS.items()}
 _NEXT_IDS = {id(s): frozenset(map(id, row.next | ALWAYS)) for s, row in TRANSITIONS.items()}
 _SEGMENT_IDS = frozenset(map(id, SEGMENT_STATES))
+_OPEN_IDS = frozenset(map(id, OPEN_STATES))   # has_output/take_output in the handshake states
 
 
 
@@ -462,8 +463,8 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         if self._out:
             return True
         st = self.state
-        # `is S.OPEN` first: a set lookup hashes the enum member in Python (once per write)
-        if (st is _OPEN or st in OPEN_STATES) and self._has_socket:
+        # `is S.OPEN` first, then by id(): a set of members hashes each in Python (Enum.__hash__)
+        if (st is _OPEN or id(st) in _OPEN_IDS) and self._has_socket:
             return self._outq.count > 0 or self._keepalive_pending or (
                 self.in_seq > self._acked_seq and not self.policy.lossy)   # _ack_due, inlined
         return False
@@ -472,7 +473,7 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         """Every buffer ready to be written now, in order (many messages and one ACK per call)."""
         out, self._out = self._out, []
         st = self.state
-        if (st is _OPEN or st in OPEN_STATES) and self._has_socket:
+        if (st is _OPEN or id(st) in _OPEN_IDS) and self._has_socket:
             self._write_open(out)
         if out:
             self.stats["bytes_out"] += len(out[0]) if len(out) == 1 else sum(map(len, out))
