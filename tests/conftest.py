@@ -131,6 +131,15 @@ def _no_error_logs(request: pytest.FixtureRequest) -> Iterator[None]:
                     f"@pytest.mark.allow_error_log if they are expected):\n{describe(bad)}", pytrace=False)
 
 
+@pytest.fixture
+def cluster() -> Iterator[Any]:
+    """A lossless_util.Cluster of messengers, all shut down when the test ends."""
+    from lossless_util import Cluster
+    c = Cluster()
+    yield c
+    c.close()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if _CEPH_FIXTURES.intersection(getattr(item, "fixturenames", ())):

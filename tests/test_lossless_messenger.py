@@ -21,13 +21,6 @@ pytest.importorskip("msgr.protocol.protocol_v1", reason="ProtocolV1 has not land
 OSD = EntityName.TYPE_OSD
 
 
-@pytest.fixture
-def cluster():
-    c = Cluster()
-    yield c
-    c.close()
-
-
 def _both_ways(cluster: Cluster, n: int, failures: int, seed: int, pad: bytes = b"") -> dict:
     """n messages each way on lossless_peer with ms_inject_socket_failures; returns figures."""
     cfg = dict(ms_inject_socket_failures=failures, ms_initial_backoff=0.01, ms_max_backoff=0.2)

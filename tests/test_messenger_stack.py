@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
 from lossless_util import Cluster, Tagged, check_exact, live_sessions, wait_for
 
 from eventcenter import NetworkStack
@@ -14,13 +13,6 @@ from msgr.messenger import Messenger, shared_stacks
 OSD = EntityName.TYPE_OSD
 # worker counts no other test module uses, so the shared stack of each test is its own
 N3, N4 = 3, 4
-
-
-@pytest.fixture
-def cluster():
-    c = Cluster()
-    yield c
-    c.close()
 
 
 def _threads(prefix: str = "msgr-worker") -> set[threading.Thread]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from lossless_util import Cluster, Tagged, perf, send_range, wait_for
+from lossless_util import Tagged, perf, send_range, wait_for
 
 from msgr import Config, EntityName, Policy
 from msgr.features import FEATURES_SUPPORTED_DEFAULT, RECONNECT_SEQ
@@ -34,13 +34,6 @@ CEPH_POLICIES = {
     "lossy_client":                (True, False, False, False, True),
     "lossless_client":             (False, False, False, True, True),
 }
-
-
-@pytest.fixture
-def cluster():
-    c = Cluster()
-    yield c
-    c.close()
 
 
 @pytest.mark.parametrize("kind", sorted(CEPH_POLICIES))

@@ -23,7 +23,7 @@ import itertools
 import time
 
 import pytest
-from lossless_util import Cluster, check_exact, wait_for
+from lossless_util import check_exact, wait_for
 from test_protocol_support import PEER_ADDR, RawPeer
 
 from msgr import Config, EntityAddr, EntityName, Policy
@@ -36,13 +36,6 @@ from msgr.wire import Tag, proto_version
 
 OSD, CLIENT = EntityName.TYPE_OSD, EntityName.TYPE_CLIENT
 _nonces = itertools.count(70_000)
-
-
-@pytest.fixture
-def cluster():
-    c = Cluster()
-    yield c
-    c.close()
 
 
 def test_mark_down_stops_the_protocol_before_the_session_leaves_the_map(cluster):

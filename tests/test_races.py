@@ -28,13 +28,6 @@ OSD = EntityName.TYPE_OSD
 _nonces = itertools.count(10_000)
 
 
-@pytest.fixture
-def cluster():
-    c = Cluster()
-    yield c
-    c.close()
-
-
 def _race_round(cluster: Cluster, rnd: int, per_side: int, delay: float) -> int:
     """One race; returns how many connections the two messengers created (2 = no race happened)."""
     cfg = Config(ms_inject_internal_delays=delay, ms_initial_backoff=0.01, ms_max_backoff=0.05,

@@ -22,13 +22,6 @@ OSD = EntityName.TYPE_OSD
 CFG = dict(ms_initial_backoff=0.01, ms_max_backoff=0.05)
 
 
-@pytest.fixture
-def cluster():
-    c = Cluster()
-    yield c
-    c.close()
-
-
 def _idle_pair(cluster: Cluster, policy=Policy.lossless_peer):
     a, ra = cluster.make(EntityName.osd(0), 1001, Config(**CFG), policy())
     b, rb = cluster.make(EntityName.osd(1), 2002, Config(**CFG), policy())
