@@ -356,6 +356,14 @@ class HandshakeMixin(ProtocolBase):
                                  acts: list[Action]) -> Blocked | None:
         # an authorizer reply is only verified with cephx; with auth none it is ignored
         self._reply_auth = bytes(buf[off:off + n])
+        if self._replacing:
+            # an accepted connection of the peer's is replacing this session (ReplaceExisting is posted,
+            # adopt_socket comes next): the reply to our own attempt is not acted on, as Ceph sets the
+            # existing session's state to NONE when it decides. Acted on, a RETRY_SESSION sent one more
+            # connect with a higher connect_seq on the socket about to close; the peer read it as a
+            # newer attempt and replaced its session in turn (row 20), closing the socket we adopt: both
+            # adopted sockets died, both sides reconnected at once and did it again, forever (issue 11)
+            return self._blocked()
         method = CLIENT_REPLIES.get(self._last_reply().tag)
         if method is None:
             raise RemoteProtocolError(f"unknown connect reply tag {self._last_reply().tag}")
