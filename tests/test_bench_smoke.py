@@ -169,3 +169,18 @@ def test_percentiles():
     p = baselines.percentiles(samples)
     assert p["p50_us"] == pytest.approx(501) and p["p99_us"] == pytest.approx(991)
     assert p["p999_us"] == pytest.approx(1000)
+
+
+@pytest.mark.parametrize("case", ["rtt", "pipe16", "asyncio-rtt"])
+def test_icount_cases_run_their_count(case):
+    """bench.icount's child runs each case for exactly the units asked (a pipelined case adds its
+    closing flush), so the difference of two callgrind runs is per unit."""
+    from bench import icount
+    done = icount.run_case(case, 50)
+    assert 50 <= done <= 51
+
+
+def test_icount_rejects_an_unknown_case():
+    from bench import icount
+    with pytest.raises(ValueError, match="unknown case"):
+        icount.run_case("nope", 1)

@@ -1,0 +1,108 @@
+"""Instructions per round trip or per message, counted by valgrind's callgrind: repeatable where
+wall-clock figures are not (a shared 2-core machine moves them by tens of percent).
+
+Each case runs twice in a child process under callgrind, for ``n`` and for ``2n`` units; the figure
+is the difference over ``n``, so interpreter start-up, imports, handshakes and warm-up cancel out.
+All threads are counted (callgrind serialises them), and the kernel is not: the syscalls of two
+implementations being compared should be the same (``strace -f -c`` shows them).
+
+Cases (``python -m bench.icount CASE [CASE ...] [--n N]``):
+
+- ``rtt``: one 16 B message each way, fast dispatch (the ``pymsgr.rtt`` row);
+- ``rtt-queued``: the same through ``ms_dispatch`` (the DispatchQueue thread);
+- ``pipe16``, ``pipe4k``: one-way messages of 16 B / 4 KiB with 128 in flight, per message;
+- ``asyncio-rtt``: the bare framed asyncio echo the ``pymsgr.rtt`` row is compared with;
+- ``asyncio-pipe4k``: the bare framed asyncio stream of 4 KiB messages, per message.
+
+Needs ``valgrind`` on PATH. Run from a checkout: the child imports this tree's ``msgr``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from bench import baselines, cases
+
+CASES = ("rtt", "rtt-queued", "pipe16", "pipe4k", "asyncio-rtt", "asyncio-pipe4k")
+DEFAULT_N = {"rtt": 1000, "rtt-queued": 1000, "pipe16": 4000, "pipe4k": 4000,
+             "asyncio-rtt": 1000, "asyncio-pipe4k": 4000}
+_FOREVER = 1e6   # seconds: the count, not a duration, ends each case
+
+
+def run_case(case: str, n: int) -> int:
+    """Run ``case`` for ``n`` units in this process; the units it did."""
+    if case in ("rtt", "rtt-queued"):
+        row = cases.rtt(cases.Params(front_size=16, count=n, duration=_FOREVER,
+                                     dispatch="queued" if case == "rtt-queued" else "fast"))
+    elif case in ("pipe16", "pipe4k"):
+        row = cases.pipelined(cases.Params(front_size=16 if case == "pipe16" else 4096, count=n,
+                                           duration=_FOREVER))
+    elif case == "asyncio-rtt":
+        row = baselines.framed_rtt("asyncio", 16, count=n, duration=_FOREVER)
+    elif case == "asyncio-pipe4k":
+        row = baselines.framed_throughput("asyncio", 4096, count=n, duration=_FOREVER)
+    else:
+        raise ValueError(f"unknown case {case!r}; one of {', '.join(CASES)}")
+    assert row is not None
+    return int(row["messages"])
+
+
+def _instructions(case: str, n: int, workdir: str) -> int:
+    out = os.path.join(workdir, f"cg.{case}.{n}")
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+           sys.executable, "-m", "bench.icount", "--child", case, str(n)]
+    res = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if res.returncode:
+        raise RuntimeError(f"{case} x{n} under callgrind failed:\n{res.stderr[-2000:]}")
+    with open(out) as f:
+        m = re.search(r"^summary:\s*(\d+)", f.read(), re.M)
+    if m is None:
+        raise RuntimeError(f"no summary line in {out}")
+    return int(m.group(1))
+
+
+def count(case: str, n: int | None = None, keep: str | None = None) -> float:
+    """Instructions per unit of ``case`` (difference of a ``2n`` and an ``n`` run, over ``n``)."""
+    n = n or DEFAULT_N[case]
+    workdir = keep or tempfile.mkdtemp(prefix="icount.")
+    try:
+        a = _instructions(case, n, workdir)
+        b = _instructions(case, 2 * n, workdir)
+    finally:
+        if keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return (b - a) / n
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.icount", description=__doc__.split("\n\n")[0])
+    ap.add_argument("cases", nargs="*", metavar="CASE", help=f"one or more of {', '.join(CASES)}")
+    ap.add_argument("--n", type=int, default=None, help="units of the shorter run (default per case)")
+    ap.add_argument("--keep", metavar="DIR", help="keep the callgrind files in DIR (callgrind_annotate)")
+    ap.add_argument("--child", nargs=2, metavar=("CASE", "N"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        case, n = args.child
+        done = run_case(case, int(n))
+        if done < int(n):   # a pipelined case adds its closing flush message
+            raise SystemExit(f"{case}: ran {done} units, not {n}")
+        return 0
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed", file=sys.stderr)
+        return 2
+    for case in args.cases or ["rtt", "asyncio-rtt"]:
+        if case not in CASES:
+            ap.error(f"unknown case {case!r}")
+        per = count(case, args.n, args.keep)
+        unit = "round trip" if "rtt" in case else "message"
+        print(f"{case:16s} {per / 1000:9.1f}k instructions per {unit}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
