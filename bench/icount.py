@@ -70,6 +70,7 @@ def count(case: str, n: int | None = None, keep: str | None = None) -> float:
     """Instructions per unit of ``case`` (difference of a ``2n`` and an ``n`` run, over ``n``)."""
     n = n or DEFAULT_N[case]
     workdir = keep or tempfile.mkdtemp(prefix="icount.")
+    os.makedirs(workdir, exist_ok=True)
     try:
         a = _instructions(case, n, workdir)
         b = _instructions(case, 2 * n, workdir)
