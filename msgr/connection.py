@@ -55,6 +55,8 @@ READ_ROUNDS = 16    # recv_into calls per readable event before yielding to othe
 
 _mono_ns = time.monotonic_ns   # perf running times (real time, whatever clock the protocol runs on)
 _dbg = debug.gate   # debug_ms: the hot paths read one of its booleans before any log line
+# read once per session: module constants, not Enum class attributes (the hook in states.States)
+_THROTTLE_RETRY, _CONNECTION_READY = A.TimerKind.THROTTLE_RETRY, A.TimerKind.CONNECTION_READY
 
 
 def _locked(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -487,9 +489,9 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
             self._drop_socket()
 
     def _timer_start(self, kind: A.TimerKind, delay_us: int) -> int:
-        if kind is A.TimerKind.THROTTLE_RETRY:
+        if kind is _THROTTLE_RETRY:
             self._perf.msgr_throttle_waits += 1
-        elif kind is A.TimerKind.CONNECTION_READY:
+        elif kind is _CONNECTION_READY:
             ready: int = self._center.create_time_event(delay_us, self._on_ready_timeout)
             return ready
         handle: int = self._center.create_time_event(delay_us, lambda: self._on_timer(kind))

@@ -30,6 +30,7 @@ _mono_ns = time.monotonic_ns   # perf running times (real time, whatever clock t
 _dbg = debug.gate   # debug_ms: the hot paths read one of its booleans before any log line
 # by id(): Enum.__hash__ is a Python-level function (members are singletons, their ids stable)
 _CODE_BY_ID = {id(event): code for event, code in CODE_OF_EVENT.items()}
+_ACCEPT, _CONNECT = A.ConnEvent.ACCEPT, A.ConnEvent.CONNECT   # per session: not through the Enum hook
 
 
 class DeliveringConnection:
@@ -131,9 +132,9 @@ class DeliveringConnection:
     def _notify(self, event: A.ConnEvent) -> None:
         # the fast callbacks first, here (before anything of this session is dispatched); the
         # queued one only if some dispatcher has it (else the dispatch thread is not woken)
-        if event is A.ConnEvent.ACCEPT:
+        if event is _ACCEPT:
             self._host.dispatchers.handle_fast_accept(cast("Connection", self))
-        elif event is A.ConnEvent.CONNECT:
+        elif event is _CONNECT:
             self._host.dispatchers.handle_fast_connect(cast("Connection", self))
         if self._in_read:
             # queued now (in order with this event's messages), the thread woken when the read

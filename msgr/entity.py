@@ -292,15 +292,30 @@ class EntityAddr:
         raise BadAddressError(f"entity_addr_t: unknown family {family} / length {elen}")
 
 
-@functools.lru_cache(maxsize=_ADDR_CACHE)
+# The legacy forms in one struct each: entity_addr_t's sockaddr has its family and port in network
+# order (the cmp key a host-order family), so those go in byte-swapped into little-endian fields.
+# No cache: packing is cheaper than hashing a fresh peer address (a new port per session) into one.
+_LEGACY_V4 = struct.Struct("<IIHH4s120x")          # type (0), nonce, family, port, ip, rest of storage
+_LEGACY_V6 = struct.Struct("<IIHHI16sI100x")       # ... flowinfo, ip, scope id
+_CMP_V4 = struct.Struct("<IIHH4s20x")              # type, nonce, family, port, ip, to sizeof(sockaddr_in6)
+_CMP_V6 = struct.Struct("<IIHHI16sI")
+_BE_INET, _BE_INET6 = AF_INET << 8, AF_INET6 << 8  # network-order family as a little-endian u16
+
+
 def _encode_legacy(addr: EntityAddr) -> bytes:
-    return struct.pack("<II", 0, addr.nonce) + addr._sockaddr_bytes(True).ljust(_SOCKADDR_STORAGE_SIZE, b"\0")
+    port = addr.port
+    swapped = ((port & 0xFF) << 8) | (port >> 8)
+    if addr.family == AF_INET6:
+        return _LEGACY_V6.pack(0, addr.nonce, _BE_INET6, swapped, 0, _packed_ip(addr.ip), 0)
+    return _LEGACY_V4.pack(0, addr.nonce, _BE_INET, swapped, _packed_ip(addr.ip))
 
 
-@functools.lru_cache(maxsize=_ADDR_CACHE)
 def _legacy_cmp_key(addr: EntityAddr) -> bytes:
-    return struct.pack("<II", EntityAddr.TYPE_LEGACY, addr.nonce) + addr._sockaddr_bytes(big_endian_family=False)[
-        :_SOCKADDR_UNION_SIZE].ljust(_SOCKADDR_UNION_SIZE, b"\0")
+    port = addr.port
+    swapped = ((port & 0xFF) << 8) | (port >> 8)
+    if addr.family == AF_INET6:
+        return _CMP_V6.pack(EntityAddr.TYPE_LEGACY, addr.nonce, AF_INET6, swapped, 0, _packed_ip(addr.ip), 0)
+    return _CMP_V4.pack(EntityAddr.TYPE_LEGACY, addr.nonce, AF_INET, swapped, _packed_ip(addr.ip))
 
 
 def encode_addrvec(addrs: list[EntityAddr], features: int = 0) -> bytes:

@@ -31,7 +31,7 @@ from msgr.protocol.actions import (
 )
 from msgr.protocol.base import Blocked, ProtocolBase
 from msgr.protocol.host import AuthVerdict
-from msgr.protocol.states import State as S
+from msgr.protocol.states import States as S
 from msgr.wire import (
     BANNER,
     BANNER_SHOWN,
@@ -51,6 +51,8 @@ from msgr.wire import (
 if TYPE_CHECKING:  # pragma: no cover
     from msgr.protocol.host import ConnectAuthorizer, MessageSigner
     from msgr.protocol.protocol_v1 import ProtocolV1
+
+
 
 CEPH_AUTH_UNKNOWN, CEPH_AUTH_NONE, CEPH_AUTH_CEPHX = 0, 1, 2
 #: Families a legacy entity_addr_t may carry (0: a blank address), as EntityAddr.decode_legacy takes them.
@@ -195,6 +197,12 @@ SERVER_DECISIONS: list[tuple[int, str, Callable[[ConnectCtx], bool], Outcome]] =
      _reply(Tag.RESETSESSION)),
     (20, "normal reconnect", lambda x: True, _do(Do.REPLACE)),
 ]
+
+
+# members read per accepted session, as module constants (the Enum hook: states.States)
+_REPLY, _WAIT, _REPLACE = Do.REPLY, Do.WAIT, Do.REPLACE
+_TAG_SEQ, _TAG_READY = Tag.SEQ, Tag.READY
+_EV_ACCEPT = ConnEvent.ACCEPT
 
 
 def decide(x: ConnectCtx) -> Decision:
@@ -531,25 +539,27 @@ class HandshakeMixin(ProtocolBase):
         x = ConnectCtx(c, proto_version(my, c.host_type, False),
                        self._required_of(c, policy),
                        v.ok, policy, e_view, self._replacing,
-                       self.peer_addr.legacy_cmp_key() < host.get_myaddr().legacy_cmp_key(),
+                       # rows 17/18 only, reached with an existing session
+                       e_view is not None
+                       and self.peer_addr.legacy_cmp_key() < host.get_myaddr().legacy_cmp_key(),
                        not v.ok and v.challenge is not None,
                        host.gone_peer_global_seq(self.peer_addr)
                        if existing is None and not (policy.server and policy.lossy) else 0)
         d = decide(x)
         self.last_decision = d
-        if d.do is Do.REPLY:
+        if d.do is _REPLY:
             assert d.tag is not None             # every REPLY row names its tag
             auth = v.reply if d.tag in (Tag.CHALLENGE_AUTHORIZER, Tag.BADAUTHORIZER) else b""
             self._out.append(self._error_reply(c, policy, d.tag, d.global_seq, d.connect_seq, auth))
             self._to(S.ACCEPTING_WAIT_CONNECT_MSG)
             return None
-        if d.do is Do.WAIT:
+        if d.do is _WAIT:
             assert existing is not None          # rows 10-20 are reached only with an existing session
             acts.append(PokeExisting(existing))
             self._out.append(self._error_reply(c, policy, Tag.WAIT))
             self._to(S.ACCEPTING_WAIT_CONNECT_MSG)
             return None
-        if d.do is Do.REPLACE:
+        if d.do is _REPLACE:
             assert existing is not None
             if existing.policy.lossy:
                 host.unregister_conn(existing)
@@ -598,7 +608,7 @@ class HandshakeMixin(ProtocolBase):
         seq = c.features & RECONNECT_SEQ == RECONNECT_SEQ and not reset_from_peer and not self._reset_from_peer
         if not seq:
             self.in_seq = 0
-        reply = ConnectReply(Tag.SEQ if seq else Tag.READY, policy.features_supported, host.get_global_seq(),
+        reply = ConnectReply(_TAG_SEQ if seq else _TAG_READY, policy.features_supported, host.get_global_seq(),
                              self.connect_seq, proto_version(host.my_name.type, c.host_type, False), len(v.reply),
                              CONNECT_LOSSY if policy.lossy else 0)
         self.features = reply.features & c.features
@@ -613,7 +623,7 @@ class HandshakeMixin(ProtocolBase):
                     raise RemoteProtocolError(f"another session for {self.peer_addr} registered meanwhile")
                 acts.append(Registered(self.peer_addr))
         self._out.append(reply.pack() + v.reply)
-        acts.append(Notify(ConnEvent.ACCEPT))
+        acts.append(Notify(_EV_ACCEPT))
         if seq:
             self._out.append(pack_u64(self.in_seq))
             self._to(S.ACCEPTING_WAIT_SEQ)

@@ -49,7 +49,7 @@ from msgr.protocol.states import OPEN_STATES, State
 S = State
 # per-read state tests use module constants: on Python 3.11 an Enum class attribute costs a
 # metaclass __getattr__ hook (~800 instructions) per read
-_OPEN, _CLOSED = S.OPEN, S.CLOSED
+_OPEN, _CLOSED, _NONE = S.OPEN, S.CLOSED, S.NONE
 
 #: Receive buffer (small frames, handshake): RBUF_IDLE while a connection is quiet, RBUF_SIZE
 #: while it streams. It grows when a read fills all the room offered (the socket had more), and
@@ -193,7 +193,7 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
     def __init__(self, host: ProtocolHost, connection: Any = None) -> None:
         self.host = host
         self.connection = connection
-        self.state = S.NONE
+        self.state = _NONE
         self.peer_addr: EntityAddr | None = None
         self.peer_type: int | None = None
         self.peer_name: EntityName | None = None

@@ -34,7 +34,7 @@ from msgr.protocol.actions import (
 )
 from msgr.protocol.base import BLOCKED, Blocked, ProtocolBase
 from msgr.protocol.states import ACCEPTING_STATES, CONNECTING_STATES
-from msgr.protocol.states import State as S
+from msgr.protocol.states import States as S
 from msgr.wire import ConnectReply, Priority, Tag, proto_version
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,6 +44,7 @@ _SEQ_MASK = 0x7FFFFFFF
 # states the per-message send path tests, as module constants: on Python 3.11 an Enum class
 # attribute costs a metaclass __getattr__ hook (~0.25 us) per read
 _CLOSED, _STANDBY, _DEFAULT_PRIO = S.CLOSED, S.STANDBY, Priority.DEFAULT
+_READY_TIMER, _RECONNECT_TIMER, _BAD_RESET = TimerKind.CONNECTION_READY, TimerKind.RECONNECT, ConnEvent.BAD_RESET
 _EARLY_CONNECT = frozenset({S.CONNECTING, S.CONNECTING_RE})
 # where PROTOCOL.md §9.3 step 4 (half-accepted, nothing queued: just close) applies: as Ceph, up to the connect
 # message only; once the success reply is out the peer holds the session (connect_seq + 1) and a
@@ -113,12 +114,12 @@ class SessionMixin(ProtocolBase):
         if timeout_us > 0:
             self._ready_since_us = now_us
             self._ready_armed = True
-            acts.append(ArmTimer(TimerKind.CONNECTION_READY, timeout_us))
+            acts.append(ArmTimer(_READY_TIMER, timeout_us))
 
     def _cancel_ready_timer(self, acts: list[Action]) -> None:
         if self._ready_armed:
             self._ready_armed = False
-            acts.append(CancelTimer(TimerKind.CONNECTION_READY))
+            acts.append(CancelTimer(_READY_TIMER))
 
     def _on_ready_timer(self, now_us: int) -> list[Action]:
         if not self._ready_armed or self.state is S.CLOSED or self.is_connected():
@@ -202,7 +203,7 @@ class SessionMixin(ProtocolBase):
         """End the session: CLOSED, queues reported as Discarded, unregistered."""
         acts: list[Action] = []
         self._drop_socket(reason, acts)
-        acts.append(CancelTimer(TimerKind.RECONNECT))
+        acts.append(CancelTimer(_RECONNECT_TIMER))
         self._reconnect_armed = False
         self._cancel_ready_timer(acts)
         dropped = self._outq.clear()
@@ -212,7 +213,7 @@ class SessionMixin(ProtocolBase):
         self.state = S.CLOSED   # always allowed (ALWAYS); set directly so a close never raises
         self.host.unregister_conn(cast("ProtocolV1", self))
         if reset:
-            acts.append(Notify(ConnEvent.BAD_RESET))
+            acts.append(Notify(_BAD_RESET))
         acts.append(SessionClosed(reason))
         return acts
 
