@@ -222,8 +222,9 @@ class MessengerHost:
     def unregister_conn(self, proto: ProtocolV1) -> None:
         """Forget ``proto`` (only where it is the one registered: then GonePeers.session_left)."""
         m = self.messenger
+        conn = proto.connection   # None once a never-registered session ended (AsyncConnection._released)
         with m._lock:
-            for key in (proto.peer_addr, proto.connection._target):
+            for key in (proto.peer_addr, None if conn is None else conn._target):
                 if key is not None and m._conns.get(key) is proto:
                     m._gone_pgs.session_left(key, proto)
                     del m._conns[key]
