@@ -61,6 +61,8 @@ LEGACY_FAMILIES = frozenset({0, AF_INET, AF_INET6})
 MAX_AUTHORIZER_REPLY = 4096
 #: Challenges answered on one socket before the attempt is given up (a real OSD challenges once).
 MAX_AUTH_CHALLENGES = 3
+# auth none's two verdicts (frozen: one of each serves every session)
+_AUTH_OK, _AUTH_BAD = AuthVerdict(True), AuthVerdict(False)
 
 
 # --- authorizers (auth none) ------------------------------------------------------------------------
@@ -93,7 +95,9 @@ class Do(enum.Enum):
     WAIT = "wait"        # our own attempt wins the race: poke it, reply WAIT
 
 
-@dataclass(frozen=True, slots=True)
+# Existing, ConnectCtx, Decision: built per connect read, so not frozen (a frozen dataclass sets each
+# field through object.__setattr__, a slow call per field); nothing changes them once built.
+@dataclass(slots=True)
 class Existing:
     """What the decision needs to know about the registered session for the peer's address."""
     closed: bool
@@ -106,7 +110,7 @@ class Existing:
     client: bool         # its policy makes us a server's lossless client, and the peer never answered WAIT
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ConnectCtx:
     c: ConnectMsg
     my_proto: int
@@ -126,7 +130,7 @@ class ConnectCtx:
         return self.e
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     row: int
     do: Do
@@ -251,7 +255,7 @@ class HandshakeMixin(ProtocolBase):
         self._auth_challenges = 0      # challenges on this socket (a peer that never stops is refused)
         self._reply_auth = b""         # the authorizer bytes of the connect reply being handled
         self._signer: MessageSigner | None = None
-        self._auth_verdict = AuthVerdict(True)   # the service's verdict on the last connect read (server)
+        self._auth_verdict = _AUTH_OK   # the service's verdict on the last connect read (server)
         self._auth_server_challenge: object = None   # what we challenged with on this socket (server)
 
     # ===== early checks: bytes that can never become valid ===================================================
@@ -474,7 +478,9 @@ class HandshakeMixin(ProtocolBase):
         # our own address as the messenger knows it (blank for a wildcard bind until learned), as Ceph
         # does; a client accepts a blank claim when port and nonce match
         me = self.host.get_myaddr()
-        seen = EntityAddr(EntityAddr.TYPE_LEGACY, 0, sock_peer.ip, sock_peer.port, sock_peer.family)
+        seen = sock_peer   # as accept() gave it: already a legacy address without nonce
+        if seen.nonce or seen.type != EntityAddr.TYPE_LEGACY:
+            seen = EntityAddr(EntityAddr.TYPE_LEGACY, 0, sock_peer.ip, sock_peer.port, sock_peer.family)
         self._out.append(BANNER + me.encode_legacy() + seen.encode_legacy())
         self._to(S.ACCEPTING_WAIT_BANNER_ADDR)
         acts: list[Action] = []
@@ -532,7 +538,7 @@ class HandshakeMixin(ProtocolBase):
         v = host.verify_authorizer(c.host_type, c.authorizer_protocol, self._authorizer_in,
                                    self._auth_server_challenge)
         if v is None:   # auth none rules
-            v = AuthVerdict(verify_authorizer(c.host_type, c.authorizer_protocol, self._authorizer_in))
+            v = _AUTH_OK if verify_authorizer(c.host_type, c.authorizer_protocol, self._authorizer_in) else _AUTH_BAD
         elif v.challenge is not None:
             self._auth_server_challenge = v.challenge
         self._auth_verdict = v
