@@ -503,7 +503,12 @@ class AsyncMessenger(Messenger):
                 _log.debug("%s: accepted %s while shutting down: closed", self.my_name, peer)
                 sock.close()
                 return
-            worker.center.dispatch_event_external(functools.partial(conn._start_accept, sock, peer, local))
+            if worker is self._listen_worker:
+                # this (the listening) worker serves the session too, always so with one worker:
+                # start it here, no posted event between the accept and the banner going out
+                conn._start_accept(sock, peer, local)
+            else:
+                worker.center.dispatch_event_external(functools.partial(conn._start_accept, sock, peer, local))
 
     def is_started(self) -> bool:
         """True between :meth:`start` and the end of :meth:`wait`."""
