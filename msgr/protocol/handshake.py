@@ -206,7 +206,7 @@ SERVER_DECISIONS: list[tuple[int, str, Callable[[ConnectCtx], bool], Outcome]] =
 # members read per accepted session, as module constants (the Enum hook: states.States)
 _REPLY, _WAIT, _REPLACE = Do.REPLY, Do.WAIT, Do.REPLACE
 _TAG_SEQ, _TAG_READY = Tag.SEQ, Tag.READY
-_EV_ACCEPT = ConnEvent.ACCEPT
+_NOTIFY_ACCEPT = Notify(ConnEvent.ACCEPT)   # actions are frozen: one serves every session
 
 
 def decide(x: ConnectCtx) -> Decision:
@@ -629,7 +629,7 @@ class HandshakeMixin(ProtocolBase):
                     raise RemoteProtocolError(f"another session for {self.peer_addr} registered meanwhile")
                 acts.append(Registered(self.peer_addr))
         self._out.append(reply.pack() + v.reply)
-        acts.append(Notify(_EV_ACCEPT))
+        acts.append(_NOTIFY_ACCEPT)
         if seq:
             self._out.append(pack_u64(self.in_seq))
             self._to(S.ACCEPTING_WAIT_SEQ)

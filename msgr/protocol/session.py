@@ -44,7 +44,10 @@ _SEQ_MASK = 0x7FFFFFFF
 # states the per-message send path tests, as module constants: on Python 3.11 an Enum class
 # attribute costs a metaclass __getattr__ hook (~0.25 us) per read
 _CLOSED, _STANDBY, _DEFAULT_PRIO = S.CLOSED, S.STANDBY, Priority.DEFAULT
-_READY_TIMER, _RECONNECT_TIMER, _BAD_RESET = TimerKind.CONNECTION_READY, TimerKind.RECONNECT, ConnEvent.BAD_RESET
+_READY_TIMER = TimerKind.CONNECTION_READY
+# actions every session emits with the same argument: one shared instance each (actions are frozen)
+_CANCEL_READY, _CANCEL_RECONNECT = CancelTimer(_READY_TIMER), CancelTimer(TimerKind.RECONNECT)
+_NOTIFY_BAD_RESET = Notify(ConnEvent.BAD_RESET)
 _EARLY_CONNECT = frozenset({S.CONNECTING, S.CONNECTING_RE})
 # where PROTOCOL.md §9.3 step 4 (half-accepted, nothing queued: just close) applies: as Ceph, up to the connect
 # message only; once the success reply is out the peer holds the session (connect_seq + 1) and a
@@ -119,7 +122,7 @@ class SessionMixin(ProtocolBase):
     def _cancel_ready_timer(self, acts: list[Action]) -> None:
         if self._ready_armed:
             self._ready_armed = False
-            acts.append(CancelTimer(_READY_TIMER))
+            acts.append(_CANCEL_READY)
 
     def _on_ready_timer(self, now_us: int) -> list[Action]:
         if not self._ready_armed or self.state is S.CLOSED or self.is_connected():
@@ -203,7 +206,7 @@ class SessionMixin(ProtocolBase):
         """End the session: CLOSED, queues reported as Discarded, unregistered."""
         acts: list[Action] = []
         self._drop_socket(reason, acts)
-        acts.append(CancelTimer(_RECONNECT_TIMER))
+        acts.append(_CANCEL_RECONNECT)
         self._reconnect_armed = False
         self._cancel_ready_timer(acts)
         dropped = self._outq.clear()
@@ -213,7 +216,7 @@ class SessionMixin(ProtocolBase):
         self.state = S.CLOSED   # always allowed (ALWAYS); set directly so a close never raises
         self.host.unregister_conn(cast("ProtocolV1", self))
         if reset:
-            acts.append(Notify(_BAD_RESET))
+            acts.append(_NOTIFY_BAD_RESET)
         acts.append(SessionClosed(reason))
         return acts
 
