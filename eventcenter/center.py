@@ -72,10 +72,12 @@ class EventCenter:
         # fd -> [mask, read_cb, write_cb]: a list, not an object, because the
         # loop reads it per fired fd and indexing is the cheapest access.
         self._files: dict[int, list[Any]] = {}
-        # (deadline_us, id, callback); ids grow, so equal deadlines pop in
-        # creation order.  Cancelled entries stay until popped or compacted.
-        self._heap: list[tuple[int, int, Callback]] = []
-        self._timers: dict[int, Callback] = {}  # live timer ids only
+        # [deadline_us, id, callback]; ids grow, so equal deadlines pop in
+        # creation order.  Cancelled entries stay until popped or compacted,
+        # with their callback dropped at once: a cancelled timer does not keep
+        # what it would have called (a closed connection) alive meanwhile.
+        self._heap: list[list[Any]] = []
+        self._timers: dict[int, list[Any]] = {}  # live timer ids only -> their heap entry
         self._cancelled = 0
         self._next_id = 1
         self._lock = threading.Lock()
@@ -198,8 +200,9 @@ class EventCenter:
         tid = self._next_id
         self._next_id = tid + 1
         deadline = self._now_us() + (delay_us if delay_us > 0 else 0)
-        _heappush(self._heap, (deadline, tid, callback))
-        self._timers[tid] = callback
+        entry = [deadline, tid, callback]
+        _heappush(self._heap, entry)
+        self._timers[tid] = entry
         return tid
 
     def delete_time_event(self, tid: int) -> None:
@@ -211,8 +214,10 @@ class EventCenter:
         owner = self._owner
         if owner is not None and owner != _get_ident():
             raise self._wrong_thread("delete_time_event")
-        if self._timers.pop(tid, None) is None:
+        entry = self._timers.pop(tid, None)
+        if entry is None:
             return
+        entry[2] = None
         self._cancelled += 1
         heap = self._heap
         if self._cancelled > _COMPACT_MIN and self._cancelled * 2 > len(heap):
