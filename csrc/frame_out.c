@@ -51,3 +51,41 @@ int64_t msgr_frame_batch(char *buf, size_t len, const uint64_t *fields, uint32_t
     }
     return left == 0 ? (int64_t)n : -1;
 }
+
+int64_t msgr_frame_one(char *dst, size_t cap, size_t off, uint64_t seq, uint64_t tid, uint64_t type,
+                       uint64_t priority, uint64_t version, uint64_t data_off, uint64_t compat_version,
+                       uint64_t reserved, uint8_t src_type, uint64_t src_num,
+                       const char *front, size_t front_len, const char *middle, size_t middle_len,
+                       const char *data, size_t data_len, uint64_t ack_seq, uint32_t flags)
+{
+    const size_t flen = (flags & MSGR_SCAN_NEW_FOOTER) ? MSGR_FOOTER_SIZE : MSGR_FOOTER_OLD_SIZE;
+    if ((type | priority | version | data_off | compat_version | reserved) > 0xFFFFu
+        || (front_len | middle_len | data_len) > 0xFFFFFFFFu)
+        return -2;
+    const size_t body = front_len + middle_len + data_len;
+    const size_t total = 1 + MSGR_HEADER_SIZE + body + flen + (ack_seq ? 9 : 0);
+    if (off > cap || cap - off < total)
+        return -1;
+    uint8_t *p = (uint8_t *)dst + off;
+    p[0] = TAG_MSG;
+    write_msg_header(p + 1, seq, tid, (uint16_t)type, (uint16_t)priority, (uint16_t)version,
+                     (uint32_t)front_len, (uint32_t)middle_len, (uint32_t)data_len, (uint16_t)data_off,
+                     src_type, src_num, (uint16_t)compat_version, (uint16_t)reserved,
+                     (flags & MSGR_SCAN_CRC_HEADER) != 0);
+    uint8_t *seg = p + 1 + MSGR_HEADER_SIZE;
+    if (front_len)
+        memcpy(seg, front, front_len);
+    if (middle_len)
+        memcpy(seg + front_len, middle, middle_len);
+    if (data_len)
+        memcpy(seg + front_len + middle_len, data, data_len);
+    uint8_t *f = seg + body;
+    f += write_sent_footer(f, (const char *)seg, (uint32_t)front_len, (const char *)seg + front_len,
+                           (uint32_t)middle_len, (const char *)seg + front_len + middle_len,
+                           (uint32_t)data_len, flags);
+    if (ack_seq) {
+        f[0] = TAG_ACK;
+        st64(f + 1, ack_seq);
+    }
+    return (int64_t)total;
+}

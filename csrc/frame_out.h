@@ -16,3 +16,15 @@
  * (messages from k on are not framed); -1: buf is not exactly the size the lengths say. */
 int64_t msgr_frame_batch(char *buf, size_t len, const uint64_t *fields, uint32_t n,
                          uint8_t src_type, uint64_t src_num, uint32_t flags);
+
+/* --- frame one small message (NOSRCADDR header) into an arena, and the cumulative ACK ---
+ * Writes at dst + off: tag + header (with its crc when MSGR_SCAN_CRC_HEADER), front, middle and
+ * data copied from their buffers, the footer (as msgr_frame_msg), then, when ack_seq != 0, an ACK
+ * (tag + u64 seq).  One foreign call for a reply: no field array, no payload join, and the ACK
+ * rides in the same buffer.  Returns the bytes written; -1 when they do not fit in cap - off;
+ * -2 when a field is out of range of its wire type (nothing is written then). */
+int64_t msgr_frame_one(char *dst, size_t cap, size_t off, uint64_t seq, uint64_t tid, uint64_t type,
+                       uint64_t priority, uint64_t version, uint64_t data_off, uint64_t compat_version,
+                       uint64_t reserved, uint8_t src_type, uint64_t src_num,
+                       const char *front, size_t front_len, const char *middle, size_t middle_len,
+                       const char *data, size_t data_len, uint64_t ack_seq, uint32_t flags);

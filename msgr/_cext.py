@@ -34,7 +34,7 @@ SYMBOLS = (
     "MSGR_SCAN_BAD_TAG", "MSGR_SCAN_BAD_HEADER_CRC", "MSGR_SCAN_BAD_FRONT_CRC",
     "MSGR_SCAN_BAD_MIDDLE_CRC", "MSGR_SCAN_BAD_DATA_CRC", "MSGR_SCAN_NOT_COMPLETE",
     # send side (csrc/frame_out.c)
-    "msgr_frame_batch", "MSGR_FRAME_FIELDS",
+    "msgr_frame_batch", "MSGR_FRAME_FIELDS", "msgr_frame_one",
 )
 
 

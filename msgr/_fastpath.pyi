@@ -34,6 +34,10 @@ class _Lib:
     MSGR_FRAME_FIELDS: int
     def msgr_frame_batch(self, buf: CData, len: int, fields: CData, n: int, src_type: int, src_num: int,
                          flags: int, /) -> int: ...
+    def msgr_frame_one(self, dst: CData, cap: int, off: int, seq: int, tid: int, type: int, priority: int,
+                       version: int, data_off: int, compat_version: int, reserved: int, src_type: int,
+                       src_num: int, front: bytes, front_len: int, middle: bytes, middle_len: int,
+                       data: bytes, data_len: int, ack_seq: int, flags: int, /) -> int: ...
 
 class _FFI:
     @overload

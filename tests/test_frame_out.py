@@ -1,6 +1,7 @@
 """Batch framing of a send turn (csrc/frame_out.c via ``Framer.frame_all``) gives the bytes of the
 pure-Python framer and of the per-message C framer, message for message, for every header field,
-segment size and type, CRC mode and footer format; and it stops where they stop."""
+segment size and type, CRC mode and footer format, with or without the ACK after them (a lone
+message and its ACK: msgr_frame_one); and it stops where they stop."""
 from __future__ import annotations
 
 import pytest
@@ -11,6 +12,7 @@ from msgr import Message
 from msgr.features import MSG_AUTH, NOSRCADDR
 from msgr.protocol import outq
 from msgr.protocol.outq import INLINE_MAX, Framer
+from msgr.wire import pack_ack
 
 needs_c = pytest.mark.skipif(outq._c_batch is None, reason="the C fast path (msgr._fastpath) is not built")
 
@@ -61,10 +63,10 @@ def _build(specs: list[tuple]) -> list[Message]:
 
 
 def _frame(kind: str, specs: list[tuple], features: int, crc_header: bool, crc_data: bool,
-           src_num: int, seq0: int) -> tuple[int, type | None, bytes, list[int]]:
+           src_num: int, seq0: int, ack: int = 0) -> tuple[int, type | None, bytes, list[int]]:
     msgs = _build(specs)
     out: list = []
-    n, err = _framer(kind, features, crc_header, crc_data, src_num).frame_all(msgs, seq0, out)
+    n, err = _framer(kind, features, crc_header, crc_data, src_num).frame_all(msgs, seq0, out, ack)
     return n, type(err) if err is not None else None, b"".join(bytes(b) for b in out), \
         [m.header.seq for m in msgs]
 
@@ -72,15 +74,20 @@ def _frame(kind: str, specs: list[tuple], features: int, crc_header: bool, crc_d
 @needs_c
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs=_messages(), auth=st.booleans(), crc_header=st.booleans(), crc_data=st.booleans(),
-       src_num=st.sampled_from([-1, 0, 4100, 2**63 - 1]), seq0=st.integers(0, 2**40))
+       src_num=st.sampled_from([-1, 0, 4100, 2**63 - 1]), seq0=st.integers(0, 2**40),
+       ack=st.sampled_from([0, 1, 2**40 + 3]), lone=st.booleans())
 def test_batch_framing_is_byte_identical_to_the_pure_and_per_message_framers(
-        specs, auth, crc_header, crc_data, src_num, seq0):
+        specs, auth, crc_header, crc_data, src_num, seq0, ack, lone):
+    if lone:
+        specs = specs[:1]      # a round trip's reply: msgr_frame_one when its segments are bytes
     features = NOSRCADDR | (MSG_AUTH if auth else 0)
-    batch = _frame("c-batch", specs, features, crc_header, crc_data, src_num, seq0)
+    batch = _frame("c-batch", specs, features, crc_header, crc_data, src_num, seq0, ack)
     assert batch[0] == len(specs) and batch[1] is None
     assert batch[3] == list(range(seq0 + 1, seq0 + 1 + len(specs)))
-    assert batch == _frame("pure", specs, features, crc_header, crc_data, src_num, seq0)
-    assert batch == _frame("c-each", specs, features, crc_header, crc_data, src_num, seq0)
+    if ack:
+        assert batch[2].endswith(pack_ack(ack))
+    assert batch == _frame("pure", specs, features, crc_header, crc_data, src_num, seq0, ack)
+    assert batch == _frame("c-each", specs, features, crc_header, crc_data, src_num, seq0, ack)
 
 
 @needs_c
@@ -115,6 +122,33 @@ def test_small_messages_of_a_turn_leave_in_one_buffer_and_big_ones_as_they_are()
     assert len(out) == 1 + 4 + 1
     assert out[3] is big
     assert len(out[0]) == 3 * (54 + 8 + 21) and len(out[5]) == 2 * (54 + 8 + 21)
+
+
+@needs_c
+def test_lone_messages_share_an_arena_and_keep_their_bytes_until_written():
+    """Replies framed one by one (msgr_frame_one) go into one arena, each a view of its own part;
+    a new arena when the rest is too small, the views handed out stay valid."""
+    c, pure = (_framer(k, NOSRCADDR | MSG_AUTH, True, True, 1) for k in ("c-batch", "pure"))
+    got: list = []
+    want: list = []
+    for i in range(200):
+        spec = [([16 + i % 7, 0, 3000 if i % 50 == 0 else 0], ["bytes"] * 3, i, (i,) * 7)]
+        assert c.frame_all(_build(spec), i, got, i % 3) == (1, None)
+        assert pure.frame_all(_build(spec), i, want, i % 3) == (1, None)
+    assert all(type(b) is memoryview for b in got) and len(got) == 200
+    assert len({id(b.obj) for b in got}) > 1                 # more than one arena
+    assert b"".join(bytes(b) for b in got) == b"".join(bytes(b) for b in want)
+
+
+def test_a_lone_message_that_cannot_be_framed_sends_no_ack():
+    m = _build([([8, 0, 0], ["bytes"] * 3, 1, (0,) * 7)])
+    m[0].header.priority = 0x10000
+    for kind in ("c-batch", "pure"):
+        if kind != "pure" and outq._c_batch is None:
+            continue
+        out: list = []
+        n, err = _framer(kind, NOSRCADDR | MSG_AUTH, True, True, 1).frame_all(m, 3, out, 7)
+        assert n == 0 and isinstance(err, OverflowError) and out == [] and m[0].header.seq == 0
 
 
 class _Unencodable(Message):

@@ -40,7 +40,6 @@ from msgr.wire import (
     MsgHeader,
     MsgHeaderOld,
     Tag,
-    pack_ack,
     pack_keepalive2,
     unpack_timespec,
     unpack_u64,
@@ -420,14 +419,15 @@ class OpenMixin(ProtocolBase):
                 out.append(_KEEPALIVE)
             self.stats["keepalives"] += 1
         q = self._outq
-        tail: bytearray | None = None   # the C run buffer framed last: ours alone
         lossless = not self.policy.lossy
+        in_seq = self.in_seq
+        ack = in_seq if lossless and in_seq > self._acked_seq else 0   # _ack_due, inlined (once per write)
         if q.count:
             msgs = q.take_all()
             framer = self._framer
             assert framer is not None            # _ready made it when the session opened
-            n, err = framer.frame_all(msgs, q.out_seq, out)   # outq.py: one C call for the small ones
-            tail, framer.last_run = framer.last_run, None
+            # outq.py: one C call for the small ones, the ACK after them (in their buffer when it can)
+            n, err = framer.frame_all(msgs, q.out_seq, out, ack)
             q.out_seq += n
             # a message that cannot be framed (bad field) stays queued with the ones after it
             if n < len(msgs):
@@ -438,17 +438,10 @@ class OpenMixin(ProtocolBase):
             self.stats["msgs_out"] += n
             if err is not None:
                 raise err
-        in_seq = self.in_seq
-        if lossless and in_seq > self._acked_seq:   # _ack_due, inlined (once per write)
+        elif ack:
+            out.append(_ACK_PACK(_TAG_ACK, in_seq))
+        if ack:
             self._acked_seq = in_seq
-            if tail is not None and out[-1] is tail:
-                # the messages' own run buffer takes the ACK too: one buffer, one plain send
-                try:
-                    tail += _ACK_PACK(_TAG_ACK, in_seq)
-                    return
-                except BufferError:   # still exported (never expected): a buffer of its own
-                    pass
-            out.append(pack_ack(in_seq))
 
 
 _NO_PAIRS: dict[int, tuple[tuple[Throttle, int], ...]] = {}   # read-only: used only while left_m == 0

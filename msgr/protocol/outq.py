@@ -53,6 +53,7 @@ def _pack_ftr(fc: int, mc: int, dc: int, flags: int) -> bytes:
 _pack_ftr_old = _FTR_OLD
 _c_frame: Callable[..., int] | None = None
 _c_batch: Callable[..., int] | None = None
+_c_one: Callable[..., int] | None = None
 if crc_backend.startswith("c-"):
     from msgr._fastpath import ffi as _ffi
     from msgr._fastpath import lib as _lib
@@ -61,6 +62,7 @@ if crc_backend.startswith("c-"):
     _c_frame = _lib.msgr_frame_msg
     _from_buffer = _ffi.from_buffer
     _c_batch = _lib.msgr_frame_batch   # csrc/frame_out.c (a module without it is not used: msgr/_cext.py)
+    _c_one = _lib.msgr_frame_one
 
     def _crc_tag_hdr(head: bytes) -> int:
         return _crc_at(0, head, 50, 1, 49)
@@ -80,6 +82,11 @@ _JOINABLE3 = frozenset((a, b, c) for a in (bytes, bytearray) for b in (bytes, by
 _HOLE_HEAD = bytes(1 + 53)
 _HOLE_FOOT, _HOLE_FOOT_OLD = bytes(21), bytes(13)
 _F_CRC_HEADER, _F_CRC_DATA, _F_NEW_FOOTER = 1, 2, 4   # msgr_frame_msg flags (fastpath.h)
+_ACK_PACK = struct.Struct("<BQ").pack          # a cumulative ACK: tag + seq (wire.pack_ack's bytes)
+_TAG_ACK = 8
+#: the arena a lone small message (a reply) is framed into by msgr_frame_one: a new one when the
+#: rest is too small (what was handed out keeps its part alive until written)
+ONE_ARENA = 4096
 
 
 def _cbuf(seg: BytesLike) -> Any:
@@ -283,7 +290,7 @@ class Framer:
 
     __slots__ = ("new_header", "new_footer", "crc_header", "crc_data", "src_type", "src_num",
                  "features", "old_src_addr", "signer", "_src_num_u", "_cflags", "_batch", "_arena", "_apos",
-                 "_aend", "_amv", "last_run")
+                 "_aend", "_amv", "last_run", "_optr", "_omv", "_opos", "_oend")
 
     def __init__(self, features: int, crc_header: bool, crc_data: bool, src_type: int, src_num: int,
                  old_src_addr: bytes = b"", signer: MessageSigner | None = None) -> None:
@@ -301,26 +308,92 @@ class Framer:
         self._cflags = None if _c_frame is None or not self.new_header or signer is not None else (
             (_F_CRC_HEADER if crc_header else 0) | (_F_CRC_DATA if crc_data else 0)
             | (_F_NEW_FOOTER if self.new_footer else 0))
-        self._batch = self._cflags is not None and _c_batch is not None   # frame_all's one-call path
+        # frame_all's one-call paths (msgr_frame_batch and msgr_frame_one: one module has both)
+        self._batch = self._cflags is not None and _c_batch is not None
         self._arena = None            # cffi pointer into the arena bytearray (kept alive by _amv)
         self._amv: memoryview | None = None
         self._apos = self._aend = 0
-        # the buffer the last C run was framed into (ours alone: the writer may append the ACK to it)
+        # the buffer the last C run was framed into (ours alone: frame_all may append the ACK to it)
         self.last_run: bytearray | None = None
+        # the arena of msgr_frame_one (a lone small message): cffi pointer, memoryview, next free byte, size
+        self._optr: Any = None
+        self._omv: memoryview | None = None
+        self._opos = self._oend = 0
 
-    def frame_all(self, msgs: list[Message], seq: int, out: list[BytesLike]) -> tuple[int, BaseException | None]:
-        """Frame ``msgs`` in order with seqs ``seq + 1``, ``seq + 2``, ... onto ``out``.
+    def frame_all(self, msgs: list[Message], seq: int, out: list[BytesLike],
+                  ack: int = 0) -> tuple[int, BaseException | None]:
+        """Frame ``msgs`` in order with seqs ``seq + 1``, ``seq + 2``, ... onto ``out``, then (``ack``
+        not 0) a cumulative ACK of seq ``ack``.
 
-        Returns ``(framed, error)``: every message when ``error`` is None; otherwise the first
-        ``framed`` are on ``out`` and ``msgs[framed]`` could not be framed (a payload that does not
-        encode, a header field out of range: ``error``), its seq untouched, nothing after it framed.
-        With the C batch framer small messages of a run are framed by one C call into one buffer
-        (:meth:`_frame_run`); the bytes are those of :meth:`frame`, message by message.
+        Returns ``(framed, error)``: every message (and the ACK) when ``error`` is None; otherwise
+        the first ``framed`` are on ``out`` and ``msgs[framed]`` could not be framed (a payload that
+        does not encode, a header field out of range: ``error``), its seq untouched, nothing after
+        it framed, no ACK. With the C batch framer small messages of a run are framed by one C call
+        into one buffer (:meth:`_frame_run`), a lone one (a reply) with its ACK by one C call into
+        the arena (:meth:`_frame_one`); the bytes are those of :meth:`frame`, message by message,
+        and ``wire.pack_ack``.
         """
-        if not self._batch:
-            return self._frame_each(msgs, seq, out)
-        if len(msgs) == 1:
-            return self._frame_single(msgs[0], seq, out)
+        if self._batch and len(msgs) == 1:
+            n, err = self._frame_one(msgs[0], seq, out, ack)
+            if n < 0:   # not for msgr_frame_one: the general way below
+                n, err = self._frame_many(msgs, seq, out)
+                if ack and err is None:
+                    self._append_ack(out, ack)
+            return n, err
+        n, err = self._frame_many(msgs, seq, out) if self._batch else self._frame_each(msgs, seq, out)
+        if ack and err is None:
+            self._append_ack(out, ack)
+        return n, err
+
+    def _append_ack(self, out: list[BytesLike], ack: int) -> None:
+        tail, self.last_run = self.last_run, None
+        if tail is not None and out and out[-1] is tail:
+            # the messages' own run buffer takes the ACK too: one buffer, one plain send
+            try:
+                tail += _ACK_PACK(_TAG_ACK, ack)
+                return
+            except BufferError:   # still exported (never expected): a buffer of its own
+                pass
+        out.append(_ACK_PACK(_TAG_ACK, ack))
+
+    def _frame_one(self, msg: Message, seq: int, out: list[BytesLike], ack: int) -> tuple[int, BaseException | None]:
+        """A lone small message whose segments are ``bytes`` (a round trip's reply), and the ACK, by
+        one ``msgr_frame_one`` call into the arena; ``(-1, None)``: not such a message (nothing
+        framed; its payload is encoded)."""
+        try:
+            msg._encode(self.features)
+        except BaseException as exc:
+            return 0, exc
+        front, middle, data = msg.front, msg.middle, msg.data
+        h = msg.header
+        fl, ml, dl = h.front_len, h.middle_len, h.data_len
+        need = fl + ml + dl
+        if need > INLINE_MAX or type(front) is not bytes or type(middle) is not bytes or type(data) is not bytes:
+            return -1, None
+        need += _SLOT + 9
+        pos = self._opos
+        if self._oend - pos < need:
+            buf = bytearray(max(ONE_ARENA, need))
+            self._optr, self._omv, pos, self._oend = _from_buffer(buf), memoryview(buf), 0, len(buf)
+        assert _c_one is not None and self._omv is not None   # _batch is set only with the C module
+        try:
+            n = _c_one(self._optr, self._oend, pos, seq + 1, h.tid, h.type, h.priority, h.version, h.data_off,
+                       h.compat_version, h.reserved, self.src_type, self._src_num_u, front, fl, middle, ml,
+                       data, dl, ack, self._cflags)
+        except OverflowError:
+            return -1, None   # a field out of range: the general way names it
+        if n < 0:
+            return -1, None
+        h.src_type, h.src_num = self.src_type, self.src_num
+        h.seq = seq + 1
+        n += pos
+        self._opos = n
+        out.append(self._omv[pos:n])
+        return 1, None
+
+    def _frame_many(self, msgs: list[Message], seq: int, out: list[BytesLike]) -> tuple[int, BaseException | None]:
+        """:meth:`frame_all` with the C batch framer, without the ACK."""
+        self.last_run = None
         features, st, sn = self.features, self.src_type, self.src_num
         hole_foot = _HOLE_FOOT if self.new_footer else _HOLE_FOOT_OLD
         parts: list[BytesLike] = []
@@ -365,35 +438,6 @@ class Framer:
                 run, parts, fields, run_bytes = [], [], [], 0
         n, err = self._frame_run(run, parts, fields, seq + done, out)
         return done + n, err
-
-    def _frame_single(self, msg: Message, seq: int, out: list[BytesLike]) -> tuple[int, BaseException | None]:
-        """:meth:`frame_all` of one message (a round trip's reply): the same run through the same C
-        call, without the run's lists; anything but a small joinable message goes the general way."""
-        try:
-            msg._encode(self.features)
-        except BaseException as exc:
-            return 0, exc
-        front, middle, data = msg.front, msg.middle, msg.data
-        h = msg.header
-        fl, ml, dl = h.front_len, h.middle_len, h.data_len
-        if fl + ml + dl > INLINE_MAX or (type(front), type(middle), type(data)) not in _JOINABLE3:
-            return self._frame_each([msg], seq, out)
-        h.src_type, h.src_num = self.src_type, self.src_num
-        try:
-            arr = _array("Q", (seq + 1, h.tid, h.type, h.priority, h.version, h.data_off, h.compat_version,
-                               h.reserved, fl, ml, dl))
-        except OverflowError:
-            return self._frame_each([msg], seq, out)
-        buf = bytearray().join((_HOLE_HEAD, front, middle, data,
-                                _HOLE_FOOT if self.new_footer else _HOLE_FOOT_OLD))
-        assert _c_batch is not None and self._cflags is not None   # _batch is set only with both
-        if _c_batch(_from_buffer(buf), len(buf), _from_buffer("uint64_t[]", arr), 1, self.src_type,
-                    self._src_num_u, self._cflags) != 1:
-            return self._frame_each([msg], seq, out)
-        h.seq = seq + 1
-        out.append(buf)
-        self.last_run = buf
-        return 1, None
 
     def _frame_run(self, run: list[Message], parts: list[BytesLike], fields: list[int], seq: int,
                    out: list[BytesLike]) -> tuple[int, BaseException | None]:
