@@ -50,7 +50,7 @@ class SocketWriter:
         bufs = self._wbufs
         if not bufs:
             # the usual case: nothing left from a short write, so the protocol's list goes out as it
-            # is (no per-buffer memoryview, no bookkeeping loop unless the kernel takes less)
+            # is in one send/sendmsg (no per-buffer memoryview, no bookkeeping unless the kernel takes less)
             out = self._proto.take_output()
             if not out:   # nothing to write (the caller did not ask has_output() first)
                 if self._writing:
@@ -58,16 +58,34 @@ class SocketWriter:
                     self._writing = False
                 return
             if len(out) <= IOV_MAX:
-                self._write_fresh(sock, out)
-                if self._sock is not sock:   # the write failed: the fault path owns the socket now
-                    return
-                if self._wbufs:
-                    self._wait_writable()
-                elif self._writing:
-                    self._center.delete_file_event(self._fd, EVENT_WRITABLE)
-                    self._writing = False
-                dt = _mono_ns() - t0   # _time_write, inlined on the usual path
                 perf = self._perf
+                inject = self._inject
+                if inject.socket_failures and inject.maybe_fail_socket(sock, "write"):
+                    perf.msgr_injected_failures += 1
+                try:
+                    if len(out) == 1:
+                        # one buffer (a reply with its ACK): send, cheaper than building a msghdr
+                        b = out[0]
+                        n = sock.send(b)
+                        left = len(b) - n
+                    else:
+                        n = sock.sendmsg(out)
+                        left = sum(map(len, out)) - n   # one C-level sum, not a Python loop per buffer
+                except (BlockingIOError, InterruptedError):
+                    perf.msgr_eagain += 1
+                    self._keep_unwritten(out, 0)
+                except OSError as exc:
+                    self._socket_error(exc, "write")
+                    return   # the fault path owns the socket now
+                else:
+                    perf.msgr_send_calls += 1
+                    perf.msgr_send_bytes += n
+                    if left:
+                        self._keep_unwritten(out, n)
+                    elif self._writing:
+                        self._center.delete_file_event(self._fd, EVENT_WRITABLE)
+                        self._writing = False
+                dt = _mono_ns() - t0   # _time_write, inlined on the usual path
                 perf.send_ns += dt
                 perf.total_ns += dt
                 return
@@ -99,39 +117,16 @@ class SocketWriter:
             self._center.create_file_event(self._fd, EVENT_WRITABLE, self._on_writable)
             self._writing = True
 
-    def _write_fresh(self, sock: socket.socket, out: list[BytesLike]) -> None:
-        """One sendmsg of ``out``; a short write leaves the rest in ``_wbufs`` as memoryviews."""
-        perf = self._perf
-        inject = self._inject
-        if inject.socket_failures and inject.maybe_fail_socket(sock, "write"):
-            perf.msgr_injected_failures += 1
-        try:
-            if len(out) == 1:
-                # one buffer (a reply with its ACK): send, cheaper than building a msghdr
-                n = sock.send(out[0])
-                total = len(out[0])
-            else:
-                n = sock.sendmsg(out)
-                total = -1
-        except (BlockingIOError, InterruptedError):
-            perf.msgr_eagain += 1
-            n = 0
-        except OSError as exc:
-            self._socket_error(exc, "write")
-            return
-        else:
-            perf.msgr_send_calls += 1
-            perf.msgr_send_bytes += n
-            if n == total or n == sum(map(len, out)):
-                return   # all written (one C-level sum instead of a Python loop per buffer)
+    def _keep_unwritten(self, out: list[BytesLike], n: int) -> None:
+        """A short write of ``out`` (``n`` bytes taken): the rest to ``_wbufs`` as memoryviews, and
+        WRITABLE polled until it is gone."""
         i, n = _written_prefix(out, n)
-        if i == len(out):
-            return   # all written
         if n:
-            perf.msgr_eagain += 1
+            self._perf.msgr_eagain += 1
         rest = self._wbufs
         rest.append(memoryview(out[i])[n:])
         rest.extend(memoryview(b) for b in out[i + 1:] if len(b))
+        self._wait_writable()
 
     def _write_rest(self, sock: socket.socket, bufs: list[memoryview]) -> None:
         """Write ``bufs`` (memoryviews) until done or the socket is full; trims ``bufs`` in place."""

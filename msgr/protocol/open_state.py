@@ -409,7 +409,9 @@ class OpenMixin(ProtocolBase):
     def _ack_due(self) -> bool:
         return not self.policy.lossy and self.in_seq > self._acked_seq
 
-    def _write_open(self, out: list[BytesLike]) -> None:
+    def _write_open(self) -> list[BytesLike]:
+        """take_output in OPEN with a socket: control frames, a keepalive, the queued messages, the ACK."""
+        out, self._out = self._out, []
         if self._keepalive_pending:
             self._keepalive_pending = False
             if self.features & MSGR_KEEPALIVE2 == MSGR_KEEPALIVE2:
@@ -423,25 +425,42 @@ class OpenMixin(ProtocolBase):
         in_seq = self.in_seq
         ack = in_seq if lossless and in_seq > self._acked_seq else 0   # _ack_due, inlined (once per write)
         if q.count:
-            msgs = q.take_all()
             framer = self._framer
             assert framer is not None            # _ready made it when the session opened
-            # outq.py: one C call for the small ones, the ACK after them (in their buffer when it can)
-            n, err = framer.frame_all(msgs, q.out_seq, out, ack)
-            q.out_seq += n
-            # a message that cannot be framed (bad field) stays queued with the ones after it
-            if n < len(msgs):
-                q.put_back(msgs[n:])
-                del msgs[n:]
-            if lossless:
-                q.sent.extend(msgs)
+            seq = q.out_seq
+            if q.count == 1:   # a reply: one C call frames it and the ACK (outq.Framer.frame_one)
+                msg = q.pop()
+                assert msg is not None
+                n, err = framer.frame_one(msg, seq, out, ack)
+                if n:
+                    q.out_seq = seq + 1
+                    if lossless:
+                        q.sent.append(msg)
+                else:
+                    q.put_back([msg])
+            else:
+                msgs = q.take_all()
+                # outq.py: one C call for the small ones, the ACK after them (in their buffer when it can)
+                n, err = framer.frame_all(msgs, seq, out, ack)
+                q.out_seq = seq + n
+                # a message that cannot be framed (bad field) stays queued with the ones after it
+                if n < len(msgs):
+                    q.put_back(msgs[n:])
+                    del msgs[n:]
+                if lossless:
+                    q.sent.extend(msgs)
             self.stats["msgs_out"] += n
             if err is not None:
                 raise err
         elif ack:
             out.append(_ACK_PACK(_TAG_ACK, in_seq))
+        elif not out:
+            return out
         if ack:
             self._acked_seq = in_seq
+        # as take_output counts what it returns (flush.py waits on it for a lossy session)
+        self.stats["bytes_out"] += len(out[0]) if len(out) == 1 else sum(map(len, out))
+        return out
 
 
 _NO_PAIRS: dict[int, tuple[tuple[Throttle, int], ...]] = {}   # read-only: used only while left_m == 0

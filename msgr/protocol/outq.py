@@ -87,6 +87,7 @@ _TAG_ACK = 8
 #: the arena a lone small message (a reply) is framed into by msgr_frame_one: a new one when the
 #: rest is too small (what was handed out keeps its part alive until written)
 ONE_ARENA = 4096
+_ONE_MAX = INLINE_MAX + _SLOT + 9   # what frame_one frames by msgr_frame_one: a body up to INLINE_MAX
 
 
 def _cbuf(seg: BytesLike) -> Any:
@@ -334,13 +335,46 @@ class Framer:
         and ``wire.pack_ack``.
         """
         if self._batch and len(msgs) == 1:
-            n, err = self._frame_one(msgs[0], seq, out, ack)
-            if n < 0:   # not for msgr_frame_one: the general way below
-                n, err = self._frame_many(msgs, seq, out)
-                if ack and err is None:
-                    self._append_ack(out, ack)
-            return n, err
+            return self.frame_one(msgs[0], seq, out, ack)
         n, err = self._frame_many(msgs, seq, out) if self._batch else self._frame_each(msgs, seq, out)
+        if ack and err is None:
+            self._append_ack(out, ack)
+        return n, err
+
+    def frame_one(self, msg: Message, seq: int, out: list[BytesLike], ack: int = 0) -> tuple[int, BaseException | None]:
+        """:meth:`frame_all` of ``[msg]``: a small one whose segments are ``bytes`` (a round trip's
+        reply) and the ACK by one ``msgr_frame_one`` call into the arena, else the general way."""
+        if self._batch:
+            try:
+                msg._encode(self.features)
+            except BaseException as exc:
+                return 0, exc
+            front, middle, data = msg.front, msg.middle, msg.data
+            h = msg.header
+            fl, ml, dl = h.front_len, h.middle_len, h.data_len
+            need = fl + ml + dl + _SLOT + 9
+            if need <= _ONE_MAX and type(front) is bytes and type(middle) is bytes and type(data) is bytes:
+                pos = self._opos
+                if self._oend - pos < need:
+                    buf = bytearray(max(ONE_ARENA, need))
+                    self._optr, self._omv, pos, self._oend = _from_buffer(buf), memoryview(buf), 0, len(buf)
+                assert _c_one is not None and self._omv is not None   # _batch is set only with the C module
+                try:
+                    n = _c_one(self._optr, self._oend, pos, seq + 1, h.tid, h.type, h.priority, h.version,
+                               h.data_off, h.compat_version, h.reserved, self.src_type, self._src_num_u,
+                               front, fl, middle, ml, data, dl, ack, self._cflags)
+                except OverflowError:
+                    n = -2   # a field out of range: the general way below names it
+                if n > 0:
+                    h.src_type, h.src_num = self.src_type, self.src_num
+                    h.seq = seq + 1
+                    n += pos
+                    self._opos = n
+                    out.append(self._omv[pos:n])
+                    return 1, None
+            n, err = self._frame_many([msg], seq, out)
+        else:
+            n, err = self._frame_each([msg], seq, out)
         if ack and err is None:
             self._append_ack(out, ack)
         return n, err
@@ -355,41 +389,6 @@ class Framer:
             except BufferError:   # still exported (never expected): a buffer of its own
                 pass
         out.append(_ACK_PACK(_TAG_ACK, ack))
-
-    def _frame_one(self, msg: Message, seq: int, out: list[BytesLike], ack: int) -> tuple[int, BaseException | None]:
-        """A lone small message whose segments are ``bytes`` (a round trip's reply), and the ACK, by
-        one ``msgr_frame_one`` call into the arena; ``(-1, None)``: not such a message (nothing
-        framed; its payload is encoded)."""
-        try:
-            msg._encode(self.features)
-        except BaseException as exc:
-            return 0, exc
-        front, middle, data = msg.front, msg.middle, msg.data
-        h = msg.header
-        fl, ml, dl = h.front_len, h.middle_len, h.data_len
-        need = fl + ml + dl
-        if need > INLINE_MAX or type(front) is not bytes or type(middle) is not bytes or type(data) is not bytes:
-            return -1, None
-        need += _SLOT + 9
-        pos = self._opos
-        if self._oend - pos < need:
-            buf = bytearray(max(ONE_ARENA, need))
-            self._optr, self._omv, pos, self._oend = _from_buffer(buf), memoryview(buf), 0, len(buf)
-        assert _c_one is not None and self._omv is not None   # _batch is set only with the C module
-        try:
-            n = _c_one(self._optr, self._oend, pos, seq + 1, h.tid, h.type, h.priority, h.version, h.data_off,
-                       h.compat_version, h.reserved, self.src_type, self._src_num_u, front, fl, middle, ml,
-                       data, dl, ack, self._cflags)
-        except OverflowError:
-            return -1, None   # a field out of range: the general way names it
-        if n < 0:
-            return -1, None
-        h.src_type, h.src_num = self.src_type, self.src_num
-        h.seq = seq + 1
-        n += pos
-        self._opos = n
-        out.append(self._omv[pos:n])
-        return 1, None
 
     def _frame_many(self, msgs: list[Message], seq: int, out: list[BytesLike]) -> tuple[int, BaseException | None]:
         """:meth:`frame_all` with the C batch framer, without the ACK."""

@@ -471,10 +471,10 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
 
     def take_output(self) -> list[BytesLike]:
         """Every buffer ready to be written now, in order (many messages and one ACK per call)."""
-        out, self._out = self._out, []
         st = self.state
         if (st is _OPEN or id(st) in _OPEN_IDS) and self._has_socket:
-            self._write_open(out)
+            return self._write_open()   # open_state.py: the same, and the messages and ACK of OPEN
+        out, self._out = self._out, []
         if out:
             self.stats["bytes_out"] += len(out[0]) if len(out) == 1 else sum(map(len, out))
         return out
