@@ -59,6 +59,21 @@ _dbg = debug.gate   # debug_ms: the hot paths read one of its booleans before an
 _THROTTLE_RETRY, _CONNECTION_READY = A.TimerKind.THROTTLE_RETRY, A.TimerKind.CONNECTION_READY
 
 
+def tune_socket(sock: socket.socket, cfg: Any) -> bool:
+    """Apply ms_tcp_nodelay and ms_tcp_rcvbuf to ``sock``; False if the OS refused. On a listening
+    socket they hold for every socket it accepts (Linux copies them at accept), as Ceph passes
+    them to listen()."""
+    try:
+        if cfg.ms_tcp_nodelay:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if cfg.ms_tcp_rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, cfg.ms_tcp_rcvbuf)
+    except OSError as exc:
+        _log.debug("setsockopt failed: %s", exc)
+        return False
+    return True
+
+
 def _locked(fn: Callable[..., Any]) -> Callable[..., Any]:
     """An entry point of the worker into this connection: it runs under the session lock, which an
     accept deciding on this session holds too (msgr/connection_host.py, docs/ARCHITECTURE.md)."""
@@ -398,7 +413,7 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
 
     @_locked
     def _start_accept(self, sock: socket.socket, peer_sockaddr: tuple[Any, ...],
-                      local: EntityAddr | None = None) -> None:
+                      local: EntityAddr | None = None, tuned: bool = False) -> None:
         if self._closed or self._down:  # the messenger was shut down while this accept was queued
             sock.close()
             return
@@ -411,7 +426,7 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
             sock.close()
             self._call(self._proto.mark_down)
             return
-        self._install_socket(sock)
+        self._install_socket(sock, tuned)
         self._inject.internal_delay("accept")
         self._call(self._proto.start_accept, peer, local)
 
@@ -609,18 +624,12 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
 
     # --- socket plumbing --------------------------------------------------------
     def _tune(self, sock: socket.socket) -> None:
-        cfg = self._msgr.config
-        try:
-            if cfg.ms_tcp_nodelay:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if cfg.ms_tcp_rcvbuf:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, cfg.ms_tcp_rcvbuf)
-        except OSError as exc:
-            _log.debug("setsockopt failed: %s", exc)
+        tune_socket(sock, self._msgr.config)
 
-    def _install_socket(self, sock: socket.socket) -> None:
+    def _install_socket(self, sock: socket.socket, tuned: bool = False) -> None:
         sock.setblocking(False)
-        self._tune(sock)
+        if not tuned:   # an accepted socket inherits the listener's options (tune_socket at bind)
+            self._tune(sock)
         self._sock, self._fd = sock, sock.fileno()
         self._connecting = False
         self._reading = self._writing = False

@@ -79,7 +79,8 @@ class MessengerConnection(SessionControl, Protocol):
     def _begin_connect(self) -> None:
         """Start the protocol toward the target now (before the session is published)."""
 
-    def _start_accept(self, sock: Any, peer_sockaddr: tuple[Any, ...], local: EntityAddr | None = None) -> None:
+    def _start_accept(self, sock: Any, peer_sockaddr: tuple[Any, ...], local: EntityAddr | None = None,
+                      tuned: bool = False) -> None:
         """On the connection's worker: serve the accepted socket ``sock`` (``peer_sockaddr``: the
         peer's address as ``accept()`` returned it; ``local``: the socket's own address when the
         listener knows it, else asked with getsockname)."""

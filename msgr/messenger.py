@@ -14,6 +14,7 @@ import functools
 import logging
 import random
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -23,7 +24,7 @@ from eventcenter import EVENT_READABLE, NetworkStack
 from eventcenter.clock import MonotonicClock
 from msgr import admin_socket, debug
 from msgr.config import Config
-from msgr.connection import AsyncConnection, Connection, LoopbackConnection
+from msgr.connection import AsyncConnection, Connection, LoopbackConnection, tune_socket
 from msgr.dispatch_queue import DispatchQueue
 from msgr.dispatcher import Dispatcher, DispatcherChain
 from msgr.entity import EntityAddr, EntityName
@@ -327,6 +328,7 @@ class AsyncMessenger(Messenger):
         self._last_accept_ns = 0      # when the listener last fired (ACCEPT_BURST_NS)
         self._accept_local: EntityAddr | None = None   # local address of every accepted socket (bind)
         self._accept_family = int(socket.AF_INET)      # the listener's address family (bind)
+        self._accept_tuned = False                     # accepted sockets inherit the listener's options
         self._stack: NetworkStack | None = None
         self._own_stack = stack            # caller-owned stack: never started/stopped by a wait()
         self._admin_socket: admin_socket.AdminSocket | None = None   # Config.admin_socket: from start() to shutdown()
@@ -418,6 +420,8 @@ class AsyncMessenger(Messenger):
         local = EntityAddr.from_sockaddr((host, port))
         self._accept_local = None if local.is_blank_ip() else local
         self._accept_family = int(addr.socket_family)
+        # TCP_NODELAY / SO_RCVBUF set here are inherited by each accepted socket: no setsockopt per accept
+        self._accept_tuned = sys.platform.startswith("linux") and tune_socket(sock, self.config)
         self._myaddr = EntityAddr(EntityAddr.TYPE_LEGACY, self.nonce, host, port, addr.family)
         self._bind_addr = self._myaddr
         if self._started:
@@ -473,6 +477,7 @@ class AsyncMessenger(Messenger):
         # socket still belongs to this listener (shutdown() clears _listen under the same lock before
         # mark_down_all, so a session either is marked down by it or is never started)
         lsock, stack, local, family = self._listen, self._stack, self._accept_local, self._accept_family
+        tuned = self._accept_tuned
         if lsock is None or stack is None:
             return
         now = time.monotonic_ns()
@@ -506,9 +511,9 @@ class AsyncMessenger(Messenger):
             if worker is self._listen_worker:
                 # this (the listening) worker serves the session too, always so with one worker:
                 # start it here, no posted event between the accept and the banner going out
-                conn._start_accept(sock, peer, local)
+                conn._start_accept(sock, peer, local, tuned)
             else:
-                worker.center.dispatch_event_external(functools.partial(conn._start_accept, sock, peer, local))
+                worker.center.dispatch_event_external(functools.partial(conn._start_accept, sock, peer, local, tuned))
 
     def is_started(self) -> bool:
         """True between :meth:`start` and the end of :meth:`wait`."""

@@ -70,3 +70,29 @@ def test_accepted_session_knows_its_local_address_bound_or_wildcard() -> None:
         finally:
             ms.shutdown()
             ms.wait()
+
+
+def test_accepted_socket_has_the_configured_tcp_options() -> None:
+    """ms_tcp_nodelay and ms_tcp_rcvbuf hold for an accepted socket: set on the listener, which each
+    accepted socket inherits (no setsockopt per accept), or on the socket itself."""
+    for nodelay in (True, False):
+        ms = Messenger.create(EntityName.osd(1), nonce=4300,
+                              config=Config(ms_tcp_nodelay=nodelay, ms_tcp_rcvbuf=256 * 1024))
+        ms.set_default_policy(Policy.stateless_server())
+        ms.add_dispatcher_tail(Quiet())
+        ms.bind(EntityAddr.parse("v1:127.0.0.1:0"))
+        ms.start()
+        try:
+            s = open_session(ms.get_myaddr())
+            try:
+                wait_for(lambda m=ms: len(m._all) == 1, what="accepted session")
+                conn = next(iter(ms._all))
+                wait_for(lambda c=conn: c._sock is not None, what="its socket")
+                sock = conn._sock
+                assert bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)) is nodelay
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 256 * 1024
+            finally:
+                s.close()
+        finally:
+            ms.shutdown()
+            ms.wait()
