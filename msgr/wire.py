@@ -313,6 +313,12 @@ def unpack_timespec(buf: BytesLike, offset: int = 0) -> tuple[int, int]:
     return _TIMESPEC.unpack_from(buf, offset)
 
 
+def pack_connect_reply(tag: int, features: int, global_seq: int, connect_seq: int, protocol_version: int,
+                       authorizer_len: int, flags: int) -> bytes:
+    """``ConnectReply(...).pack()`` without building the object (a server's success reply)."""
+    return _REPLY.pack(tag, features, global_seq, connect_seq, protocol_version, authorizer_len, flags)
+
+
 def pack_u64(value: int) -> bytes:
     return _U64.pack(value)
 

@@ -42,6 +42,7 @@ from msgr.wire import (
     Tag,
     check_banner,
     check_banner_prefix,
+    pack_connect_reply,
     pack_u64,
     proto_version,
     unpack_server_identify,
@@ -614,10 +615,11 @@ class HandshakeMixin(ProtocolBase):
         seq = c.features & RECONNECT_SEQ == RECONNECT_SEQ and not reset_from_peer and not self._reset_from_peer
         if not seq:
             self.in_seq = 0
-        reply = ConnectReply(_TAG_SEQ if seq else _TAG_READY, policy.features_supported, host.get_global_seq(),
-                             self.connect_seq, proto_version(host.my_name.type, c.host_type, False), len(v.reply),
-                             CONNECT_LOSSY if policy.lossy else 0)
-        self.features = reply.features & c.features
+        reply = pack_connect_reply(_TAG_SEQ if seq else _TAG_READY, policy.features_supported,
+                                   host.get_global_seq(), self.connect_seq,
+                                   proto_version(host.my_name.type, c.host_type, False), len(v.reply),
+                                   CONNECT_LOSSY if policy.lossy else 0)
+        self.features = policy.features_supported & c.features
         self._signer = None if v.signer_for is None else v.signer_for(self.features, host.config.cephx_sign_messages)
         self._replacing = False
         self._reset_from_peer = False
@@ -628,12 +630,12 @@ class HandshakeMixin(ProtocolBase):
                 if not host.register_conn(cast("ProtocolV1", self)):
                     raise RemoteProtocolError(f"another session for {self.peer_addr} registered meanwhile")
                 acts.append(Registered(self.peer_addr))
-        self._out.append(reply.pack() + v.reply)
         acts.append(_NOTIFY_ACCEPT)
         if seq:
-            self._out.append(pack_u64(self.in_seq))
+            self._out.append(reply + v.reply + pack_u64(self.in_seq))   # one buffer: one iovec
             self._to(S.ACCEPTING_WAIT_SEQ)
         else:
+            self._out.append(reply + v.reply)
             self._cancel_ready_timer(acts)
             self._to(S.ACCEPTING_READY)
             self._ready(now_us, acts, None)
