@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKEND", "HEADER_SIZE", "HEADER_OLD_SIZE", "FOOTER_SIZE", "FOOTER_OLD_SIZE",
     "parse_header", "pack_header", "header_crc", "parse_footer", "pack_footer",
-    "parse_header_old", "pack_header_old", "scan_frames", "scan", "scan_flags", "pin", "scan_error",
+    "parse_header_old", "pack_header_old", "scan_frames", "scan", "scan_pinned", "scan_flags", "pin",
+    "scan_error",
 ]
 
 HEADER_SIZE = 53
@@ -290,8 +291,16 @@ def _scan_py(buf: Buffer, offset: int, end: int | None, flags: int, max_inline: 
     return status, pos, recs, len(msgs), sum(r[8] + r[9] + r[10] for r in msgs)
 
 
+def _scan_pinned_py(p: Any, offset: int, end: int, flags: int,
+                    max_inline: int) -> tuple[int, int, list[tuple[int, ...]], int, int]:
+    """:func:`scan` of a :func:`pin` view, at most SCAN_PINNED_FRAMES records (the receive path's form)."""
+    return _scan_py(p, offset, end, flags, max_inline, SCAN_PINNED_FRAMES)
+
+
+SCAN_PINNED_FRAMES = 64
 scan = _scan_py
 pin = _pin_py
+scan_pinned = _scan_pinned_py
 
 if BACKEND.startswith("c-"):
     from msgr._fastpath import ffi as _ffi
@@ -309,7 +318,7 @@ if BACKEND.startswith("c-"):
     _U64ARR = _ffi.typeof("uint64_t[]")
     _unpack_rec = _REC.unpack_from
     _iter_recs = _REC.iter_unpack
-    _SCRATCH_FRAMES = 64
+    _SCRATCH_FRAMES = SCAN_PINNED_FRAMES
     _tls = threading.local()
 
     _unpack_res = struct.Struct("<4Q").unpack_from   # scan's result[4]: end, records, messages, bytes
@@ -392,6 +401,23 @@ if BACKEND.startswith("c-"):
         if n == 1:
             return status, end, [_unpack_rec(mv)], nmsgs, nbytes
         if n == 2:   # a reply and the ACK behind it (lossless round trip)
+            return status, end, [_unpack_rec(mv), _unpack_rec(mv, _REC_SIZE)], nmsgs, nbytes
+        return status, end, list(_iter_recs(mv[:n * _REC_SIZE])) if n else [], nmsgs, nbytes
+
+    def scan_pinned(p: Any, offset: int, end: int, flags: int,  # noqa: F811
+                    max_inline: int) -> tuple[int, int, list[tuple[int, ...]], int, int]:
+        """:func:`scan` of a :func:`pin` view, at most SCAN_PINNED_FRAMES records, ``0 <= offset
+        <= end <= len(p)`` (the receive path's form: its caller keeps those bounds, so none of
+        scan's argument checks run per read)."""
+        try:
+            res, rmv, recs, mv = _tls.scratch
+        except AttributeError:
+            res, rmv, recs, mv = _scan_scratch()
+        status = _c_scan(p, end, offset, flags, max_inline, recs, SCAN_PINNED_FRAMES, res)
+        end, n, nmsgs, nbytes = _unpack_res(rmv)
+        if n == 1:
+            return status, end, [_unpack_rec(mv)], nmsgs, nbytes
+        if n == 2:
             return status, end, [_unpack_rec(mv), _unpack_rec(mv, _REC_SIZE)], nmsgs, nbytes
         return status, end, list(_iter_recs(mv[:n * _REC_SIZE])) if n else [], nmsgs, nbytes
 

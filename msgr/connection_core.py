@@ -181,7 +181,7 @@ class ConnectionCore:
                 if type(act) is _Deliver:   # the per-read action: no table lookup
                     name = self._proto.peer_name
                     if name is not None and name.num != _NEW:
-                        self._dispatch_all(act.msgs)   # _do_deliver's usual case, one call less
+                        self._dispatch_all(act)   # _do_deliver's usual case, one call less (the action is its list)
                     else:
                         self._do_deliver(act)
                 else:

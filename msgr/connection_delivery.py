@@ -63,31 +63,40 @@ class DeliveringConnection:
                 if delay or self._delayed:
                     self._hold_back(msg, delay)
                     return
-        self._to_dispatchers((msg,))
+        self._dispatch_all((msg,), True)
 
-    def _dispatch_all(self, msgs: list[Message]) -> None:
-        """One receive call's messages, in order: ``_dispatch`` with what cannot change within the
-        call (counters, debug and delay switches, the chain) read once, not per message."""
-        if _dbg.messages or self._delayed or self._inject.delay_types:
-            for msg in msgs:
-                self._dispatch(msg)
-            return
-        self._perf.msgr_recv_messages += len(msgs)
-        self._to_dispatchers(msgs)
+    def _dispatch_all(self, msgs: Sequence[Message], counted: bool = False) -> None:
+        """One receive call's messages, in order (``counted``: they went through ``_dispatch``).
 
-    def _to_dispatchers(self, msgs: Sequence[Message]) -> None:
-        """Each message to the first fast dispatcher that takes it or else to the DispatchQueue; the
-        chain's walk, inlined (it runs once per message). The receive throttles of the fast-dispatched
-        ones are given back when the batch is done, on every path (one put per throttle for a run
-        of same-size messages instead of one per message; a batch is one read's worth)."""
+        Uncounted, they go one by one through ``_dispatch`` when a debug trace or an injected delay
+        is on; else what cannot change within the call (counters, switches, the chain) is read
+        once, not per message. Each message goes to the first fast dispatcher that takes it or
+        else to the DispatchQueue; the chain's walk, inlined (it runs once per message). The
+        receive throttles of the fast-dispatched ones are given back when the batch is done, on
+        every path (one put per throttle for a run of same-size messages instead of one per
+        message; a batch is one read's worth)."""
+        if not counted:
+            if _dbg.messages or self._delayed or self._inject.delay_types:
+                for msg in msgs:
+                    self._dispatch(msg)
+                return
+            self._perf.msgr_recv_messages += len(msgs)
         chain = self._host.dispatchers
-        pre, fast = chain.preprocessors, chain.fast_dispatchers
+        fast = chain.fast_dispatchers
         done: list[Message] = []
         t0 = _mono_ns()   # one span per call, not two clock reads per message
         try:
-            if len(fast) == 1 and not pre:
-                # the usual chain (one fast dispatcher, no preprocessor): its methods bound once
+            if len(fast) == 1 and not chain.preprocessors:
+                # the usual chain (one fast dispatcher, no preprocessor)
                 d = fast[0]
+                if len(msgs) == 1:   # a round trip's read: no bound methods made
+                    msg = msgs[0]
+                    if d.ms_can_fast_dispatch(msg):
+                        done.append(msg)
+                        d.ms_fast_dispatch(msg)
+                    else:
+                        self._host.dispatch_queue.enqueue(msg)
+                    return
                 can, dispatch, enqueue = d.ms_can_fast_dispatch, d.ms_fast_dispatch, None
                 for msg in msgs:
                     if can(msg):
@@ -98,6 +107,7 @@ class DeliveringConnection:
                             enqueue = self._host.dispatch_queue.enqueue
                         enqueue(msg)
                 return
+            pre = chain.preprocessors
             for msg in msgs:
                 for d in pre:
                     d.ms_fast_preprocess(msg)

@@ -99,8 +99,11 @@ class DispatcherChain:
 
     def __init__(self) -> None:
         self._all: tuple[Dispatcher, ...] = ()
-        self._fast: tuple[Dispatcher, ...] = ()
-        self._pre: tuple[Dispatcher, ...] = ()   # those overriding ms_fast_preprocess (usually none)
+        # plain attributes, not properties: the connection's inlined walk reads them per read
+        #: Those that may take a message fast (a snapshot).
+        self.fast_dispatchers: tuple[Dispatcher, ...] = ()
+        #: Those overriding ms_fast_preprocess (usually none).
+        self.preprocessors: tuple[Dispatcher, ...] = ()
 
     def add_head(self, d: Dispatcher) -> None:
         self._set((d,) + self._all)
@@ -109,9 +112,9 @@ class DispatcherChain:
         self._set(self._all + (d,))
 
     def _set(self, chain: tuple[Dispatcher, ...]) -> None:
-        self._fast = tuple(d for d in chain if d.ms_can_fast_dispatch_any())
-        self._pre = tuple(d for d in chain
-                          if type(d).ms_fast_preprocess is not Dispatcher.ms_fast_preprocess)
+        self.fast_dispatchers = tuple(d for d in chain if d.ms_can_fast_dispatch_any())
+        self.preprocessors = tuple(d for d in chain
+                                   if type(d).ms_fast_preprocess is not Dispatcher.ms_fast_preprocess)
         self._all = chain
 
     def __len__(self) -> int:
@@ -121,26 +124,16 @@ class DispatcherChain:
     def dispatchers(self) -> tuple[Dispatcher, ...]:
         return self._all
 
-    @property
-    def fast_dispatchers(self) -> tuple[Dispatcher, ...]:
-        """Those that may take a message fast (a snapshot; the connection's inlined walk reads it)."""
-        return self._fast
-
-    @property
-    def preprocessors(self) -> tuple[Dispatcher, ...]:
-        """Those overriding ms_fast_preprocess (usually none)."""
-        return self._pre
-
     # --- messages ----------------------------------------------------------
     def fast_dispatcher_for(self, msg: Message) -> Dispatcher | None:
         """The first dispatcher that wants ``msg`` fast, or None (the usual, cheap case)."""
-        for d in self._fast:
+        for d in self.fast_dispatchers:
             if d.ms_can_fast_dispatch(msg):
                 return d
         return None
 
     def fast_preprocess(self, msg: Message) -> None:
-        for d in self._pre:
+        for d in self.preprocessors:
             d.ms_fast_preprocess(msg)
 
     def deliver(self, msg: Message) -> bool:

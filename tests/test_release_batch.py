@@ -1,5 +1,5 @@
 """Receive throttles of fast-dispatched messages are given back per batch (msgr.message.release_throttles,
-AsyncConnection._to_dispatchers): the same totals as message by message, on every path, including a
+AsyncConnection._dispatch_all): the same totals as message by message, on every path, including a
 fast dispatcher that raises, and never a message a dispatcher took over (msgr.aio's _hold_throttles)."""
 from __future__ import annotations
 
@@ -84,9 +84,9 @@ def test_to_dispatchers_gives_back_on_every_path(fail_at: int) -> None:
     conn = _conn(fast, queued)
     if fail_at >= 0:
         with pytest.raises(RuntimeError):
-            AsyncConnection._to_dispatchers(conn, msgs)
+            AsyncConnection._dispatch_all(conn, msgs, True)
     else:
-        AsyncConnection._to_dispatchers(conn, msgs)
+        AsyncConnection._dispatch_all(conn, msgs, True)
     dispatched = [i for i, _ in fast.seen]
     # held while dispatching (Ceph's order: given back after dispatch), not before
     assert all(units > 0 for _, units in fast.seen)
@@ -103,7 +103,7 @@ def test_to_dispatchers_gives_back_on_every_path(fail_at: int) -> None:
 def test_to_dispatchers_leaves_a_message_taken_over() -> None:
     fast, queued = _Fast(hold_at=2), []
     msgs = _batch(4)
-    AsyncConnection._to_dispatchers(_conn(fast, queued), msgs)
+    AsyncConnection._dispatch_all(_conn(fast, queued), msgs, True)
     assert _THROTTLE.current == 4096          # message 2's units: its holder gives them back
     assert fast.held is not None
     fast.held()

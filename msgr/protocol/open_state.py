@@ -27,7 +27,7 @@ from msgr.crc import crc32c
 from msgr.entity import EntityName
 from msgr.errors import BadCrcError, BadLengthError, BadTagError, DecodeError
 from msgr.features import MSG_AUTH, MSGR_KEEPALIVE2, NOSRCADDR
-from msgr.message import Message, decode_message
+from msgr.message import decode_message
 from msgr.protocol.actions import Action, ArmTimer, ConnEvent, Deliver, Notify, TimerKind
 from msgr.protocol.base import Blocked, ProtocolBase
 from msgr.protocol.outq import Framer
@@ -46,7 +46,7 @@ from msgr.wire import (
 )
 
 _KEEPALIVE = bytes((Tag.KEEPALIVE,))
-_scan = _cwire.scan
+_scan_pinned = _cwire.scan_pinned
 SCAN_FULL, SCAN_NEED_MORE = _cwire.SCAN_FULL, _cwire.SCAN_NEED_MORE
 _ACK_PACK = struct.Struct("<BQ").pack          # tag + seq: pack_ack's bytes
 _TAG_ACK = int(Tag.ACK)
@@ -254,114 +254,122 @@ class OpenMixin(ProtocolBase):
         """Handle every complete small frame at ``_rpos``, one C scan per 64 frames (same checks,
         order and results as the state path). True: the rest is an incomplete small frame (wait in
         OPEN); False: the state path takes the frame at ``_rpos`` (large body, full throttle,
-        CLOSE, a length over the limits, bad input: it raises the typed error)."""
-        rmv, rend = self._rmv, self._rend
-        flags = self._scan_flags
+        CLOSE, a length over the limits, bad input: it raises the typed error).
+
+        Per message: limits, the three throttles (Ceph's order, given back on any stop), decode
+        (Message built once, footer left as the record), seq rule; the messages of the whole call
+        go out in one Deliver. The throttles are taken for every message of a scan at once when
+        all of them fit (``_reserve_scan``), else message by message as the state path does. One
+        frame for the scan loop and the records (one message per read is a round trip's case)."""
+        pos, rend = self._rpos, self._rend
+        if pos == rend:
+            return True
         pinned = self._rpin
         if pinned is None:
             pinned = self._rpin = _cwire.pin(self._rbuf)   # once per receive buffer, not per scan
-        while True:
-            pos = self._rpos
-            if pos == rend:
-                return True
-            status, end, recs, nmsgs, nbytes = _scan(pinned, pos, rend, flags, BATCH_MAX_INLINE,
-                                                     BATCH_MAX_FRAMES)
-            if not self._batch_records(recs, nmsgs, nbytes, rmv, now_us, acts):
-                return False                    # _rpos stays at the frame the state path takes
-            if status == SCAN_FULL:
-                continue
-            if status != SCAN_NEED_MORE or end == rend:
-                return status == SCAN_NEED_MORE
-            return self._batch_wait(end, rend)
-
-    def _batch_records(self, recs: list[tuple[int, ...]], nmsgs: int, nbytes: int, rmv: memoryview, now_us: int,
-                       acts: list[Action]) -> bool:
-        """Apply scanned records in order; False = stop at ``_rpos`` (the state path takes that frame).
-
-        Per message: limits, the three throttles (Ceph's order, given back on any stop), decode
-        (Message built once, footer left as the record), seq rule; the messages go out in one
-        Deliver per scan. The throttles are taken for every message of the scan at once when all
-        of them fit (``_reserve_scan``), else message by message as the state path does."""
-        if not nmsgs:
-            self._batch_control(recs, rmv, now_us)   # acks and keepalives only
-            return True
-        cfg = self.host.config
-        max_f, max_m, max_d = cfg.ms_max_message_front_len, cfg.ms_max_message_middle_len, \
-            cfg.ms_max_message_data_len
-        pol = self.policy
-        tm, tb, td = pol.throttler_messages, pol.throttler_bytes, self.host.dispatch_throttle
-        # the usual policy (no messages/bytes throttle): the dispatch throttle alone, taken here
-        # without a _take_one call (one message per read is a round trip's case)
-        td_only = td if tm is None and tb is None else None
-        conn = self.connection
+        flags = self._scan_flags
+        got: Deliver | None = None
         in_seq = self.in_seq
-        got: list[Message] = []
-        # (messages, bytes) still reserved for the rest of this scan; given back on any stop
-        left_m, left_b = _reserve_scan(nmsgs, nbytes, tm, tb, td) if nmsgs > 1 else (0, 0)
-        # a message's share of the reservation, by size (a scan of one message reserves nothing)
-        pairs: dict[int, tuple[tuple[Throttle, int], ...]] = {} if left_m else _NO_PAIRS
+        # (messages, bytes) still reserved for the rest of a scan; given back on any stop
+        left_m = left_b = 0
+        tm = tb = td = None
         try:
-            for r in recs:
-                tag = r[0]
-                if tag != 7:
-                    if tag == 8:            # an ACK rides behind most replies: no call for it
-                        self._outq.ack(r[3])
-                    else:
-                        self._batch_control((r,), rmv, now_us)
-                    self._rpos = r[1] + r[2]
+            while True:
+                status, end, recs, nmsgs, nbytes = _scan_pinned(pinned, pos, rend, flags, BATCH_MAX_INLINE)
+                if not nmsgs:
+                    if recs:
+                        self._batch_control(recs, now_us)   # acks and keepalives only (moves _rpos)
+                else:
+                    if got is None:   # what every message of this call is checked against, read once
+                        got = Deliver()
+                        rmv = self._rmv
+                        cfg = self.host.config
+                        max_f, max_m, max_d = cfg.ms_max_message_front_len, cfg.ms_max_message_middle_len, \
+                            cfg.ms_max_message_data_len
+                        pol = self.policy
+                        tm, tb, td = pol.throttler_messages, pol.throttler_bytes, self.host.dispatch_throttle
+                        # the usual policy (no messages/bytes throttle): the dispatch throttle alone, taken
+                        # here without a _take_one call
+                        td_only = td if tm is None and tb is None else None
+                        conn = self.connection
+                        pn = self.peer_name
+                        src_type, src_num = (None, None) if pn is None else (pn.type, pn.num)
+                    if nmsgs > 1:
+                        left_m, left_b = _reserve_scan(nmsgs, nbytes, tm, tb, td)
+                    # a message's share of the reservation, by size (a scan of one message reserves nothing)
+                    pairs: dict[int, tuple[tuple[Throttle, int], ...]] = {} if left_m else _NO_PAIRS
+                    for r in recs:
+                        tag = r[0]
+                        if tag != 7:
+                            if tag == 8:            # an ACK rides behind most replies: no call for it
+                                self._outq.ack(r[3])
+                            else:
+                                self._batch_control((r,), now_us)
+                            continue
+                        f, m, d = r[8], r[9], r[10]
+                        if f > max_f or m > max_m or d > max_d:
+                            self._rpos = r[1]
+                            return False
+                        n = f + m + d
+                        if left_m:
+                            left_m -= 1
+                            left_b -= n
+                            throttled = pairs.get(n)
+                            if throttled is None:
+                                throttled = pairs[n] = _share(tm, tb, td, n)
+                        elif td_only is not None and n:
+                            if not td_only.try_get(n):
+                                self._rpos = r[1]
+                                return False        # the state path blocks in THROTTLE_DISPATCH_QUEUE
+                            throttled = ((td_only, n),)
+                        else:
+                            taken = _take_one(tm, tb, td, n)
+                            if taken is None:
+                                self._rpos = r[1]
+                                return False        # the state path blocks in THROTTLE_* as always
+                            throttled = taken
+                        o = r[22]
+                        if m or d:
+                            front, o = (rmv[o:o + f].tobytes() if f else b""), o + f
+                            middle, o = (rmv[o:o + m].tobytes() if m else b""), o + m
+                            data = rmv[o:o + d].tobytes() if d else b""
+                        else:   # the usual small message: a front alone
+                            front = rmv[o:o + f].tobytes()
+                            middle = data = b""
+                        try:
+                            msg = decode_message(MsgHeader(*r[3:17]), front, middle, data, r, conn, now_us)
+                        except BaseException:
+                            self._rpos = r[1]
+                            _give_back(throttled)   # every exit gives back what this message took
+                            raise
+                        seq = r[3]
+                        if seq <= in_seq:
+                            _give_back(throttled)   # a duplicate after a reconnect: dropped, no fault
+                            continue
+                        in_seq = seq
+                        if r[13] != src_num or r[12] != src_type:
+                            self.peer_name = EntityName(r[12], r[13])
+                            src_type, src_num = r[12], r[13]
+                        msg._throttled = throttled or None
+                        got.append(msg)
+                    # every record applied: _rpos moves once per scan, not once per record (each
+                    # early return above leaves it at the start of the frame it stopped at)
+                    self._rpos = end
+                if status == SCAN_FULL:
+                    pos = end
                     continue
-                f, m, d = r[8], r[9], r[10]
-                if f > max_f or m > max_m or d > max_d:
-                    return False
-                n = f + m + d
-                if left_m:
-                    left_m -= 1
-                    left_b -= n
-                    throttled = pairs.get(n)
-                    if throttled is None:
-                        throttled = pairs[n] = _share(tm, tb, td, n)
-                elif td_only is not None and n:
-                    if not td_only.try_get(n):
-                        return False        # the state path blocks in THROTTLE_DISPATCH_QUEUE
-                    throttled = ((td_only, n),)
-                else:
-                    taken = _take_one(tm, tb, td, n)
-                    if taken is None:
-                        return False        # the state path blocks in THROTTLE_* as always
-                    throttled = taken
-                o = r[22]
-                if m or d:
-                    front, o = (rmv[o:o + f].tobytes() if f else b""), o + f
-                    middle, o = (rmv[o:o + m].tobytes() if m else b""), o + m
-                    data = rmv[o:o + d].tobytes() if d else b""
-                else:   # the usual small message: a front alone
-                    front, middle, data = rmv[o:o + f].tobytes(), b"", b""
-                try:
-                    msg = decode_message(MsgHeader(*r[3:17]), front, middle, data, r, conn, now_us)
-                except BaseException:
-                    _give_back(throttled)   # every exit gives back what this message took
-                    raise
-                seq = r[3]
-                if seq <= in_seq:
-                    _give_back(throttled)   # a duplicate after a reconnect: dropped, no fault
-                else:
-                    in_seq = seq
-                    pn = self.peer_name
-                    if pn is None or pn.num != r[13] or pn.type != r[12]:
-                        self.peer_name = EntityName(r[12], r[13])
-                    msg._throttled = throttled or None
-                    got.append(msg)
-                self._rpos = r[1] + r[2]
-            return True
+                if status != SCAN_NEED_MORE or end == rend:
+                    return status == SCAN_NEED_MORE
+                return self._batch_wait(end, rend)
         finally:
             self.in_seq = in_seq
             if left_m:
                 _give_back(_share(tm, tb, td, left_b, left_m))
             if got:
                 self.stats["msgs_in"] += len(got)
-                acts.append(Deliver(got))
+                acts.append(got)
 
-    def _batch_control(self, recs: Sequence[tuple[int, ...]], rmv: memoryview, now_us: int) -> None:
+    def _batch_control(self, recs: Sequence[tuple[int, ...]], now_us: int) -> None:
         """ACK, KEEPALIVE, KEEPALIVE2 and KEEPALIVE2_ACK records (the scanner passes no other
         non-message tag); ``_rpos`` moves past the last."""
         for r in recs:
@@ -371,7 +379,7 @@ class OpenMixin(ProtocolBase):
             elif tag == 14:
                 self.last_keepalive_us = now_us
                 o = r[1] + 1
-                self._out.append(_KEEPALIVE2_ACK + rmv[o:o + 8].tobytes())
+                self._out.append(_KEEPALIVE2_ACK + self._rmv[o:o + 8].tobytes())
             elif tag == 15:
                 self.last_keepalive_ack_stamp = (r[3], r[4])
                 self.last_keepalive_ack_us = now_us
