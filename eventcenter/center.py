@@ -320,6 +320,15 @@ class EventCenter:
                         self._poller.forget(fd)
                     continue
                 fired = FROM_EPOLL[ev & 31] & fe[0]
+                if fired == EVENT_READABLE:   # the usual event: readable alone, no write callback to consider
+                    cb = fe[1]
+                    try:
+                        cb(fd, fired)
+                    except Exception:
+                        _log.exception("EventCenter %r: file callback %r for fd %d raised",
+                                       self.name, cb, fd)
+                    n += 1
+                    continue
                 if fired & EVENT_READABLE:
                     cb = fe[1]
                     if fired & EVENT_WRITABLE and cb is fe[2]:

@@ -732,9 +732,9 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
                     if self._sock is not sock or n < len(buf) or not proto.wants_read:
                         break
                 self._in_read = False
-                t1 = _mono_ns()
-                perf.recv_ns += t1 - t0
-                perf.total_ns += t1 - t0
+                dt = _mono_ns() - t0
+                perf.recv_ns += dt
+                perf.total_ns += dt
                 self._after()   # the replies and the ACK of this batch leave in one sendmsg
             except Exception as exc:
                 self._in_read = False
