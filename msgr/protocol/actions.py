@@ -27,6 +27,9 @@ class TimerKind(enum.Enum):
     INJECT_DELAY = "inject_delay"      # ms_inject_delay_*: a delayed delivery is due
     CONNECTION_READY = "connection_ready"  # ms_connection_ready_timeout: the attempt is not OPEN yet
 
+    # identity hash (Enum's own hashes the name in Python): a connection keys its timers by kind
+    __hash__ = object.__hash__
+
 
 class ConnEvent(enum.Enum):
     """Dispatcher notifications, as DispatchQueue's D_* codes."""

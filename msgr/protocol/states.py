@@ -69,6 +69,10 @@ class State(enum.Enum):
     def __repr__(self) -> str:
         return self.value
 
+    # identity hash: Enum's own is a Python-level call (hash of the name), and the hot paths test
+    # states against sets (members are singletons and compare by identity, so this agrees with ==)
+    __hash__ = object.__hash__
+
 
 class States:
     """``State``'s members as plain class attributes, for the hot paths: on Python 3.11 reading a
