@@ -8,7 +8,7 @@ full, reading stops and THROTTLE_RETRY fires in 1 ms) -> front, middle,
 data (a large segment is read straight into its own buffer) -> footer
 (COMPLETE flag, front/middle/data CRCs) -> decode -> seq check -> Deliver.
 
-Batch fast path (``_open_batch``, run by ``_run`` in OPEN): one ``_cwire.scan_frames``
+Batch fast path (``_open_batch``, run by ``_run`` in OPEN): one ``_cwire.scan_pinned``
 call checks and describes every complete small frame in the receive buffer; each MSG
 record gets the same limits, throttles, decode and seq rule without walking the states.
 What it cannot finish (large body, full throttle, CLOSE, bad input) stays at ``_rpos``.
@@ -496,7 +496,7 @@ def _share(tm: Throttle | None, tb: Throttle | None, td: Throttle | None, nbytes
 def _take_one(tm: Throttle | None, tb: Throttle | None, td: Throttle | None,
               nbytes: int) -> tuple[tuple[Throttle, int], ...] | None:
     """One message's throttles in Ceph's order (messages, bytes, dispatch queue): what it took,
-    or None (having given back what it had taken) when one is full. (_batch_records takes the
+    or None (having given back what it had taken) when one is full. (_open_batch takes the
     usual policy's dispatch throttle alone itself, without this call.)"""
     taken: list[tuple[Throttle, int]] = []
     if tm is not None:

@@ -16,7 +16,7 @@
              -> THROTTLE_DISPATCH_QUEUE -> READ_FRONT -> READ_MIDDLE -> READ_DATA_PREPARE
              -> READ_DATA -> READ_FOOTER_AND_DISPATCH (21|13) -> OPEN
         Batch fast path: OPEN -> (complete frames in buffer) -> dispatch -> OPEN: one C scan
-        (``_cwire.scan_frames``) hands over every complete small frame (53-byte header, body
+        (``_cwire.scan_pinned``) hands over every complete small frame (53-byte header, body
         <= BATCH_MAX_INLINE) with the same checks; a partial small frame waits in OPEN. The
         states above remain the path for large bodies (direct reads), a full throttle, CLOSE,
         the old 334-byte header and bad input (their readers raise the typed errors).
