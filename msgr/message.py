@@ -244,6 +244,14 @@ def release_throttles(msgs: Sequence[Message]) -> None:
     """``_release_throttles`` of each of ``msgs`` (in order), with one ``put`` per throttle for each
     run of messages holding the same pairs object: the receive path gives the same-size messages of
     one read one shared tuple, so a batch of them costs a put, not one a message."""
+    if len(msgs) == 1:   # a round trip's read: no run bookkeeping
+        m = msgs[0]
+        taken = m._throttled
+        if taken:
+            m._throttled = None
+            for throttle, count in taken:
+                throttle.put(count)
+        return
     last: Sequence[tuple[Throttle, int]] | None = None
     k = 0
     for m in msgs:

@@ -276,12 +276,17 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         self._warned_causes.add(reason)
         return True
 
-    def _run(self, now_us: int, acts: list[Action]) -> list[Action]:
-        """Run readers while their bytes are buffered; bad input faults the connection (one place)."""
+    def _run(self, now_us: int, acts: list[Action], batch_stopped: bool = False) -> list[Action]:
+        """Run readers while their bytes are buffered; bad input faults the connection (one place).
+        ``batch_stopped``: the caller's ``_open_batch`` just stopped at ``_rpos`` (the state path
+        takes that frame first)."""
         try:
             while self._direct is None:
-                if self.state is _OPEN and self._batch and self._open_batch(now_us, acts):
-                    break   # OPEN -> (complete frames in buffer) -> dispatch; the rest waits for bytes
+                if self.state is _OPEN and self._batch:
+                    if batch_stopped:
+                        batch_stopped = False
+                    elif self._open_batch(now_us, acts):
+                        break   # OPEN -> (complete frames in buffer) -> dispatch; the rest waits for bytes
                 row = _ROW_BY_ID[id(self.state)]
                 if row.reader is None:
                     break
@@ -303,6 +308,10 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
                     break
         except MsgrError as exc:
             acts.extend(self._fault(f"{type(exc).__name__}: {exc}", now_us, exc))
+        return self._settle(now_us, acts)
+
+    def _settle(self, now_us: int, acts: list[Action]) -> list[Action]:
+        """After a receive: grow, reset or shrink the receive buffer (see RBUF_*)."""
         if self._grow:
             self._grow = False
             if self._rsize < RBUF_SIZE:
@@ -425,6 +434,18 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
             if nbytes >= self._offered:        # the socket may hold more: stream into a big buffer
                 self._grow = True
                 self._last_fill_us = now_us
+            elif self.state is _OPEN and self._batch:
+                # the usual read (small frames, the room offered not filled): the batch path
+                # without _run's frame
+                try:
+                    if not self._open_batch(now_us, acts):
+                        return self._run(now_us, acts, True)
+                except MsgrError as exc:
+                    acts.extend(self._fault(f"{type(exc).__name__}: {exc}", now_us, exc))
+                if self._rpos == self._rend and self._rsize == RBUF_IDLE:
+                    self._rpos = self._rend = 0   # all read into a quiet-size buffer: _settle's whole work
+                    return acts
+                return self._settle(now_us, acts)
         return self._run(now_us, acts)
 
     def receive_data(self, data: bytes, now_us: int) -> list[Action]:
