@@ -115,7 +115,8 @@ class OutQueue:
     def __len__(self) -> int:
         return self.count
 
-    def _queue(self, prio: int) -> deque[Message]:
+    def queue_for(self, prio: int) -> deque[Message]:
+        """The FIFO of ``prio`` (made on first use); whoever appends to it adds to ``count``."""
         q = self._queues.get(prio)
         if q is None:
             q = self._queues[prio] = deque()
@@ -125,21 +126,9 @@ class OutQueue:
     def enqueue(self, msg: Message) -> None:
         q = self._queues.get(msg.header.priority)   # _queue's lookup inline: once per message sent
         if q is None:
-            q = self._queue(msg.header.priority)
+            q = self.queue_for(msg.header.priority)
         q.append(msg)
         self.count += 1
-
-    def enqueue_all(self, msgs: list[Message]) -> None:
-        """:meth:`enqueue` each of ``msgs`` in order (a burst usually has one priority)."""
-        prio: int | None = None
-        q: deque[Message] | None = None
-        for m in msgs:
-            p = m.header.priority
-            if p != prio:
-                q, prio = self._queue(p), p
-            assert q is not None
-            q.append(m)
-        self.count += len(msgs)
 
     def pop(self) -> Message | None:
         """The head of the highest non-empty priority queue, or None."""
@@ -171,7 +160,7 @@ class OutQueue:
     def put_back(self, msgs: list[Message]) -> None:
         """Undo ``take_all`` for ``msgs`` (never written): back to the front of their queues."""
         for m in reversed(msgs):
-            self._queue(m.header.priority).appendleft(m)
+            self.queue_for(m.header.priority).appendleft(m)
         self.count += len(msgs)
 
     def queued(self) -> list[Message]:
@@ -209,7 +198,7 @@ class OutQueue:
         """Put the sent list back at the front of HIGHEST, rewinding out_seq (same seqs again)."""
         n = len(self.sent)
         if n:
-            self._queue(Priority.HIGHEST).extendleft(reversed(self.sent))
+            self.queue_for(Priority.HIGHEST).extendleft(reversed(self.sent))
             self.count += n
             self.out_seq -= n
             self.sent.clear()
@@ -411,7 +400,8 @@ class Framer:
             h = msg.header
             fl, ml, dl = h.front_len, h.middle_len, h.data_len
             body = fl + ml + dl
-            if body > INLINE_MAX or (type(front), type(middle), type(data)) not in _JOINABLE3:
+            if body > INLINE_MAX or not (type(front) is bytes and type(middle) is bytes and type(data) is bytes
+                                         or (type(front), type(middle), type(data)) in _JOINABLE3):
                 # big (or a view, which may not be contiguous): its own buffers, after the run
                 n, err = self._frame_run(run, parts, fields, seq + done, out)
                 done += n

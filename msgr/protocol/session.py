@@ -80,13 +80,19 @@ class SessionMixin(ProtocolBase):
         """:meth:`send_message` for a burst, in order (one state check, one queue pass)."""
         if self.state is S.CLOSED:
             return [Discarded(tuple(msgs))]
-        default = Priority.DEFAULT
-        for msg in msgs:
+        q = self._outq
+        prio, fifo = -1, None       # a burst usually has one priority: one queue lookup
+        for msg in msgs:            # what send_message does to each, and enqueue, in one pass
             h = msg.header
-            if not h.priority:
-                h.priority = default
+            p = h.priority
+            if not p:
+                p = h.priority = _DEFAULT_PRIO
             h.seq = 0
-        self._outq.enqueue_all(msgs)
+            if p != prio:
+                fifo, prio = q.queue_for(p), p
+            assert fifo is not None
+            fifo.append(msg)
+        q.count += len(msgs)
         return self._wake_from_standby(now_us)
 
     def send_keepalive(self, now_us: int) -> list[Action]:
