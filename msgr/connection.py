@@ -234,23 +234,33 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
             # big segments: the CRC in this thread, not on the worker (a payload under the threshold in
             # all cannot have a segment over it: no call for the usual small message)
             precompute_crcs(msg)
-        # acquire/release, not `with`: this runs once per message sent and a `with` on a lock costs
-        # about twice the pair (the context-manager protocol), in the thread that competes for the GIL
-        lock = self._out_lock
-        lock.acquire()
-        try:
-            if self._down or self._closed:
-                self._unsent((msg,))
-                return None
-            self._out_pending.append(msg)
-            if self._out_posted:
-                return None
-            self._out_posted = True
-            self._posted_ns = _mono_ns()   # msgr_send_messages_queue_lat: the burst's wait
-        finally:
-            lock.release()
+        if self._down or self._closed:
+            self._unsent((msg,))
+            return None
+        # No lock here (a lock pair is ~900 instructions a message, in the thread that competes for the
+        # GIL): an append is atomic, and every taker holds _out_lock and takes a prefix (_take_pending),
+        # so an append racing with it stays for the next one. The flag may be read stale: at worst a
+        # second flush is posted and finds nothing; never none, as the flush clears it before it takes.
+        self._out_pending.append(msg)
+        if self._down or self._closed:
+            # the session ended meanwhile, perhaps after its end took what was pending: report the rest
+            with self._out_lock:
+                rest = self._take_pending()
+            self._unsent(rest)
+            return None
+        if self._out_posted:
+            return None
+        self._out_posted = True
+        self._posted_ns = _mono_ns()   # msgr_send_messages_queue_lat: the burst's wait
         self._post(self._flush_pending)
         return None
+
+    def _take_pending(self) -> list[Message]:
+        """Under _out_lock: take the messages other threads queued (a prefix: appends go on meanwhile)."""
+        pending = self._out_pending
+        msgs = pending[:]
+        del pending[:len(msgs)]
+        return msgs
 
     def _send_here(self, msg: Message) -> None:
         """send_message on our worker, under the session lock."""
@@ -278,7 +288,7 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
                 self._unsent((msg,))
                 return
             # messages queued earlier from other threads go first (order); the posted flush finds none
-            msgs, self._out_pending = self._out_pending, []
+            msgs = self._take_pending()
             posted_ns = self._posted_ns
         if msgs:
             self._perf.queue_lat(len(msgs), _mono_ns() - posted_ns)
@@ -321,9 +331,9 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
             if self._down:
                 return
             self._down = True
-            if self._out_pending:
-                self._host.note_dropped_unsent(len(self._out_pending))
-                self._out_pending.clear()
+            dropped = self._take_pending()   # what a sender appends from now on it drops itself
+            if dropped:
+                self._host.note_dropped_unsent(len(dropped))
         self._wake_keepalive_waiters()   # no ack can come any more
         # immediate, as Ceph's (the protocol stops under the session lock, in the caller): the session is
         # CLOSED and unregistered when this returns; releasing the socket and timers is posted to the worker.
@@ -374,8 +384,8 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
     @_locked
     def _flush_pending(self) -> None:
         with self._out_lock:
-            msgs, self._out_pending = self._out_pending, []
-            self._out_posted = False
+            self._out_posted = False   # before taking: a sender that finds it clear posts again
+            msgs = self._take_pending()
             posted_ns = self._posted_ns
         if self._closed:
             self._unsent(msgs)
@@ -610,7 +620,7 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
                 msg._release_throttles()
             self._delayed.clear()
         with self._out_lock:
-            pending, self._out_pending = self._out_pending, []
+            pending = self._take_pending()
         # each only when there is something to do (no call per session that had nothing)
         if pending:
             self._unsent(pending)
