@@ -10,8 +10,9 @@ one ``sendmsg``.
 Threads: everything that touches the socket or the protocol runs on the
 connection's worker. Other threads (``send_message`` from the application,
 the messenger's ``mark_down``) post work with ``dispatch_event_external``;
-``send_message`` coalesces: messages go into a locked list and only the
-first of a burst posts an event, so a burst leaves in one ``sendmsg``.
+``send_message`` coalesces: messages go into a pending list (appended
+without a lock, taken under ``_out_lock``) and only the first of a burst
+posts an event, so a burst leaves in one ``sendmsg``.
 
 Errors: every ``OSError`` from the socket goes down one path,
 :meth:`_socket_error` -> ``proto.on_socket_error``. An unexpected exception
