@@ -23,11 +23,16 @@ with open(os.path.join(_CSRC, "frame_out.h"), encoding="ascii") as f:
     ffibuilder.cdef(f.read())
 # --- end of the send-side block ---
 
+# --- a large segment's CRC on a helper thread (csrc/crc_job.c) ---
+with open(os.path.join(_CSRC, "crc_job.h"), encoding="ascii") as f:
+    ffibuilder.cdef(f.read())
+
 ffibuilder.set_source(
     "msgr._fastpath",
-    '#include "fastpath.h"\n#include "frame_out.h"',
+    '#include "fastpath.h"\n#include "frame_out.h"\n#include "crc_job.h"',
     sources=[os.path.relpath(os.path.join(_CSRC, "fastpath.c")),
-             os.path.relpath(os.path.join(_CSRC, "frame_out.c"))],
+             os.path.relpath(os.path.join(_CSRC, "frame_out.c")),
+             os.path.relpath(os.path.join(_CSRC, "crc_job.c"))],
     include_dirs=[_CSRC],
     # -O3 lets gcc unroll the 3-stream crc loop; no -msse4.2: the SSE path is chosen at run time.
     extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra"],

@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from msgr._fastpath import _FFI, _Lib
 
-# Everything csrc/fastpath.h and csrc/frame_out.h declare (tests/test_cext.py holds this list to
+# Everything csrc/fastpath.h, csrc/frame_out.h and csrc/crc_job.h declare (tests/test_cext.py holds this list to
 # the headers): a function or constant added there is added here too.
 SYMBOLS = (
     # CRC-32C (csrc/fastpath.c)
     "msgr_crc32c", "msgr_crc32c_soft", "msgr_crc32c_zeros", "msgr_crc32c_backend", "msgr_crc32c_at",
+    # a large segment's CRC on a helper thread (csrc/crc_job.c)
+    "msgr_crc_job_init", "msgr_crc_job_add", "msgr_crc_job_wait",
     # header / footer structs
     "msgr_parse_header", "msgr_pack_header", "msgr_parse_header_old", "msgr_pack_header_old",
     "msgr_parse_footer", "msgr_pack_footer",

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _declared_in_headers() -> set[str]:
     names: set[str] = set()
-    for header in ("fastpath.h", "frame_out.h"):
+    for header in ("fastpath.h", "frame_out.h", "crc_job.h"):
         text = (ROOT / "csrc" / header).read_text()
         text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)   # comments name functions too
         text = re.sub(r"//[^\n]*", "", text)

@@ -32,6 +32,7 @@ from msgr.protocol.actions import Action, ArmTimer, ConnEvent, Deliver, Notify, 
 from msgr.protocol.base import Blocked, ProtocolBase
 from msgr.protocol.outq import Framer
 from msgr.protocol.states import State as S
+from msgr.segment_crc import SegmentCrc, segment_crc
 from msgr.throttle import Throttle
 from msgr.wire import (
     FOOTER_COMPLETE,
@@ -79,6 +80,7 @@ class OpenMixin(ProtocolBase):
         self._hdr: MsgHeader | None = None
         self._seg_len = 0
         self._segs: list[bytes | bytearray] = []
+        self._seg_sums: list[SegmentCrc | None] = []   # beside _segs: CRCs summed as a segment arrived
         self._throttled: list[tuple[Throttle, int]] = []    # (throttle, count) taken for the message being read
         self._batch = False
 
@@ -144,6 +146,7 @@ class OpenMixin(ProtocolBase):
             raise BadLengthError(f"data_len {h.data_len} > ms_max_message_data_len")
         self._hdr = h
         self._segs = []
+        self._seg_sums = []
         self._to(S.OPEN_MESSAGE_THROTTLE_MESSAGE)
 
     def _take(self, throttle: Throttle | None, count: int, now_us: int, acts: list[Action]) -> bool:
@@ -185,10 +188,20 @@ class OpenMixin(ProtocolBase):
     def _read_segment(self, buf: memoryview, off: int, n: int, now_us: int, acts: list[Action]) -> None:
         self._segment_done(bytes(buf[off:off + n]) if n else b"", now_us, acts)
 
-    def _segment_done(self, seg: bytes | bytearray, now_us: int, acts: list[Action]) -> None:
-        """A front/middle/data segment is complete (from the receive buffer or read directly)."""
+    def _segment_crc(self, size: int) -> SegmentCrc | None:
+        """For a segment about to be read straight into its own buffer: its CRC, summed by the helper
+        thread as its bytes arrive (msgr/segment_crc.py), if the footer check will want it
+        (front/middle: ms_crc_header; data: ms_crc_data) and it is large enough to be worth it."""
+        check = self._crc_data if self.state is S.OPEN_MESSAGE_READ_DATA else self._crc_header
+        return segment_crc(size) if check else None
+
+    def _segment_done(self, seg: bytes | bytearray, now_us: int, acts: list[Action],
+                      crc: SegmentCrc | None = None) -> None:
+        """A front/middle/data segment is complete (from the receive buffer or read directly;
+        ``crc``: its CRC summed while it arrived)."""
         segs = self._segs
         segs.append(seg)
+        self._seg_sums.append(crc)
         st = self.state
         if st is S.OPEN_MESSAGE_READ_FRONT:
             assert self._hdr is not None
@@ -197,6 +210,7 @@ class OpenMixin(ProtocolBase):
             if self._seg_len:
                 return
             segs.append(b"")          # an empty middle: pass its state without running a reader
+            self._seg_sums.append(None)
             st = S.OPEN_MESSAGE_READ_MIDDLE
         if st is S.OPEN_MESSAGE_READ_MIDDLE:
             self._to(S.OPEN_MESSAGE_READ_DATA_PREPARE)
@@ -214,17 +228,19 @@ class OpenMixin(ProtocolBase):
     def _read_footer_and_dispatch(self, buf: memoryview, off: int, n: int, now_us: int, acts: list[Action]) -> None:
         fc, mc, dc, sig, flags = _cwire.parse_footer(buf, off, n == 21)
         front, middle, data = self._segs
+        fcrc, mcrc, dcrc = self._seg_sums
         self._segs = []
+        self._seg_sums = []
         if not flags & FOOTER_COMPLETE:
             raise DecodeError("message footer lacks the COMPLETE flag (the sender aborted it)")
         if self._crc_header:
-            if (crc32c(0, front) if front else 0) != fc:
-                raise BadCrcError("front", fc, crc32c(0, front))
-            if (crc32c(0, middle) if middle else 0) != mc:
-                raise BadCrcError("middle", mc, crc32c(0, middle))
+            if (_crc_of(front, fcrc) if front else 0) != fc:
+                raise BadCrcError("front", fc, _crc_of(front, fcrc))
+            if (_crc_of(middle, mcrc) if middle else 0) != mc:
+                raise BadCrcError("middle", mc, _crc_of(middle, mcrc))
         if self._crc_data and not flags & FOOTER_NOCRC:
-            if (crc32c(0, data) if data else 0) != dc:
-                raise BadCrcError("data", dc, crc32c(0, data))
+            if (_crc_of(data, dcrc) if data else 0) != dc:
+                raise BadCrcError("data", dc, _crc_of(data, dcrc))
         h = self._hdr
         assert h is not None
         if self._signer is not None:
@@ -412,6 +428,7 @@ class OpenMixin(ProtocolBase):
             t.put(c)
         self._hdr = None
         self._segs = []
+        self._seg_sums = []
 
     # --- write path ---------------------------------------------------------------------------------------
     def _ack_due(self) -> bool:
@@ -472,6 +489,12 @@ class OpenMixin(ProtocolBase):
 
 
 _NO_PAIRS: dict[int, tuple[tuple[Throttle, int], ...]] = {}   # read-only: used only while left_m == 0
+
+
+def _crc_of(seg: BytesLike, summed: SegmentCrc | None) -> int:
+    """A received segment's CRC-32C: summed while it arrived, else one pass now."""
+    crc = summed.value() if summed is not None else None
+    return crc32c(0, seg) if crc is None else crc
 
 
 def _give_back(throttled: Sequence[tuple[Throttle, int]]) -> None:

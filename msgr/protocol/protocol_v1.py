@@ -45,6 +45,7 @@ from msgr.protocol.open_state import OpenMixin
 from msgr.protocol.outq import Framer, OutQueue
 from msgr.protocol.session import SessionMixin
 from msgr.protocol.states import OPEN_STATES, State
+from msgr.segment_crc import SegmentCrc
 
 S = State
 # per-read state tests use module constants: on Python 3.11 an Enum class attribute costs a
@@ -179,12 +180,12 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
     __slots__ = (
         "_acked_seq", "_auth_challenged", "_auth_challenges", "_auth_server_challenge", "_auth_verdict",
         "_authorizer", "_authorizer_in", "_backoff_us", "_batch", "_connect", "_crc_data", "_crc_header",
-        "_direct", "_direct_buf", "_direct_chunks", "_direct_got", "_direct_need", "_direct_pos",
+        "_direct", "_direct_buf", "_direct_chunks", "_direct_crc", "_direct_got", "_direct_need", "_direct_pos",
         "_footer_size", "_framer", "_grow", "_has_socket", "_hdr", "_header_size", "_keepalive_pending",
         "_last_fill_us", "_need_auth", "_offered", "_once_ready", "_out", "_outq", "_peer_answered_wait",
         "_rbuf", "_ready_armed", "_ready_since_us", "_reconnect_armed", "_rend", "_replace_connect",
         "_replacing", "_reply", "_reply_auth", "_reset_from_peer", "_rmv", "_rpin", "_rpos", "_rsize",
-        "_scan_flags", "_seg_len", "_segs", "_signer", "_sock_local", "_sock_peer", "_throttled",
+        "_scan_flags", "_seg_sums", "_seg_len", "_segs", "_signer", "_sock_local", "_sock_peer", "_throttled",
         "_warned_causes", "connect_seq", "connection", "features", "global_seq", "host", "in_seq",
         "last_decision", "last_keepalive_ack_stamp", "last_keepalive_ack_us", "last_keepalive_us",
         "peer_addr", "peer_global_seq", "peer_name", "peer_type", "policy", "state", "stats", "wants_read",
@@ -239,6 +240,7 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         self._direct_need = 0
         self._direct_got = 0
         self._direct_chunks: list[bytearray] | None = None
+        self._direct_crc: SegmentCrc | None = None   # the segment's CRC as it arrives (None: not checked)
         self._init_handshake()
         self._init_open()
 
@@ -331,10 +333,14 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
             buf, self._direct_chunks = _unfilled(need), None
         else:
             buf, self._direct_chunks = _unfilled(DIRECT_CHUNK), []
+        mv = memoryview(buf)
+        crc = self._direct_crc = self._segment_crc(need)
         if avail:
             buf[:avail] = self._rmv[self._rpos:self._rend]
+            if crc is not None:
+                crc.feed(mv[:avail])
         self._rpos = self._rend = 0
-        self._direct_buf, self._direct, self._direct_pos = buf, memoryview(buf), avail
+        self._direct_buf, self._direct, self._direct_pos = buf, mv, avail
         self._direct_need, self._direct_got = need, 0
 
     def _direct_filled(self) -> bytearray | None:
@@ -382,7 +388,7 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         self._rpos = self._rend = 0
         if self._rsize > RBUF_IDLE:
             self._resize(RBUF_IDLE)      # a new socket starts quiet
-        self._direct = self._direct_buf = self._direct_chunks = None
+        self._direct = self._direct_buf = self._direct_chunks = self._direct_crc = None
         self._direct_pos = self._direct_got = self._direct_need = 0
 
     def trim_idle(self, now_us: int) -> bool:
@@ -418,15 +424,21 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
             return []
         self.stats["bytes_in"] += nbytes
         acts: list[Action] = []
-        if self._direct is not None:
-            self._direct_pos += nbytes
-            if self._direct_pos < len(self._direct):
+        direct = self._direct
+        if direct is not None:
+            pos = self._direct_pos
+            end = self._direct_pos = pos + nbytes
+            crc = self._direct_crc
+            if crc is not None:
+                crc.feed(direct[pos:end])      # to the CRC helper thread (msgr/segment_crc.py)
+            if end < len(direct):
                 return acts
             buf = self._direct_filled()
             if buf is None:
                 return acts                    # a large segment: the next chunk is ready
+            self._direct_crc = None
             try:
-                self._segment_done(buf, now_us, acts)
+                self._segment_done(buf, now_us, acts, crc)
             except MsgrError as exc:
                 return acts + self._fault(f"{type(exc).__name__}: {exc}", now_us, exc)
         else:
