@@ -445,6 +445,7 @@ class OpenMixin(ProtocolBase):
             else:
                 out.append(_KEEPALIVE)
             self.stats["keepalives"] += 1
+        stats = self.stats
         q = self._outq
         lossless = not self.policy.lossy
         in_seq = self.in_seq
@@ -474,7 +475,7 @@ class OpenMixin(ProtocolBase):
                     del msgs[n:]
                 if lossless:
                     q.sent.extend(msgs)
-            self.stats["msgs_out"] += n
+            stats["msgs_out"] += n
             if err is not None:
                 raise err
         elif ack:
@@ -484,7 +485,7 @@ class OpenMixin(ProtocolBase):
         if ack:
             self._acked_seq = in_seq
         # as take_output counts what it returns (flush.py waits on it for a lossy session)
-        self.stats["bytes_out"] += len(out[0]) if len(out) == 1 else sum(map(len, out))
+        stats["bytes_out"] += len(out[0]) if len(out) == 1 else sum(map(len, out))
         return out
 
 

@@ -87,7 +87,8 @@ _TAG_ACK = 8
 #: the arena a lone small message (a reply) is framed into by msgr_frame_one: a new one when the
 #: rest is too small (what was handed out keeps its part alive until written)
 ONE_ARENA = 4096
-_ONE_MAX = INLINE_MAX + _SLOT + 9   # what frame_one frames by msgr_frame_one: a body up to INLINE_MAX
+_ONE_ROOM = _SLOT + 9               # arena bytes of msgr_frame_one around the body: framing and the ACK
+_ONE_MAX = INLINE_MAX + _ONE_ROOM   # what frame_one frames by msgr_frame_one: a body up to INLINE_MAX
 
 
 def _cbuf(seg: BytesLike) -> Any:
@@ -134,7 +135,11 @@ class OutQueue:
         """The head of the highest non-empty priority queue, or None."""
         if not self.count:
             return None
-        for prio in reversed(self._prios):
+        prios = self._prios
+        if len(prios) == 1:   # the usual session: one priority in use
+            self.count -= 1
+            return self._queues[prios[0]].popleft()
+        for prio in reversed(prios):
             q = self._queues[prio]
             if q:
                 self.count -= 1
@@ -341,7 +346,7 @@ class Framer:
             front, middle, data = msg.front, msg.middle, msg.data
             h = msg.header
             fl, ml, dl = h.front_len, h.middle_len, h.data_len
-            need = fl + ml + dl + _SLOT + 9
+            need = fl + ml + dl + _ONE_ROOM
             if need <= _ONE_MAX and type(front) is bytes and type(middle) is bytes and type(data) is bytes:
                 pos = self._opos
                 if self._oend - pos < need:
