@@ -31,7 +31,8 @@ from msgr.message import decode_message
 from msgr.protocol.actions import Action, ArmTimer, ConnEvent, Deliver, Notify, TimerKind
 from msgr.protocol.base import Blocked, ProtocolBase
 from msgr.protocol.outq import Framer
-from msgr.protocol.states import State as S
+from msgr.protocol.states import State
+from msgr.protocol.states import States as S  # no Enum class hook per read (states.States)
 from msgr.segment_crc import SegmentCrc, segment_crc
 from msgr.throttle import Throttle
 from msgr.wire import (
@@ -60,7 +61,7 @@ _KEEPALIVE2_ACK = bytes((Tag.KEEPALIVE2_ACK,))
 THROTTLE_RETRY_US = 1000
 
 #: OPEN tag byte -> next state (None: handled in place)
-TAG_NEXT: dict[int, S | None] = {
+TAG_NEXT: dict[int, State | None] = {
     Tag.MSG: S.OPEN_MESSAGE_HEADER,
     Tag.ACK: S.OPEN_TAG_ACK,
     Tag.KEEPALIVE2: S.OPEN_KEEPALIVE2,

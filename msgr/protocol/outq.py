@@ -36,6 +36,9 @@ from msgr.features import MSG_AUTH, NOSRCADDR
 from msgr.message import Message
 from msgr.wire import FOOTER_COMPLETE, FOOTER_NOCRC, FOOTER_SIGNED, Priority
 
+# read per session: a module constant, not an Enum class attribute (the hook in states.States)
+_HIGHEST = Priority.HIGHEST
+
 if TYPE_CHECKING:  # pragma: no cover
     from msgr.protocol.host import MessageSigner
 
@@ -203,7 +206,7 @@ class OutQueue:
         """Put the sent list back at the front of HIGHEST, rewinding out_seq (same seqs again)."""
         n = len(self.sent)
         if n:
-            self.queue_for(Priority.HIGHEST).extendleft(reversed(self.sent))
+            self.queue_for(_HIGHEST).extendleft(reversed(self.sent))
             self.count += n
             self.out_seq -= n
             self.sent.clear()
@@ -211,7 +214,7 @@ class OutQueue:
 
     def discard_requeued_up_to(self, seq: int) -> list[Message]:
         """Drop requeued messages the peer already has (seq <= ``seq``); returns them."""
-        q = self._queues.get(Priority.HIGHEST)
+        q = self._queues.get(_HIGHEST)
         if not q:
             # nothing requeued: our next seq follows what the peer already has
             self.out_seq = max(self.out_seq, seq)
@@ -235,7 +238,7 @@ class OutQueue:
         sent = self.sent
         if sent and sent[0].header.seq <= seq:
             return False
-        q = self._queues.get(Priority.HIGHEST)
+        q = self._queues.get(_HIGHEST)
         if q:
             s = q[0].header.seq
             if s and s <= seq:
