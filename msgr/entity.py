@@ -236,11 +236,13 @@ class EntityAddr:
         """Read the 136-byte legacy form at ``offset`` (the inverse of :meth:`encode_legacy`)."""
         if len(buf) - offset < LEGACY_ADDR_SIZE:
             raise ShortBufferError("entity_addr_t (legacy)", LEGACY_ADDR_SIZE, max(0, len(buf) - offset))
-        _type, nonce = struct.unpack_from("<II", buf, offset)
-        family, port = struct.unpack_from(">HH", buf, offset + 8)
+        # one unpack of the IPv4 layout (_LEGACY_V4's fields): family and port are big-endian
+        _type, nonce, be_family, be_port, ip4 = _LEGACY_V4_HEAD(buf, offset)
+        family = ((be_family & 0xFF) << 8) | (be_family >> 8)
+        port = ((be_port & 0xFF) << 8) | (be_port >> 8)
         if family == AF_INET:
             # inet_ntop's dotted quad is str(IPv4Address(...)) without its parsing cost
-            ip = socket.inet_ntop(socket.AF_INET, bytes(buf[offset + 12:offset + 16]))
+            ip = socket.inet_ntop(socket.AF_INET, ip4)
         elif family == AF_INET6:
             ip = str(ipaddress.IPv6Address(bytes(buf[offset + 16:offset + 32])))
         elif family == 0:
@@ -314,6 +316,7 @@ _LEGACY_V6 = struct.Struct("<IIHHI16sI100x")       # ... flowinfo, ip, scope id
 _CMP_V4 = struct.Struct("<IIHH4s20x")              # type, nonce, family, port, ip, to sizeof(sockaddr_in6)
 _CMP_V6 = struct.Struct("<IIHHI16sI")
 _BE_INET, _BE_INET6 = AF_INET << 8, AF_INET6 << 8  # network-order family as a little-endian u16
+_LEGACY_V4_HEAD = struct.Struct("<IIHH4s").unpack_from   # decode_legacy: the fields up to an IPv4 address
 
 
 def _encode_legacy(addr: EntityAddr) -> bytes:
