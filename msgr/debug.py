@@ -83,7 +83,8 @@ def refresh() -> int:
         level = _applied[0]      # exact, where the Python level stands for several Ceph levels
     else:
         level = ceph_level(py) if py <= logging.DEBUG else 0
-    gate.set_level(level)
+    if level != gate.level:   # run per accepted session: most find the level unchanged
+        gate.set_level(level)
     return level
 
 
