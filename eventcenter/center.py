@@ -199,8 +199,9 @@ class EventCenter:
             raise self._wrong_thread("create_time_event")
         tid = self._next_id
         self._next_id = tid + 1
-        deadline = self._now_us() + (delay_us if delay_us > 0 else 0)
-        entry = [deadline, tid, callback]
+        # the OS clock read inline as the loop does (two timers are armed per accepted session)
+        now = _monotonic_ns() // 1000 if self._mono else self._now_us()
+        entry = [now + (delay_us if delay_us > 0 else 0), tid, callback]
         _heappush(self._heap, entry)
         self._timers[tid] = entry
         return tid
