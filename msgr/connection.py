@@ -594,7 +594,8 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
 
     def _unregister(self, reason: str) -> None:
         _log.debug("%r: session closed: %s", self, reason)
-        self._host.unregister_conn(self._proto)
+        if self._published:   # else never in the session map under any key: nothing to forget
+            self._host.unregister_conn(self._proto)
 
     @_locked
     def _abandon(self) -> None:
