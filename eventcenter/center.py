@@ -321,27 +321,16 @@ class EventCenter:
                         self._poller.forget(fd)
                     continue
                 fired = FROM_EPOLL[ev & 31] & fe[0]
-                if fired == EVENT_READABLE:   # the usual event: readable alone, no write callback to consider
-                    cb = fe[1]
-                    try:
-                        cb(fd, fired)
-                    except Exception:
-                        _log.exception("EventCenter %r: file callback %r for fd %d raised",
-                                       self.name, cb, fd)
-                    n += 1
-                    continue
                 if fired & EVENT_READABLE:
                     cb = fe[1]
-                    if fired & EVENT_WRITABLE and cb is fe[2]:
-                        fired_w = 0  # one callback registered for both: run it once
-                    else:
-                        fired_w = fired & EVENT_WRITABLE
-                        fired = EVENT_READABLE
+                    fired_w = 0   # the usual event: readable alone
+                    if fired != EVENT_READABLE and cb is not fe[2]:
+                        # writable too, with its own callback: it runs after the read callback
+                        fired_w, fired = EVENT_WRITABLE, EVENT_READABLE
                     try:
                         cb(fd, fired)
                     except Exception:
-                        _log.exception("EventCenter %r: file callback %r for fd %d raised",
-                                       self.name, cb, fd)
+                        self._callback_raised("file", cb, fd)
                     n += 1
                     if not fired_w:
                         continue
@@ -355,8 +344,7 @@ class EventCenter:
                 try:
                     cb(fd, EVENT_WRITABLE)
                 except Exception:
-                    _log.exception("EventCenter %r: file callback %r for fd %d raised",
-                                   self.name, cb, fd)
+                    self._callback_raised("file", cb, fd)
                 n += 1
 
         if heap and heap[0][0] <= (_monotonic_ns() // 1000 if self._mono else self._now_us()):
@@ -367,6 +355,11 @@ class EventCenter:
                 self._external = []
             n += self._run_batch(batch)
         return n
+
+    def _callback_raised(self, kind: str, cb: Callback | FileCallback, fd: int | None = None) -> None:
+        """Log a callback's exception (called from its except block); the loop goes on."""
+        where = "" if fd is None else f" for fd {fd}"
+        _log.exception("EventCenter %r: %s callback %r%s raised", self.name, kind, cb, where)
 
     def _process_time_events(self) -> int:
         """Run the due timers that existed when this step began; returns how many ran."""
@@ -388,7 +381,7 @@ class EventCenter:
             try:
                 cb()
             except Exception:
-                _log.exception("EventCenter %r: timer callback %r raised", self.name, cb)
+                self._callback_raised("timer", cb)
             n += 1
         return n
 
@@ -397,7 +390,7 @@ class EventCenter:
             try:
                 cb()
             except Exception:
-                _log.exception("EventCenter %r: external callback %r raised", self.name, cb)
+                self._callback_raised("external", cb)
         return len(batch)
 
     # --- teardown -----------------------------------------------------------------

@@ -21,15 +21,10 @@ AF_INET = 2
 AF_INET6 = 10  # Linux value; it is what goes on the wire
 
 LEGACY_ADDR_SIZE = 136
-_SOCKADDR_STORAGE_SIZE = 128
-_SOCKADDR_UNION_SIZE = 28  # sizeof(sockaddr_in6): what Ceph's memcmp of entity_addr_t covers
 
-# The handshake packs and compares the same few addresses on every connect: these caches keep
+# The handshake packs and compares the same few addresses on every connect: this cache keeps
 # ipaddress parsing (tens of microseconds per handshake) off that path. Values are immutable bytes.
-_ADDR_CACHE = 1024
-
-
-@functools.lru_cache(maxsize=_ADDR_CACHE)
+@functools.lru_cache(maxsize=1024)
 def _packed_ip(ip: str) -> bytes:
     """An IP's network-order bytes (4 or 16)."""
     return ipaddress.ip_address(ip).packed
@@ -220,13 +215,6 @@ class EntityAddr:
         return _legacy_cmp_key(self)
 
     # --- legacy (v1 handshake) encoding ----------------------------------
-    def _sockaddr_bytes(self, big_endian_family: bool) -> bytes:
-        fam_fmt = ">H" if big_endian_family else "<H"
-        packed_ip = _packed_ip(self.ip)
-        if self.family == AF_INET6:
-            return struct.pack(fam_fmt, AF_INET6) + struct.pack(">HI", self.port, 0) + packed_ip + b"\0\0\0\0"
-        return struct.pack(fam_fmt, AF_INET) + struct.pack(">H", self.port) + packed_ip + bytes(8)
-
     def encode_legacy(self) -> bytes:
         """The 136-byte legacy form (type written as 0, family and port big-endian)."""
         return _encode_legacy(self)
@@ -238,8 +226,7 @@ class EntityAddr:
             raise ShortBufferError("entity_addr_t (legacy)", LEGACY_ADDR_SIZE, max(0, len(buf) - offset))
         # one unpack of the IPv4 layout (_LEGACY_V4's fields): family and port are big-endian
         _type, nonce, be_family, be_port, ip4 = _LEGACY_V4_HEAD(buf, offset)
-        family = ((be_family & 0xFF) << 8) | (be_family >> 8)
-        port = ((be_port & 0xFF) << 8) | (be_port >> 8)
+        family, port = _swap16(be_family), _swap16(be_port)
         if family == AF_INET:
             # inet_ntop's dotted quad is str(IPv4Address(...)) without its parsing cost
             ip = socket.inet_ntop(socket.AF_INET, ip4)
@@ -319,17 +306,20 @@ _BE_INET, _BE_INET6 = AF_INET << 8, AF_INET6 << 8  # network-order family as a l
 _LEGACY_V4_HEAD = struct.Struct("<IIHH4s").unpack_from   # decode_legacy: the fields up to an IPv4 address
 
 
+def _swap16(v: int) -> int:
+    """A u16's two bytes swapped: network order read as little-endian, or the reverse."""
+    return ((v & 0xFF) << 8) | (v >> 8)
+
+
 def _encode_legacy(addr: EntityAddr) -> bytes:
-    port = addr.port
-    swapped = ((port & 0xFF) << 8) | (port >> 8)
+    swapped = _swap16(addr.port)
     if addr.family == AF_INET6:
         return _LEGACY_V6.pack(0, addr.nonce, _BE_INET6, swapped, 0, _packed_ip(addr.ip), 0)
     return _LEGACY_V4.pack(0, addr.nonce, _BE_INET, swapped, _packed_ip(addr.ip))
 
 
 def _legacy_cmp_key(addr: EntityAddr) -> bytes:
-    port = addr.port
-    swapped = ((port & 0xFF) << 8) | (port >> 8)
+    swapped = _swap16(addr.port)
     if addr.family == AF_INET6:
         return _CMP_V6.pack(EntityAddr.TYPE_LEGACY, addr.nonce, AF_INET6, swapped, 0, _packed_ip(addr.ip), 0)
     return _CMP_V4.pack(EntityAddr.TYPE_LEGACY, addr.nonce, AF_INET, swapped, _packed_ip(addr.ip))

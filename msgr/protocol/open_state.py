@@ -42,6 +42,7 @@ from msgr.wire import (
     MsgHeader,
     MsgHeaderOld,
     Tag,
+    pack_ack,
     pack_keepalive2,
     unpack_timespec,
     unpack_u64,
@@ -50,8 +51,6 @@ from msgr.wire import (
 _KEEPALIVE = bytes((Tag.KEEPALIVE,))
 _scan_pinned = _cwire.scan_pinned
 SCAN_FULL, SCAN_NEED_MORE = _cwire.SCAN_FULL, _cwire.SCAN_NEED_MORE
-_ACK_PACK = struct.Struct("<BQ").pack          # tag + seq: pack_ack's bytes
-_TAG_ACK = int(Tag.ACK)
 _LENS = struct.Struct("<III").unpack_from   # front/middle/data_len at frame offset 23
 #: Bodies up to this size are parsed by the batch path; larger ones take the state path, whose
 #: segment states read a big segment straight into its own buffer (protocol_v1.DIRECT_MIN).
@@ -458,29 +457,24 @@ class OpenMixin(ProtocolBase):
             if q.count == 1:   # a reply: one C call frames it and the ACK (outq.Framer.frame_one)
                 msg = q.pop()
                 assert msg is not None
+                msgs = [msg]
                 n, err = framer.frame_one(msg, seq, out, ack)
-                if n:
-                    q.out_seq = seq + 1
-                    if lossless:
-                        q.sent.append(msg)
-                else:
-                    q.put_back([msg])
             else:
                 msgs = q.take_all()
                 # outq.py: one C call for the small ones, the ACK after them (in their buffer when it can)
                 n, err = framer.frame_all(msgs, seq, out, ack)
-                q.out_seq = seq + n
-                # a message that cannot be framed (bad field) stays queued with the ones after it
-                if n < len(msgs):
-                    q.put_back(msgs[n:])
-                    del msgs[n:]
-                if lossless:
-                    q.sent.extend(msgs)
+            q.out_seq = seq + n
+            # a message that cannot be framed (bad field) stays queued with the ones after it
+            if n < len(msgs):
+                q.put_back(msgs[n:])
+                del msgs[n:]
+            if lossless:
+                q.sent.extend(msgs)
             stats["msgs_out"] += n
             if err is not None:
                 raise err
         elif ack:
-            out.append(_ACK_PACK(_TAG_ACK, in_seq))
+            out.append(pack_ack(in_seq))
         elif not out:
             return out
         if ack:

@@ -34,7 +34,7 @@ from msgr.crc import BACKEND as crc_backend
 from msgr.crc import crc32c
 from msgr.features import MSG_AUTH, NOSRCADDR
 from msgr.message import Message
-from msgr.wire import FOOTER_COMPLETE, FOOTER_NOCRC, FOOTER_SIGNED, Priority
+from msgr.wire import FOOTER_COMPLETE, FOOTER_NOCRC, FOOTER_SIGNED, Priority, pack_ack
 
 # read per session: a module constant, not an Enum class attribute (the hook in states.States)
 _HIGHEST = Priority.HIGHEST
@@ -85,8 +85,6 @@ _JOINABLE3 = frozenset((a, b, c) for a in (bytes, bytearray) for b in (bytes, by
 _HOLE_HEAD = bytes(1 + 53)
 _HOLE_FOOT, _HOLE_FOOT_OLD = bytes(21), bytes(13)
 _F_CRC_HEADER, _F_CRC_DATA, _F_NEW_FOOTER = 1, 2, 4   # msgr_frame_msg flags (fastpath.h)
-_ACK_PACK = struct.Struct("<BQ").pack          # a cumulative ACK: tag + seq (wire.pack_ack's bytes)
-_TAG_ACK = 8
 #: the arena a lone small message (a reply) is framed into by msgr_frame_one: a new one when the
 #: rest is too small (what was handed out keeps its part alive until written)
 ONE_ARENA = 4096
@@ -381,11 +379,11 @@ class Framer:
         if tail is not None and out and out[-1] is tail:
             # the messages' own run buffer takes the ACK too: one buffer, one plain send
             try:
-                tail += _ACK_PACK(_TAG_ACK, ack)
+                tail += pack_ack(ack)
                 return
             except BufferError:   # still exported (never expected): a buffer of its own
                 pass
-        out.append(_ACK_PACK(_TAG_ACK, ack))
+        out.append(pack_ack(ack))
 
     def _frame_many(self, msgs: list[Message], seq: int, out: list[BytesLike]) -> tuple[int, BaseException | None]:
         """:meth:`frame_all` with the C batch framer, without the ACK."""
