@@ -67,6 +67,13 @@ class EventCenter:
         self._now_us = self._clock.now_us
         # the loop reads the OS clock inline when it is the monotonic one (no method call per turn)
         self._mono = type(self._clock) is MonotonicClock
+        #: The latest OS monotonic reading (ns) on this loop: taken once as each poll returns, and
+        #: advanced by a callback that reads the clock later and stores its reading here (the
+        #: connections do, at the end of each socket event). Callbacks take it as their start time
+        #: (no reading of their own); the loop checks timers against it (process_events).
+        self.now_ns = _monotonic_ns()
+        # now_ns is no staler than the callbacks of the last turn (it ran no timer or external event)
+        self._now_fresh = False
         self._poller = Poller()
         self._poll: Callable[[float | None, int], list[tuple[int, int]]] = self._poller.poll
         # fd -> [mask, read_cb, write_cb]: a list, not an object, because the
@@ -289,7 +296,14 @@ class EventCenter:
         heap = self._heap
         wait = -1 if timeout_us is None or timeout_us < 0 else timeout_us
         if heap:
-            until_timer = heap[0][0] - (_monotonic_ns() // 1000 if self._mono else self._now_us())
+            if self._mono:
+                # the worker's blocking turns follow each other directly: the last turn's latest
+                # reading serves (stale only by callbacks that stored none: a timer then fires that
+                # much later, never early); any other caller, or after timers or external events, reads
+                until_timer = heap[0][0] - (
+                    self.now_ns if self._now_fresh and timeout_us is None else _monotonic_ns()) // 1000
+            else:
+                until_timer = heap[0][0] - self._now_us()
             if until_timer <= 0:
                 wait = 0
             elif wait < 0 or until_timer < wait:
@@ -302,6 +316,7 @@ class EventCenter:
         # seconds; CPython's epoll.poll rounds up to whole ms
         events = self._poll(wait / 1e6 if wait > 0 else wait, MAX_EVENTS)
         self._sleeping = False
+        self.now_ns = _monotonic_ns()   # the turn's one reading: the callbacks' start (see now_ns)
 
         n = 0
         if events:
@@ -347,13 +362,19 @@ class EventCenter:
                     self._callback_raised("file", cb, fd)
                 n += 1
 
-        if heap and heap[0][0] <= (_monotonic_ns() // 1000 if self._mono else self._now_us()):
+        fresh = True
+        # due timers against the latest reading: one that fell due after it waits for a later turn
+        # (no earlier than its deadline; late by at most the callbacks that stored no reading)
+        if heap and heap[0][0] <= (self.now_ns // 1000 if self._mono else self._now_us()):
             n += self._process_time_events()
+            fresh = False
         if self._external:
             with self._lock:
                 batch = self._external
                 self._external = []
             n += self._run_batch(batch)
+            fresh = False
+        self._now_fresh = fresh
         return n
 
     def _callback_raised(self, kind: str, cb: Callback | FileCallback, fd: int | None = None) -> None:

@@ -59,6 +59,8 @@ _mono_ns = time.monotonic_ns   # perf running times (real time, whatever clock t
 _dbg = debug.gate   # debug_ms: the hot paths read one of its booleans before any log line
 # read once per session: module constants, not Enum class attributes (the hook in states.States)
 _THROTTLE_RETRY, _CONNECTION_READY = A.TimerKind.THROTTLE_RETRY, A.TimerKind.CONNECTION_READY
+_Deliver = A.Deliver
+_NEW = EntityName.NEW
 
 
 def tune_socket(sock: socket.socket, cfg: Any) -> bool:
@@ -711,7 +713,24 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
             self._host.unregister_conn(self._proto)
 
     # --- reading -------------------------------------------------------------------
+    #: the common read event in one frame (below); False: always the general paths (tests compare)
+    _fused = True
+
     def _on_readable(self, fd: int, mask: int) -> None:
+        """READABLE: receive, decode, dispatch and write the replies with the ACK in one ``send``.
+
+        The common event runs in this one frame, from the read to the framed reply: one message
+        delivered by the protocol, the usual dispatcher chain (``sole_fast``), a named peer, no
+        debug trace, fault injection or held-back delivery, no output left unwritten, one buffer
+        to send. Its dispatch is ``_dispatch_all``'s and its write ``_after``'s, inlined;
+        everything else goes down those general paths (tests/test_fused_read.py runs the same
+        traffic both ways and compares what the dispatchers, the peer and the counters see).
+
+        Clock: the event starts at the loop's reading (``EventCenter.now_ns``: taken as the poll
+        returned, or the end of the callback before this one), so it reads the clock only where a
+        span ends: before and after fast dispatch (the latter is also where the write starts) and
+        after the write, which it leaves in ``now_ns`` for the next callback and the loop's timers.
+        """
         # the session lock as @_locked takes it, inline: one Python frame less per read event
         with self._lock:
             sock = self._sock
@@ -723,9 +742,14 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
             proto = self._proto
             perf = self._perf
             inject = self._inject
-            t0 = _mono_ns()
+            t0 = self._center.now_ns   # no clock read of its own to start the event
             # one protocol time per event: replies sent from fast dispatch inside it reuse it too
             now = self._turn_us = self._last_active_us = t0 // 1000 if self._mono_clock else self._now_us()
+            # the usual case's switches, read once per event: a debug trace (messages is the lowest
+            # level that traces anything), fault injection, the general action performer
+            plain = self._fused and not (_dbg.messages or inject.socket_failures or inject.delay_types) \
+                and self._overrides is None
+            fast_ns = te = 0
             self._in_read = True
             try:
                 for _ in range(READ_ROUNDS):
@@ -742,9 +766,33 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
                         return
                     perf.msgr_recv_calls += 1
                     perf.msgr_recv_bytes += n
+                    te = 0
                     acts = proto.buffer_updated(n, now)
                     if acts:
-                        self._handle(acts)
+                        msgs = acts[0]
+                        if plain and len(acts) == 1 and type(msgs) is _Deliver and len(msgs) == 1 \
+                                and not self._delayed:
+                            d = self._host.dispatchers.sole_fast
+                            name = proto.peer_name
+                            if d is not None and name is not None and name.num != _NEW:
+                                # _handle -> _dispatch_all of one message to the usual chain, inlined
+                                msg = msgs[0]
+                                perf.msgr_recv_messages += 1
+                                if d.ms_can_fast_dispatch(msg):
+                                    td = _mono_ns()
+                                    try:
+                                        d.ms_fast_dispatch(msg)
+                                    finally:
+                                        msg._release_throttles()
+                                        perf.msgr_fast_dispatched += 1
+                                        te = _mono_ns()   # also the start of the write, if next
+                                        fast_ns += te - td
+                                else:
+                                    self._host.dispatch_queue.enqueue(msg)
+                            else:
+                                self._handle(acts)
+                        else:
+                            self._handle(acts)
                     if n == 0:
                         if self._sock is sock:  # EOF: a level-triggered fd would fire forever
                             self._drop_socket()
@@ -752,8 +800,45 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
                     if self._sock is not sock or n < len(buf) or not proto.wants_read:
                         break
                 self._in_read = False
+                if plain and self._sock is sock and not self._wbufs and not self._connecting:
+                    # _after -> _write's usual case, inlined: one buffer (the replies and the ACK)
+                    tw = te or _mono_ns()   # the write starts where the last fast dispatch ended
+                    perf.recv_ns += tw - t0 - fast_ns
+                    out = proto.take_output()
+                    if out:
+                        if len(out) == 1:
+                            b = out[0]
+                            try:
+                                k = sock.send(b)
+                            except (BlockingIOError, InterruptedError):
+                                perf.msgr_eagain += 1
+                                self._keep_unwritten(out, 0)
+                            except OSError as exc:
+                                self._socket_error(exc, "write")   # the fault path owns the socket now
+                            else:
+                                perf.msgr_send_calls += 1
+                                perf.msgr_send_bytes += k
+                                if k < len(b):
+                                    self._keep_unwritten(out, k)
+                        else:   # several buffers: the writer's general path
+                            self._wbufs.extend(memoryview(b) for b in out if len(b))
+                            self._write()
+                    elif self._writing:
+                        self._center.delete_file_event(self._fd, EVENT_WRITABLE)
+                        self._writing = False
+                    if self._sock is not None and not self._connecting \
+                            and proto.wants_read != self._reading:
+                        self._update_read_interest()
+                    if self._flushes and not self._down:
+                        self._check_flushes()
+                    t1 = self._center.now_ns = _mono_ns()
+                    perf.send_ns += t1 - tw
+                    perf.fast_ns += fast_ns
+                    perf.total_ns += t1 - t0
+                    return
                 dt = _mono_ns() - t0
-                perf.recv_ns += dt
+                perf.recv_ns += dt - fast_ns
+                perf.fast_ns += fast_ns
                 perf.total_ns += dt
                 self._after()   # the replies and the ACK of this batch leave in one sendmsg
             except Exception as exc:

@@ -104,6 +104,8 @@ class DispatcherChain:
         self.fast_dispatchers: tuple[Dispatcher, ...] = ()
         #: Those overriding ms_fast_preprocess (usually none).
         self.preprocessors: tuple[Dispatcher, ...] = ()
+        #: The usual chain's one fast dispatcher (exactly one, no preprocessor), else None.
+        self.sole_fast: Dispatcher | None = None
 
     def add_head(self, d: Dispatcher) -> None:
         self._set((d,) + self._all)
@@ -112,9 +114,10 @@ class DispatcherChain:
         self._set(self._all + (d,))
 
     def _set(self, chain: tuple[Dispatcher, ...]) -> None:
-        self.fast_dispatchers = tuple(d for d in chain if d.ms_can_fast_dispatch_any())
-        self.preprocessors = tuple(d for d in chain
-                                   if type(d).ms_fast_preprocess is not Dispatcher.ms_fast_preprocess)
+        fast = tuple(d for d in chain if d.ms_can_fast_dispatch_any())
+        pre = tuple(d for d in chain if type(d).ms_fast_preprocess is not Dispatcher.ms_fast_preprocess)
+        self.fast_dispatchers, self.preprocessors = fast, pre
+        self.sole_fast = fast[0] if len(fast) == 1 and not pre else None
         self._all = chain
 
     def __len__(self) -> int:

@@ -62,7 +62,7 @@ def _conn(fast: _Fast, queued: list) -> types.SimpleNamespace:
     chain = types.SimpleNamespace(preprocessors=(), fast_dispatchers=(fast,))
     host = types.SimpleNamespace(dispatchers=chain, dispatch_queue=types.SimpleNamespace(enqueue=queued.append))
     perf = types.SimpleNamespace(msgr_fast_dispatched=0, fast_ns=0)
-    return types.SimpleNamespace(_host=host, _perf=perf)
+    return types.SimpleNamespace(_host=host, _perf=perf, _in_read=False)
 
 
 def _batch(n: int, queued_at: int = -1) -> list[Message]:

@@ -299,21 +299,21 @@ class OpenMixin(ProtocolBase):
                     if got is None:   # what every message of this call is checked against, read once
                         got = Deliver()
                         rmv = self._rmv
-                        cfg = self.host.config
+                        host = self.host
+                        cfg = host.config
                         max_f, max_m, max_d = cfg.ms_max_message_front_len, cfg.ms_max_message_middle_len, \
                             cfg.ms_max_message_data_len
                         pol = self.policy
-                        tm, tb, td = pol.throttler_messages, pol.throttler_bytes, self.host.dispatch_throttle
+                        tm, tb, td = pol.throttler_messages, pol.throttler_bytes, host.dispatch_throttle
                         # the usual policy (no messages/bytes throttle): the dispatch throttle alone, taken
                         # here without a _take_one call
                         td_only = td if tm is None and tb is None else None
                         conn = self.connection
                         pn = self.peer_name
-                        src_type, src_num = (None, None) if pn is None else (pn.type, pn.num)
                     if nmsgs > 1:
                         left_m, left_b = _reserve_scan(nmsgs, nbytes, tm, tb, td)
-                    # a message's share of the reservation, by size (a scan of one message reserves nothing)
-                    pairs: dict[int, tuple[tuple[Throttle, int], ...]] = {} if left_m else _NO_PAIRS
+                        # a message's share of the reservation, by size (a scan of one message reserves nothing)
+                        pairs: dict[int, tuple[tuple[Throttle, int], ...]] = {}
                     for r in recs:
                         tag = r[0]
                         if tag != 7:
@@ -363,9 +363,8 @@ class OpenMixin(ProtocolBase):
                             _give_back(throttled)   # a duplicate after a reconnect: dropped, no fault
                             continue
                         in_seq = seq
-                        if r[13] != src_num or r[12] != src_type:
-                            self.peer_name = EntityName(r[12], r[13])
-                            src_type, src_num = r[12], r[13]
+                        if pn is None or r[13] != pn.num or r[12] != pn.type:
+                            pn = self.peer_name = EntityName(r[12], r[13])
                         msg._throttled = throttled or None
                         got.append(msg)
                     # every record applied: _rpos moves once per scan, not once per record (each
@@ -484,7 +483,6 @@ class OpenMixin(ProtocolBase):
         return out
 
 
-_NO_PAIRS: dict[int, tuple[tuple[Throttle, int], ...]] = {}   # read-only: used only while left_m == 0
 
 
 def _crc_of(seg: BytesLike, summed: SegmentCrc | None) -> int:
