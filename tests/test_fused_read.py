@@ -121,7 +121,9 @@ def test_lone_fast_requests_take_the_fused_path() -> None:
     traffic = [(1, 0)] * 30
     fused, general = _run(traffic, True), _run(traffic, False)
     _check_same(fused, general)
-    assert fused["general"] == 0           # no message of a lone fast read went the general way
+    # a lone fast message takes the fused path; only the first request and reply may share their
+    # read with the end of the handshake (its CancelTimer beside the Deliver: the general way)
+    assert fused["general"] <= 2
     assert general["general"] == 60        # 30 requests and 30 replies
 
 

@@ -418,12 +418,28 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
 
     def buffer_updated(self, nbytes: int, now_us: int) -> list[Action]:
         """``nbytes`` landed in the last ``get_buffer()``; 0 means EOF."""
+        if self.state is _OPEN and self._batch and 0 < nbytes < self._offered and self._direct is None \
+                and self._has_socket:
+            # the usual read (small frames in OPEN, the room offered not filled): the batch path,
+            # the general branch below without its tests
+            self.stats["bytes_in"] += nbytes
+            self._rend += nbytes
+            acts: list[Action] = []
+            try:
+                if not self._open_batch(now_us, acts):
+                    return self._run(now_us, acts, True)
+            except MsgrError as exc:
+                acts.extend(self._fault(f"{type(exc).__name__}: {exc}", now_us, exc))
+            if self._rpos == self._rend and self._rsize == RBUF_IDLE:
+                self._rpos = self._rend = 0   # all read into a quiet-size buffer: _settle's whole work
+                return acts
+            return self._settle(now_us, acts)
         if nbytes <= 0:
             return self.on_socket_error("connection closed by peer (EOF)", now_us)
         if self.state is _CLOSED or not self._has_socket:
             return []
         self.stats["bytes_in"] += nbytes
-        acts: list[Action] = []
+        acts = []
         direct = self._direct
         if direct is not None:
             pos = self._direct_pos
@@ -446,18 +462,6 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
             if nbytes >= self._offered:        # the socket may hold more: stream into a big buffer
                 self._grow = True
                 self._last_fill_us = now_us
-            elif self.state is _OPEN and self._batch:
-                # the usual read (small frames, the room offered not filled): the batch path
-                # without _run's frame
-                try:
-                    if not self._open_batch(now_us, acts):
-                        return self._run(now_us, acts, True)
-                except MsgrError as exc:
-                    acts.extend(self._fault(f"{type(exc).__name__}: {exc}", now_us, exc))
-                if self._rpos == self._rend and self._rsize == RBUF_IDLE:
-                    self._rpos = self._rend = 0   # all read into a quiet-size buffer: _settle's whole work
-                    return acts
-                return self._settle(now_us, acts)
         return self._run(now_us, acts)
 
     def receive_data(self, data: bytes, now_us: int) -> list[Action]:
