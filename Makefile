@@ -46,4 +46,4 @@ fuzz: deps
 	MSGR_FUZZ_PROFILE=long $(PY) -m pytest -q -p no:cacheprovider tests/fuzz tests/test_race_stress.py $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info msgr/_fastpath*.so msgr/_fastpath.c .hypothesis .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info msgr/_fastpath*.so msgr/_hotcall*.so msgr/_fastpath.c .hypothesis .pytest_cache .mypy_cache .ruff_cache

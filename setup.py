@@ -1,15 +1,18 @@
 """Build pymsgr's optional C fast path; the package metadata lives in pyproject.toml.
 
-The C fast path (``msgr._fastpath``) is compiled by cffi in API/out-of-line
-mode from ``msgr/_build_fastpath.py``. If it cannot be built (no compiler, no
-Python headers) the install still succeeds, warns, and the Python fallback
-runs (see msgr/crc.py); ``MSGR_REQUIRE_CEXT=1`` makes such a build an error
-instead, and ``MSGR_NO_CEXT=1`` skips the C build on purpose.
+The C fast path is two modules: ``msgr._fastpath``, compiled by cffi in
+API/out-of-line mode from ``msgr/_build_fastpath.py``, and ``msgr._hotcall``, a
+CPython C-API module (csrc/hotcall.c, built against the running Python) for the
+per-message work that reads and builds Python objects. If they cannot be built
+(no compiler, no Python headers) the install still succeeds, warns, and the
+Python fallback runs (see msgr/crc.py, msgr/_cext.py); ``MSGR_REQUIRE_CEXT=1``
+makes such a build an error instead, and ``MSGR_NO_CEXT=1`` skips the C build on
+purpose.
 """
 import os
 import sys
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 _NOT_BUILT = """
@@ -47,6 +50,11 @@ class OptionalBuildExt(build_ext):
         print(_NOT_BUILT.format(exc=exc), file=sys.stderr)
 
 
-cffi_modules = [] if os.environ.get("MSGR_NO_CEXT") == "1" else ["msgr/_build_fastpath.py:ffibuilder"]
+_NO_C = os.environ.get("MSGR_NO_CEXT") == "1"
+cffi_modules = [] if _NO_C else ["msgr/_build_fastpath.py:ffibuilder"]
+# the C-API module compiles the cffi module's framing and scanning code in too (one layout, frame_layout.h)
+hotcall = Extension("msgr._hotcall", sources=["csrc/hotcall.c", "csrc/fastpath.c", "csrc/frame_out.c"],
+                    include_dirs=["csrc"], extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"])
 
-setup(cffi_modules=cffi_modules, cmdclass={"build_ext": OptionalBuildExt})
+setup(cffi_modules=cffi_modules, ext_modules=[] if _NO_C else [hotcall],
+      cmdclass={"build_ext": OptionalBuildExt})

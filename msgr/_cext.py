@@ -1,4 +1,5 @@
-"""The C fast path (``msgr._fastpath``): in use only when it is there and complete.
+"""The C fast path (``msgr._fastpath``, and ``msgr._hotcall`` beside it): in use only when it is
+there and complete.
 
 The compiled module is built from csrc/ by msgr/_build_fastpath.py. One built from older
 sources still imports but lacks what the Python side calls now (a new function of csrc/);
@@ -9,10 +10,18 @@ built: the pure fallback with one warning (msgr/crc.py), or under ``MSGR_REQUIRE
 
 :func:`load` is asked once, by msgr/crc.py; every other module follows ``msgr.crc.BACKEND``
 (``"c-..."`` only with a complete module here).
+
+``msgr._hotcall`` (csrc/hotcall.c, a CPython C-API module) frames, scans and builds messages on
+the Python objects themselves; :func:`hotcall` gives it to msgr/message.py, msgr/_cwire.py and
+msgr/protocol/outq.py only together with a complete ``msgr._fastpath`` (without that everything is
+pure). Not built or incomplete: those modules keep their cffi paths and one ``RuntimeWarning``
+says so, or under ``MSGR_REQUIRE_CEXT=1`` it is an ``ImportError``.
 """
 from __future__ import annotations
 
 import os
+import warnings
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,3 +74,35 @@ def load() -> tuple[_FFI, _Lib] | None:
     if os.environ.get("MSGR_REQUIRE_CEXT") == "1":
         raise ImportError(f"MSGR_REQUIRE_CEXT=1 but the C fast path msgr._fastpath {problem}")
     raise CModuleMissing(problem)
+
+
+#: what msgr._hotcall must have (a module built from older csrc/hotcall.c lacks a newer name)
+HOTCALL_NAMES = ("bind", "frame_burst", "frame_one", "scan", "scan_pinned", "SCAN_SLOTS", "SCAN_PINNED_FRAMES",
+                 "FRAME_FIELDS")
+_hotcall: list[ModuleType | None] = []   # the answer of hotcall(), once
+
+
+def hotcall() -> ModuleType | None:
+    """``msgr._hotcall`` when it is built and complete and the cffi module is in use, else None
+    (warned once, or an ``ImportError`` under ``MSGR_REQUIRE_CEXT=1``)."""
+    if _hotcall:
+        return _hotcall[0]
+    from msgr import crc  # its import decided about msgr._fastpath (and raised if it had to)
+    mod: ModuleType | None = None
+    if crc.BACKEND.startswith("c-"):
+        try:
+            from msgr import _hotcall as loaded
+        except ImportError as exc:
+            problem = f"is not built ({exc})"
+        else:
+            missing = [n for n in HOTCALL_NAMES if not hasattr(loaded, n)]
+            problem = (f"is out of date: it lacks {', '.join(missing)} (`make deps` in a checkout rebuilds it)"
+                       if missing else "")
+            mod = None if missing else loaded
+        if mod is None:
+            if os.environ.get("MSGR_REQUIRE_CEXT") == "1":
+                raise ImportError(f"MSGR_REQUIRE_CEXT=1 but the C fast path msgr._hotcall {problem}")
+            warnings.warn(f"pymsgr: the C fast path msgr._hotcall {problem}: framing and scanning go "
+                          f"through msgr._fastpath alone (slower)", RuntimeWarning, stacklevel=2)
+    _hotcall.append(mod)
+    return mod

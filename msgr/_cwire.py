@@ -23,6 +23,7 @@ import struct
 import threading
 from typing import TYPE_CHECKING, Any
 
+from msgr import _cext
 from msgr import crc as _crc
 from msgr.errors import BadCrcError, BadTagError, DecodeError, ShortBufferError
 
@@ -420,6 +421,20 @@ if BACKEND.startswith("c-"):
         if n == 2:
             return status, end, [_unpack_rec(mv), _unpack_rec(mv, _REC_SIZE)], nmsgs, nbytes
         return status, end, list(_iter_recs(mv[:n * _REC_SIZE])) if n else [], nmsgs, nbytes
+
+
+    _hot = _cext.hotcall()
+    if _hot is not None:
+        # msgr._hotcall (csrc/hotcall.c): the same scanner, its records made into tuples in C; no
+        # per-thread arrays, no cffi view: the receive buffer itself is the pinned form
+        scan = _hot.scan            # noqa: F811
+        scan_pinned = _hot.scan_pinned   # noqa: F811
+
+        def pin(buf: Buffer) -> Any:  # noqa: F811
+            """``buf`` itself when it is a bytearray or bytes (what msgr._hotcall's scan takes
+            without a buffer request), else a byte view of it; ``buf`` may not change size
+            while it is used as pinned."""
+            return buf if type(buf) is bytearray or type(buf) is bytes else memoryview(buf).cast("B")
 
 
 def scan_error(buf: Buffer, offset: int, status: int, new_footer: bool = True) -> DecodeError:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from msgr import _cext
 from msgr._cwire import R_FOOTER_FLAGS, R_FRONT_CRC
 from msgr.entity import EntityName
 from msgr.errors import DecodeError, PayloadDecodeError
@@ -192,6 +193,16 @@ class Message:
         h = self.header
         return (f"{type(self).__name__}(type={h.type} seq={h.seq} tid={h.tid} "
                 f"front={len(self.front)} middle={len(self.middle)} data={len(self.data)})")
+
+
+_PY_INIT = Message.__init__   # the Python __init__ (what the C one stands for)
+_hot = _cext.hotcall()
+if _hot is not None:
+    # the same __init__ in C (csrc/hotcall.c: the header and the slots written in place, ~5x
+    # fewer instructions per message built); it serves a subclass only while its slots are
+    # Message's (else it calls the Python one above). It also binds the slots framing reads.
+    Message.__init__ = _hot.bind(Message, MsgHeader, _PY_INIT,  # type: ignore[method-assign]
+                                 Message.encode_payload, Message._encode)
 
 
 def message_class(type: int) -> type[Message]:

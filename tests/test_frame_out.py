@@ -1,7 +1,8 @@
-"""Batch framing of a send turn (csrc/frame_out.c via ``Framer.frame_all``) gives the bytes of the
-pure-Python framer and of the per-message C framer, message for message, for every header field,
-segment size and type, CRC mode and footer format, with or without the ACK after them (a lone
-message and its ACK: msgr_frame_one); and it stops where they stop."""
+"""Batch framing of a send turn (csrc/frame_out.c via ``Framer.frame_all``, through cffi or
+msgr._hotcall's frame_burst / frame_one) gives the bytes of the pure-Python framer and of the
+per-message C framer, message for message, for every header field, segment size and type, CRC mode
+and footer format, with or without the ACK after them (a lone message and its ACK: msgr_frame_one);
+and it stops where they stop."""
 from __future__ import annotations
 
 import pytest
@@ -15,10 +16,15 @@ from msgr.protocol.outq import INLINE_MAX, Framer
 from msgr.wire import pack_ack
 
 needs_c = pytest.mark.skipif(outq._c_batch is None, reason="the C fast path (msgr._fastpath) is not built")
+needs_hot = pytest.mark.skipif(outq._hot_burst is None, reason="msgr._hotcall is not built")
+#: the framers compared: msgr._hotcall's (when built), cffi's batch and per-message ones, pure Python
+C_KINDS = (["hot"] if outq._hot_burst is not None else []) + ["c-batch", "c-each"]
 
 
 def _framer(kind: str, features: int, crc_header: bool, crc_data: bool, src_num: int) -> Framer:
     f = Framer(features, crc_header, crc_data, 8, src_num)
+    if kind != "hot":
+        f._hot = None
     if kind == "c-each":
         f._batch = False
     elif kind == "pure":
@@ -32,6 +38,23 @@ _seg_len = st.one_of(st.integers(0, 40), st.integers(INLINE_MAX - 8, INLINE_MAX 
 _seg_kind = st.sampled_from(["bytes", "bytearray", "memoryview"])
 
 
+class _Typed(Message):
+    """A registered type: its TYPE replaces header.type when framed."""
+    TYPE = 0x7E60
+    HEAD_VERSION = 3
+
+
+class _Encoding(Message):
+    """A payload encoded at framing time (the front grows by the features' low byte)."""
+    TYPE = 0x7E61
+
+    def encode_payload(self, features: int) -> None:
+        self.front = bytes(self.front) + bytes((features & 0xFF,))
+
+
+_CLASSES = (Message, _Typed, _Encoding)
+
+
 @st.composite
 def _messages(draw: st.DrawFn) -> list[tuple]:
     specs = []
@@ -40,15 +63,15 @@ def _messages(draw: st.DrawFn) -> list[tuple]:
         kinds = [draw(_seg_kind) for _ in range(3)]
         fill = draw(st.integers(0, 255))
         fields = (draw(st.integers(0, 2**64 - 1)), draw(_u16), draw(_u16), draw(_u16),
-                  draw(_u16), draw(_u16), draw(_u16))
-        specs.append((lens, kinds, fill, fields))
+                  draw(_u16), draw(st.sampled_from([0, 1, 0xFFFF])), draw(_u16))
+        specs.append((lens, kinds, fill, fields, draw(st.integers(0, len(_CLASSES) - 1))))
     return specs
 
 
 def _build(specs: list[tuple]) -> list[Message]:
     msgs = []
-    for lens, kinds, fill, (tid, type_, prio, version, data_off, compat, reserved) in specs:
-        m = Message()
+    for lens, kinds, fill, (tid, type_, prio, version, data_off, compat, reserved), *cls in specs:
+        m = _CLASSES[cls[0]]() if cls else Message()
         segs = []
         for i, (n, kind) in enumerate(zip(lens, kinds, strict=True)):
             raw = bytes((fill + i + j) & 0xFF for j in range(n))
@@ -68,7 +91,7 @@ def _frame(kind: str, specs: list[tuple], features: int, crc_header: bool, crc_d
     out: list = []
     n, err = _framer(kind, features, crc_header, crc_data, src_num).frame_all(msgs, seq0, out, ack)
     return n, type(err) if err is not None else None, b"".join(bytes(b) for b in out), \
-        [m.header.seq for m in msgs]
+        [m.header.seq for m in msgs], [(m.header, m._encoded_features, bytes(m.front)) for m in msgs]
 
 
 @needs_c
@@ -81,13 +104,13 @@ def test_batch_framing_is_byte_identical_to_the_pure_and_per_message_framers(
     if lone:
         specs = specs[:1]      # a round trip's reply: msgr_frame_one when its segments are bytes
     features = NOSRCADDR | (MSG_AUTH if auth else 0)
-    batch = _frame("c-batch", specs, features, crc_header, crc_data, src_num, seq0, ack)
-    assert batch[0] == len(specs) and batch[1] is None
-    assert batch[3] == list(range(seq0 + 1, seq0 + 1 + len(specs)))
+    pure = _frame("pure", specs, features, crc_header, crc_data, src_num, seq0, ack)
+    assert pure[0] == len(specs) and pure[1] is None
+    assert pure[3] == list(range(seq0 + 1, seq0 + 1 + len(specs)))
     if ack:
-        assert batch[2].endswith(pack_ack(ack))
-    assert batch == _frame("pure", specs, features, crc_header, crc_data, src_num, seq0, ack)
-    assert batch == _frame("c-each", specs, features, crc_header, crc_data, src_num, seq0, ack)
+        assert pure[2].endswith(pack_ack(ack))
+    for kind in C_KINDS:
+        assert _frame(kind, specs, features, crc_header, crc_data, src_num, seq0, ack) == pure, kind
 
 
 @needs_c
@@ -101,22 +124,26 @@ def test_a_field_out_of_range_stops_the_batch_at_that_message_as_the_pure_framer
         setattr(msgs[bad_at].header, field, 2**64 if field == "tid" else 0x10000)
         out: list = []
         n, err = _framer(kind, NOSRCADDR | MSG_AUTH, True, True, 1).frame_all(msgs, 10, out)
-        return n, type(err), b"".join(bytes(b) for b in out), [m.header.seq for m in msgs]
+        # the headers up to the bad one (cffi's batch sets src_type/src_num of the rest of its run too)
+        return n, type(err), b"".join(bytes(b) for b in out), [m.header.seq for m in msgs], \
+            [(m.header, m._encoded_features) for m in msgs[:bad_at + 1]]
 
-    batch = run("c-batch")
-    assert batch[0] == bad_at and batch[1] is OverflowError
-    assert batch[3][bad_at] == 0                       # the bad message keeps its (unset) seq
-    assert batch == run("pure") == run("c-each")
+    pure = run("pure")
+    assert pure[0] == bad_at and pure[1] is OverflowError
+    assert pure[3][bad_at] == 0                       # the bad message keeps its (unset) seq
+    for kind in C_KINDS:
+        assert run(kind) == pure, kind
 
 
 @needs_c
-def test_small_messages_of_a_turn_leave_in_one_buffer_and_big_ones_as_they_are():
+@pytest.mark.parametrize("kind", C_KINDS[:-1])
+def test_small_messages_of_a_turn_leave_in_one_buffer_and_big_ones_as_they_are(kind):
     msgs = _build([([8, 0, 0], ["bytes"] * 3, 1, (0,) * 7)] * 3
                   + [([8, 0, INLINE_MAX + 1], ["bytes"] * 3, 2, (0,) * 7)]
                   + [([8, 0, 0], ["bytes"] * 3, 3, (0,) * 7)] * 2)
     big = msgs[3].data
     out: list = []
-    n, err = _framer("c-batch", NOSRCADDR | MSG_AUTH, True, True, 1).frame_all(msgs, 0, out)
+    n, err = _framer(kind, NOSRCADDR | MSG_AUTH, True, True, 1).frame_all(msgs, 0, out)
     assert (n, err) == (6, None)
     # run of three, then the big one as tag+header, front, data (not copied), footer, then a run of two
     assert len(out) == 1 + 4 + 1
@@ -140,12 +167,26 @@ def test_lone_messages_share_an_arena_and_keep_their_bytes_until_written():
     assert b"".join(bytes(b) for b in got) == b"".join(bytes(b) for b in want)
 
 
+@needs_hot
+def test_a_lone_message_with_hotcall_is_one_bytes_with_its_ack():
+    """msgr._hotcall's frame_one: a reply and its ACK leave as one bytes (bytearray segments too)."""
+    hot, pure = (_framer(k, NOSRCADDR | MSG_AUTH, True, True, 1) for k in ("hot", "pure"))
+    for i, kinds in enumerate((["bytes"] * 3, ["bytearray", "bytes", "bytearray"])):
+        spec = [([16, 3, 5], kinds, i, (i + 1,) * 7)]
+        got: list = []
+        want: list = []
+        assert hot.frame_all(_build(spec), 9, got, 4) == (1, None)
+        assert pure.frame_all(_build(spec), 9, want, 4) == (1, None)
+        assert len(got) == 1 and type(got[0]) is bytes
+        assert got[0] == b"".join(bytes(b) for b in want)
+
+
 def test_a_lone_message_that_cannot_be_framed_sends_no_ack():
-    m = _build([([8, 0, 0], ["bytes"] * 3, 1, (0,) * 7)])
-    m[0].header.priority = 0x10000
-    for kind in ("c-batch", "pure"):
+    for kind in ("pure", *C_KINDS):
         if kind != "pure" and outq._c_batch is None:
             continue
+        m = _build([([8, 0, 0], ["bytes"] * 3, 1, (0,) * 7)])
+        m[0].header.priority = 0x10000
         out: list = []
         n, err = _framer(kind, NOSRCADDR | MSG_AUTH, True, True, 1).frame_all(m, 3, out, 7)
         assert n == 0 and isinstance(err, OverflowError) and out == [] and m[0].header.seq == 0
@@ -158,24 +199,32 @@ class _Unencodable(Message):
         raise ValueError("cannot encode")
 
 
-@pytest.mark.parametrize("kind", ["c-batch", "c-each", "pure"])
-def test_a_payload_that_does_not_encode_stops_the_batch_there(kind):
-    if kind != "pure" and outq._c_batch is None:
-        pytest.skip("the C fast path (msgr._fastpath) is not built")
+@pytest.mark.parametrize("kind", ["hot", "c-batch", "c-each", "pure"])
+@pytest.mark.parametrize("lone", [False, True])
+def test_a_payload_that_does_not_encode_stops_the_batch_there(kind, lone):
+    if kind != "pure" and outq._c_batch is None or kind == "hot" and outq._hot_burst is None:
+        pytest.skip("the C fast path (msgr._fastpath / msgr._hotcall) is not built")
     msgs = _build([([8, 0, 0], ["bytes"] * 3, 1, (0,) * 7)] * 2)
     msgs.insert(1, _Unencodable())
+    if lone:
+        msgs = msgs[1:2]
     out: list = []
-    n, err = _framer(kind, NOSRCADDR | MSG_AUTH, True, True, 1).frame_all(msgs, 5, out)
-    assert n == 1 and isinstance(err, ValueError)
+    n, err = _framer(kind, NOSRCADDR | MSG_AUTH, True, True, 1).frame_all(msgs, 5, out, 3)
+    assert isinstance(err, ValueError) and str(err) == "cannot encode"
+    if lone:
+        assert n == 0 and out == [] and msgs[0].header.seq == 0
+        return
+    assert n == 1
     assert [m.header.seq for m in msgs] == [6, 0, 0]
     assert sum(map(len, out)) == 54 + 8 + 21
 
 
 @needs_c
-def test_a_long_turn_is_cut_into_buffers_of_bounded_size():
+@pytest.mark.parametrize("kind", C_KINDS[:-1])
+def test_a_long_turn_is_cut_into_buffers_of_bounded_size(kind):
     msgs = _build([([16, 0, 0], ["bytes"] * 3, 1, (0,) * 7)] * 5000)
     out: list = []
-    n, err = _framer("c-batch", NOSRCADDR | MSG_AUTH, True, True, 1).frame_all(msgs, 0, out)
+    n, err = _framer(kind, NOSRCADDR | MSG_AUTH, True, True, 1).frame_all(msgs, 0, out)
     assert (n, err) == (5000, None)
     one = 54 + 16 + 21
     assert len(out) > 1 and all(len(b) <= outq.RUN_MAX_BYTES + one for b in out)

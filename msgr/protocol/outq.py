@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from msgr import _cwire
+from msgr import _cext, _cwire
 from msgr._typing import BytesLike
 from msgr.crc import BACKEND as crc_backend
 from msgr.crc import crc32c
@@ -57,6 +57,9 @@ _pack_ftr_old = _FTR_OLD
 _c_frame: Callable[..., int] | None = None
 _c_batch: Callable[..., int] | None = None
 _c_one: Callable[..., int] | None = None
+# msgr._hotcall (csrc/hotcall.c): a run / a lone message framed straight from the Message objects
+_hot_burst: Callable[..., tuple[int, bytearray | None, BaseException | None]] | None = None
+_hot_one: Callable[..., Any] | None = None
 if crc_backend.startswith("c-"):
     from msgr._fastpath import ffi as _ffi
     from msgr._fastpath import lib as _lib
@@ -69,6 +72,10 @@ if crc_backend.startswith("c-"):
 
     def _crc_tag_hdr(head: bytes) -> int:
         return _crc_at(0, head, 50, 1, 49)
+
+    _hot = _cext.hotcall()
+    if _hot is not None:
+        _hot_burst, _hot_one = _hot.frame_burst, _hot.frame_one
 else:
     def _crc_tag_hdr(head: bytes) -> int:
         return crc32c(0, head[1:])
@@ -286,7 +293,7 @@ class Framer:
 
     __slots__ = ("new_header", "new_footer", "crc_header", "crc_data", "src_type", "src_num",
                  "features", "old_src_addr", "signer", "_src_num_u", "_cflags", "_batch", "_arena", "_apos",
-                 "_aend", "_amv", "last_run", "_optr", "_omv", "_opos", "_oend")
+                 "_aend", "_amv", "last_run", "_optr", "_omv", "_opos", "_oend", "_hot")
 
     def __init__(self, features: int, crc_header: bool, crc_data: bool, src_type: int, src_num: int,
                  old_src_addr: bytes = b"", signer: MessageSigner | None = None) -> None:
@@ -306,6 +313,10 @@ class Framer:
             | (_F_NEW_FOOTER if self.new_footer else 0))
         # frame_all's one-call paths (msgr_frame_batch and msgr_frame_one: one module has both)
         self._batch = self._cflags is not None and _c_batch is not None
+        # what msgr._hotcall's framers take (csrc/hotcall.c); None: the cffi paths below
+        self._hot: tuple[int, ...] | None = (
+            (features, src_type, src_num, self._src_num_u, self._cflags, INLINE_MAX, RUN_MAX_BYTES)
+            if self._batch and _hot_burst is not None and self._cflags is not None else None)
         self._arena = None            # cffi pointer into the arena bytearray (kept alive by _amv)
         self._amv: memoryview | None = None
         self._apos = self._aend = 0
@@ -331,15 +342,29 @@ class Framer:
         """
         if self._batch and len(msgs) == 1:
             return self.frame_one(msgs[0], seq, out, ack)
-        n, err = self._frame_many(msgs, seq, out) if self._batch else self._frame_each(msgs, seq, out)
+        if self._hot is not None:
+            n, err = self._frame_hot(msgs, seq, out)
+        else:
+            n, err = self._frame_many(msgs, seq, out) if self._batch else self._frame_each(msgs, seq, out)
         if ack and err is None:
             self._append_ack(out, ack)
         return n, err
 
     def frame_one(self, msg: Message, seq: int, out: list[BytesLike], ack: int = 0) -> tuple[int, BaseException | None]:
         """:meth:`frame_all` of ``[msg]``: a small one whose segments are ``bytes`` (a round trip's
-        reply) and the ACK by one ``msgr_frame_one`` call into the arena, else the general way."""
-        if self._batch:
+        reply) and the ACK by one ``msgr_frame_one`` call into the arena, else the general way.
+        With msgr._hotcall: one call reads the message and returns it framed, with the ACK, as bytes."""
+        hot = self._hot
+        if hot is not None:
+            assert _hot_one is not None
+            r = _hot_one(hot, msg, seq, ack)
+            if type(r) is bytes:
+                out.append(r)
+                return 1, None
+            if r is not None:   # what its encode_payload raised
+                return 0, r
+            n, err = self._frame_hot([msg], seq, out)   # not one frame_one takes: the general way
+        elif self._batch:
             try:
                 msg._encode(self.features)
             except BaseException as exc:
@@ -384,6 +409,29 @@ class Framer:
             except BufferError:   # still exported (never expected): a buffer of its own
                 pass
         out.append(pack_ack(ack))
+
+    def _frame_hot(self, msgs: list[Message], seq: int, out: list[BytesLike]) -> tuple[int, BaseException | None]:
+        """:meth:`frame_all` with msgr._hotcall, without the ACK: each call frames a run of small
+        messages into one buffer (csrc/hotcall.c frame_burst, the rules of :meth:`_frame_many`);
+        a message it leaves (big, a view, a field out of range, not a plain Message) goes the
+        general way (:meth:`_frame_each`)."""
+        self.last_run = None
+        hot = self._hot
+        assert _hot_burst is not None and hot is not None
+        done, total = 0, len(msgs)
+        while done < total:
+            n, buf, err = _hot_burst(hot, msgs, done, seq + done, out)
+            if n:
+                done += n
+                self.last_run = buf
+            if err is not None:
+                return done, err
+            if not n:
+                n, err = self._frame_each(msgs[done:done + 1], seq + done, out)
+                done += n
+                if err is not None:
+                    return done, err
+        return done, None
 
     def _frame_many(self, msgs: list[Message], seq: int, out: list[BytesLike]) -> tuple[int, BaseException | None]:
         """:meth:`frame_all` with the C batch framer, without the ACK."""

@@ -1,0 +1,230 @@
+"""msgr._hotcall (csrc/hotcall.c): the C __init__ builds what the Python one builds, a message
+class it cannot serve in place goes the Python way with the same bytes, changes to a class are seen,
+bad arguments are clean errors, nothing leaks over many calls, and a missing module falls back
+(warned once) or, under MSGR_REQUIRE_CEXT=1, is an ImportError."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_crc import import_msgr_in_child
+
+from msgr import _cext, _cwire, message
+from msgr.features import MSG_AUTH, NOSRCADDR
+from msgr.message import Message
+from msgr.protocol import outq
+from msgr.protocol.outq import Framer
+
+hot = _cext.hotcall()
+pytestmark = pytest.mark.skipif(hot is None, reason="msgr._hotcall is not built")
+
+FEATURES = NOSRCADDR | MSG_AUTH
+
+
+class _Versioned(Message):
+    TYPE = 0x7E70
+    HEAD_VERSION = 5
+    COMPAT_VERSION = 2
+
+
+class _OwnInit(Message):
+    TYPE = 0x7E71
+
+    def __init__(self, x: int = 3) -> None:
+        super().__init__()
+        self.x = x
+
+
+class _Shadowed(Message):
+    """A property over a slot: the C paths must not read the slot under it."""
+    TYPE = 0x7E72
+
+    @property   # type: ignore[override]
+    def front(self) -> bytes:
+        return b"property front"
+
+    @front.setter
+    def front(self, value: bytes) -> None:
+        pass
+
+
+def _state(m: Message) -> tuple:
+    return (type(m), m.header, m._footer, bytes(m.front), m.middle, m.data, m._connection, m._throttled,
+            m._encoded_features, m._recv_stamp_us)
+
+
+def _pure_built(cls: type[Message]) -> Message:
+    m = cls.__new__(cls)
+    _PURE_INIT(m)   # Message's own part: the subclass's __init__ adds x
+    if cls is _OwnInit:
+        m.x = 3
+    return m
+
+
+_PURE_INIT = message._PY_INIT
+
+
+def test_c_init_builds_what_the_python_init_builds():
+    assert type(Message.__dict__["__init__"]).__name__ == "method_descriptor"
+    for cls in (Message, _Versioned, _OwnInit, _Shadowed):
+        m = cls()
+        assert _state(m) == _state(_pure_built(cls)), cls
+        assert m.header is not cls().header
+    assert _OwnInit().x == 3
+    with pytest.raises(TypeError):
+        Message(1)   # type: ignore[call-arg]
+
+
+def _pure_framer() -> Framer:
+    f = Framer(FEATURES, True, True, 8, 4)
+    f._hot = None
+    f._batch = False
+    f._cflags = None
+    return f
+
+
+def _frame(msgs: list[Message], hot_on: bool, ack: int = 0) -> tuple:
+    f = Framer(FEATURES, True, True, 8, 4) if hot_on else _pure_framer()
+    out: list = []
+    n, err = f.frame_all(msgs, 0, out, ack)
+    return n, err, b"".join(bytes(b) for b in out), [(m.header, m._encoded_features) for m in msgs]
+
+
+def test_a_class_with_a_property_over_a_slot_is_framed_the_python_way():
+    for k in (1, 3):
+        a, b = [_Shadowed() for _ in range(k)], [_Shadowed() for _ in range(k)]
+        assert _frame(a, True, 5) == _frame(b, False, 5)
+        assert b"property front" in _frame([_Shadowed()], True)[2]
+
+
+def test_a_change_to_a_class_is_seen_by_the_next_framing():
+    class Changing(Message):
+        TYPE = 0x7E73
+
+    def enc(self: Message, features: int) -> None:
+        self.front = b"encoded"
+
+    for lone in (True, False):
+        k = 1 if lone else 3
+        first = _frame([Changing() for _ in range(k)], True)
+        assert b"encoded" not in first[2] and first[3][0][0].type == 0x7E73
+        Changing.encode_payload = enc    # type: ignore[method-assign]
+        Changing.TYPE = 0x7E74
+        got = _frame([Changing() for _ in range(k)], True)
+        assert got == _frame([Changing() for _ in range(k)], False)
+        assert b"encoded" in got[2] and got[3][0][0].type == 0x7E74
+        del Changing.encode_payload
+        Changing.TYPE = 0x7E73
+
+
+def test_things_that_are_not_messages_take_the_python_way():
+    f = Framer(FEATURES, True, True, 8, 4)
+    for framer in (f, _pure_framer()):
+        with pytest.raises(AttributeError):   # as the Python framers do
+            framer.frame_all([Message(), object(), Message()], 0, [])   # type: ignore[list-item]
+    m = Message()
+    m.header = None   # type: ignore[assignment]
+    assert hot.frame_one(f._hot, m, 0, 0) is None
+    assert hot.frame_burst(f._hot, [m], 0, 0, []) == (0, None, None)
+    del m.front
+    assert hot.frame_one(f._hot, m, 0, 0) is None
+
+
+def test_bad_arguments_are_clean_errors():
+    f = Framer(FEATURES, True, True, 8, 4)
+    with pytest.raises(TypeError):
+        hot.frame_burst(f._hot, (Message(),), 0, 0, [])   # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        hot.frame_one((1, 2), Message(), 0, 0)
+    with pytest.raises(OverflowError):
+        hot.frame_one(f._hot, Message(), -1, 0)
+    with pytest.raises(ValueError):
+        hot.frame_burst(f._hot, [Message()], -1, 0, [])
+    with pytest.raises(ValueError):
+        hot.scan(bytearray(10), 0, 11, 7, 100, 4)
+    with pytest.raises(ValueError):
+        hot.scan(bytearray(10), -1, None, 7, 100, 4)
+    with pytest.raises(TypeError):
+        hot.scan("not a buffer", 0, None, 7, 100, 4)   # type: ignore[arg-type]
+    assert hot.scan(b"\x06", 3, None, 7, 100, 4) == (0, 3, [], 0, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=400), off=st.integers(0, 40), flags=st.integers(0, 7),
+       max_inline=st.sampled_from([0, 16, 1 << 20]))
+def test_scan_pinned_is_scan_of_64_frames(data, off, flags, max_inline):
+    buf = bytearray(data)
+    end = len(buf)
+    off = min(off, end)
+    got = _cwire.scan_pinned(_cwire.pin(buf), off, end, flags, max_inline)
+    assert got == hot.scan(buf, off, end, flags, max_inline, 64)
+    assert got == _cwire._scan_py(buf, off, end, flags, max_inline, 64)
+
+
+def _blocks_after(fn, rounds: int) -> int:
+    fn()
+    fn()
+    before = sys.getallocatedblocks()
+    for _ in range(rounds):
+        fn()
+    return sys.getallocatedblocks() - before
+
+
+def test_no_references_leak_over_many_calls():
+    """Every path (run, lone message, encode error, the Python way, scan, __init__), 20k times:
+    the interpreter's allocated blocks do not grow with the count."""
+    f = Framer(FEATURES, True, True, 8, 4)
+    conf = f._hot
+
+    class Failing(Message):
+        TYPE = 0x7E75
+
+        def encode_payload(self, features: int) -> None:
+            raise ValueError("no")
+
+    stream: list = []
+    Framer(FEATURES, True, True, 8, 4).frame_all([Message() for _ in range(3)], 0, stream, 9)
+    rx = bytearray(b"".join(stream))
+    flags = _cwire.scan_flags(True, True, True)
+
+    def once() -> None:
+        msgs = [Message() for _ in range(4)]
+        for m in msgs:
+            m.front = b"x" * 5000
+        out: list = []
+        f.frame_all(msgs, 0, out, 3)
+        f.frame_all([Message()], 0, out, 3)
+        f.frame_all([Message(), Failing(), Message()], 0, out)
+        hot.frame_one(conf, Failing(), 0, 1)
+        big = Message()
+        big.data = bytes(outq.INLINE_MAX + 1)
+        f.frame_all([big, Message()], 0, out)
+        hot.scan_pinned(rx, 0, len(rx), flags, 1 << 20)
+        hot.scan(rx, 1, None, flags, 1 << 20, 2)
+
+    grown = _blocks_after(once, 20000)
+    assert grown < 200, grown
+
+
+def test_missing_hotcall_warns_once_and_keeps_the_cffi_paths():
+    r = import_msgr_in_child("sys.modules['msgr._hotcall'] = None")
+    assert r.returncode == 0, r.stderr
+    first, *warned = r.stdout.splitlines()
+    assert first.split()[3:] == ["True", "True"]   # cffi's framers are in use
+    assert len(warned) == 1 and warned[0].startswith("RuntimeWarning pymsgr: the C fast path msgr._hotcall "
+                                                     "is not built"), warned
+
+
+def test_missing_hotcall_is_an_error_when_required():
+    r = import_msgr_in_child("sys.modules['msgr._hotcall'] = None", MSGR_REQUIRE_CEXT="1")
+    assert r.returncode != 0
+    assert "ImportError: MSGR_REQUIRE_CEXT=1 but the C fast path msgr._hotcall is not built" in r.stderr
+
+
+def test_a_stale_hotcall_is_an_error_when_required():
+    r = import_msgr_in_child("stale = types.ModuleType('msgr._hotcall')\nsys.modules['msgr._hotcall'] = stale",
+                             MSGR_REQUIRE_CEXT="1")
+    assert r.returncode != 0
+    assert "msgr._hotcall is out of date: it lacks bind" in r.stderr
