@@ -254,6 +254,29 @@ _DECODE_NOTHING = Message.decode_payload
 _ENCODE_NOTHING = Message.encode_payload
 
 
+def _decode_record_py(record: tuple[int, ...], view: memoryview, connection: Connection | None,
+                      recv_stamp_us: int) -> Message:
+    """The received message a ``_cwire.scan`` record describes: header from its fields, segments
+    copied out of ``view`` (the receive buffer) at its front offset, the record as its footer
+    (:func:`decode_message`, which it raises the errors of). msgr._hotcall's does this in C (and
+    for a class with nothing to decode, also what decode_message does)."""
+    o, f, m, d = record[22], record[8], record[9], record[10]
+    if m or d:
+        front, o = (view[o:o + f].tobytes() if f else b""), o + f
+        middle, o = (view[o:o + m].tobytes() if m else b""), o + m
+        data = view[o:o + d].tobytes() if d else b""
+    else:   # the usual small message: a front alone
+        front = view[o:o + f].tobytes()
+        middle = data = b""
+    return decode_message(MsgHeader(*record[3:17]), front, middle, data, record, connection, recv_stamp_us)
+
+
+decode_record = _decode_record_py
+if _hot is not None:
+    _hot.bind_decode(_registry, _DECODE_NOTHING, decode_message)
+    decode_record = _hot.decode_record
+
+
 def release_throttles(msgs: Sequence[Message]) -> None:
     """``_release_throttles`` of each of ``msgs`` (in order), with one ``put`` per throttle for each
     run of messages holding the same pairs object: the receive path gives the same-size messages of

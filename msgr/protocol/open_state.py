@@ -27,7 +27,7 @@ from msgr.crc import crc32c
 from msgr.entity import EntityName
 from msgr.errors import BadCrcError, BadLengthError, BadTagError, DecodeError
 from msgr.features import MSG_AUTH, MSGR_KEEPALIVE2, NOSRCADDR
-from msgr.message import decode_message
+from msgr.message import decode_message, decode_record
 from msgr.protocol.actions import Action, ArmTimer, ConnEvent, Deliver, Notify, TimerKind
 from msgr.protocol.base import Blocked, ProtocolBase
 from msgr.protocol.outq import Framer
@@ -344,16 +344,8 @@ class OpenMixin(ProtocolBase):
                                 self._rpos = r[1]
                                 return False        # the state path blocks in THROTTLE_* as always
                             throttled = taken
-                        o = r[22]
-                        if m or d:
-                            front, o = (rmv[o:o + f].tobytes() if f else b""), o + f
-                            middle, o = (rmv[o:o + m].tobytes() if m else b""), o + m
-                            data = rmv[o:o + d].tobytes() if d else b""
-                        else:   # the usual small message: a front alone
-                            front = rmv[o:o + f].tobytes()
-                            middle = data = b""
                         try:
-                            msg = decode_message(MsgHeader(*r[3:17]), front, middle, data, r, conn, now_us)
+                            msg = decode_record(r, rmv, conn, now_us)
                         except BaseException:
                             self._rpos = r[1]
                             _give_back(throttled)   # every exit gives back what this message took
