@@ -589,8 +589,10 @@ static PyObject *records(const uint64_t *recs, uint64_t n)
     PyObject *list = PyList_New((Py_ssize_t)n);
     if (list == NULL)
         return NULL;
+    PyObject *prev_t = NULL;
     for (uint64_t i = 0; i < n; i++) {
         const uint64_t *r = recs + i * MSGR_SCAN_SLOTS;
+        const uint64_t *prev = i ? r - MSGR_SCAN_SLOTS : NULL;
         PyObject *t = PyTuple_New(MSGR_SCAN_SLOTS);
         if (t == NULL) {
             Py_DECREF(list);
@@ -598,13 +600,17 @@ static PyObject *records(const uint64_t *recs, uint64_t n)
         }
         PyList_SET_ITEM(list, (Py_ssize_t)i, t);
         for (int k = 0; k < MSGR_SCAN_SLOTS; k++) {
-            PyObject *v = k == 13 ? PyLong_FromLongLong((long long)r[k]) : PyLong_FromUnsignedLongLong(r[k]);
+            /* a value the record before had in this slot (lengths, types, CRCs of a run of alike
+               messages): its int again, not a new one */
+            PyObject *v = prev != NULL && prev[k] == r[k] ? Py_NewRef(PyTuple_GET_ITEM(prev_t, k))
+                : k == 13 ? PyLong_FromLongLong((long long)r[k]) : PyLong_FromUnsignedLongLong(r[k]);
             if (v == NULL) {
                 Py_DECREF(list);
                 return NULL;
             }
             PyTuple_SET_ITEM(t, k, v);
         }
+        prev_t = t;
     }
     return list;
 }
@@ -763,6 +769,111 @@ static PyMethodDef message_init_def = {
     "A new message: header fields from the class (TYPE, HEAD_VERSION, COMPAT_VERSION), empty "
     "segments (msgr._hotcall: msgr/message.py's Message.__init__, in C)."};
 
+/* ---- giving back receive throttles ---- */
+
+static PyObject *str_put, *py_release;   /* "put"; msgr.message's Python release_throttles */
+
+/* throttle.put(count * k) for each (throttle, count) pair of `taken`; -1 with an exception set. */
+static int put_run(PyObject *taken, Py_ssize_t k)
+{
+    PyObject *seq = PySequence_Fast(taken, "receive throttles must be (throttle, count) pairs");
+    if (seq == NULL)
+        return -1;
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq) && rc == 0; i++) {
+        PyObject *pair = PySequence_Fast(PySequence_Fast_GET_ITEM(seq, i), "a (throttle, count) pair");
+        if (pair == NULL || PySequence_Fast_GET_SIZE(pair) != 2) {
+            if (pair != NULL)
+                PyErr_SetString(PyExc_ValueError, "a receive throttle entry is not a (throttle, count) pair");
+            Py_XDECREF(pair);
+            rc = -1;
+            break;
+        }
+        PyObject *count = PySequence_Fast_GET_ITEM(pair, 1), *mult = NULL;
+        if (k != 1) {
+            PyObject *kk = PyLong_FromSsize_t(k);
+            mult = kk ? PyNumber_Multiply(count, kk) : NULL;
+            Py_XDECREF(kk);
+            if (mult == NULL) {
+                Py_DECREF(pair);
+                rc = -1;
+                break;
+            }
+        }
+        PyObject *r = PyObject_CallMethodOneArg(PySequence_Fast_GET_ITEM(pair, 0), str_put, mult ? mult : count);
+        Py_XDECREF(mult);
+        Py_DECREF(pair);
+        if (r == NULL)
+            rc = -1;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(seq);
+    return rc;
+}
+
+/* release_throttles(msgs): msgr.message.release_throttles (one put per throttle for each run of
+ * messages holding the same pairs object), the messages' _throttled read and cleared in place.
+ * A sequence with anything but plain Messages goes to the Python function whole. */
+static PyObject *release_throttles(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    if (message_type == NULL || py_release == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "msgr._hotcall.bind_decode() was not called");
+        return NULL;
+    }
+    if (!PyList_CheckExact(arg) && !PyTuple_CheckExact(arg))
+        return PyObject_CallOneArg(py_release, arg);
+    PyObject *seq = Py_NewRef(arg);   /* the list may change under Python code (put) */
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *m = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyObject_TypeCheck(m, message_type) || !class_info(Py_TYPE(m))->direct
+            || SLOT(m, msg_off[S_THROTTLED]) == NULL) {
+            Py_DECREF(seq);
+            return PyObject_CallOneArg(py_release, arg);
+        }
+    }
+    /* from here on the items are only read by index of our own reference's snapshot */
+    PyObject *items = PySequence_List(seq);
+    Py_DECREF(seq);
+    if (items == NULL)
+        return NULL;
+    PyObject *last = NULL;   /* the run's pairs (a strong reference) */
+    Py_ssize_t k = 0;
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
+        PyObject *m = PyList_GET_ITEM(items, i);
+        PyObject *taken = SLOT(m, msg_off[S_THROTTLED]);
+        if (taken == NULL)
+            continue;
+        int truthy = PyObject_IsTrue(taken);
+        if (truthy < 0) {
+            rc = -1;
+            break;
+        }
+        if (!truthy)
+            continue;
+        Py_INCREF(taken);
+        slot_put(m, msg_off[S_THROTTLED], Py_None);
+        if (taken == last) {
+            k++;
+            Py_DECREF(taken);
+            continue;
+        }
+        if (last != NULL)
+            rc = put_run(last, k);
+        Py_XSETREF(last, taken);
+        k = 1;
+    }
+    if (last != NULL && rc == 0)
+        rc = put_run(last, k);
+    Py_XDECREF(last);
+    Py_DECREF(items);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 /* ---- bind ---- */
 
 /* The offset of tp's __slots__ member `name` (a writable object slot); -1 with an exception set. */
@@ -826,14 +937,17 @@ static PyObject *bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return d;
 }
 
-/* bind_decode(registry, decode_payload, decode_message): what decode_record needs of msgr.message. */
+/* bind_decode(registry, decode_payload, decode_message, release_throttles): what decode_record
+ * and release_throttles need of msgr.message. */
 static PyObject *bind_decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 3 || !PyDict_CheckExact(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "bind_decode(registry: dict, decode_payload, decode_message)");
+    if (nargs != 4 || !PyDict_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "bind_decode(registry: dict, decode_payload, decode_message, release_throttles)");
         return NULL;
     }
+    Py_XSETREF(py_release, Py_NewRef(args[3]));
     Py_XSETREF(registry, Py_NewRef(args[0]));
     Py_XSETREF(decode_nothing, Py_NewRef(args[1]));
     Py_XSETREF(py_decode, Py_NewRef(args[2]));
@@ -956,7 +1070,9 @@ static PyMethodDef methods[] = {
     {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL,
      "scan(buf, offset, end, flags, max_inline, max_frames) -> (status, end, records, messages, bytes)"},
     {"bind_decode", (PyCFunction)(void (*)(void))bind_decode, METH_FASTCALL,
-     "bind_decode(registry, decode_payload, decode_message)"},
+     "bind_decode(registry, decode_payload, decode_message, release_throttles)"},
+    {"release_throttles", release_throttles, METH_O,
+     "release_throttles(msgs): msgr.message.release_throttles with the slots read in place"},
     {"decode_record", (PyCFunction)(void (*)(void))decode_record, METH_FASTCALL,
      "decode_record(record, view, connection, recv_stamp_us) -> Message: a received message from its scan record"},
     {"scan_pinned", (PyCFunction)(void (*)(void))scan_pinned, METH_FASTCALL,
@@ -979,12 +1095,13 @@ PyMODINIT_FUNC PyInit__hotcall(void)
     str__encode = PyUnicode_InternFromString("_encode");
     str___init__ = PyUnicode_InternFromString("__init__");
     str_decode_payload = PyUnicode_InternFromString("decode_payload");
+    str_put = PyUnicode_InternFromString("put");
     int_zero = PyLong_FromLong(0);
     int_minus_one = PyLong_FromLong(-1);
     empty_bytes = PyBytes_FromStringAndSize("", 0);
     empty_tuple = PyTuple_New(0);
     if (!str_TYPE || !str_HEAD_VERSION || !str_COMPAT_VERSION || !str_encode_payload || !str__encode
-        || !str___init__ || !str_decode_payload || !int_zero || !int_minus_one || !empty_bytes || !empty_tuple)
+        || !str___init__ || !str_decode_payload || !str_put || !int_zero || !int_minus_one || !empty_bytes || !empty_tuple)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)

@@ -271,10 +271,6 @@ def _decode_record_py(record: tuple[int, ...], view: memoryview, connection: Con
     return decode_message(MsgHeader(*record[3:17]), front, middle, data, record, connection, recv_stamp_us)
 
 
-decode_record = _decode_record_py
-if _hot is not None:
-    _hot.bind_decode(_registry, _DECODE_NOTHING, decode_message)
-    decode_record = _hot.decode_record
 
 
 def release_throttles(msgs: Sequence[Message]) -> None:
@@ -306,3 +302,13 @@ def release_throttles(msgs: Sequence[Message]) -> None:
     if last is not None:
         for throttle, count in last:
             throttle.put(count * k)
+
+
+decode_record = _decode_record_py
+_release_throttles_py = release_throttles
+if _hot is not None:
+    # csrc/hotcall.c: decode_record in C (and decode_message's work for a class with nothing to
+    # decode); release_throttles with the _throttled slots read in place (plain Messages only)
+    _hot.bind_decode(_registry, _DECODE_NOTHING, decode_message, release_throttles)
+    decode_record = _hot.decode_record
+    release_throttles = _hot.release_throttles

@@ -211,6 +211,14 @@ def test_no_references_leak_over_many_calls():
             if r[0] == 7:
                 hot.decode_record(r, view, None, 5)
 
+        held = [Message() for _ in range(3)]
+        for k, m in enumerate(held):
+            m._throttled = pairs if k else ((thr, 2),)
+        hot.release_throttles(held)
+        thr.puts.clear()
+
+    thr = _CountingThrottle()
+    pairs = ((thr, 1),)
     view = memoryview(rx)
     grown = _blocks_after(once, 20000)
     assert grown < 2000, grown   # a reference leaked per call would be 20000 or more
@@ -300,3 +308,43 @@ def test_decode_record_refuses_bad_arguments():
     v.release()
     with pytest.raises(ValueError):
         hot.decode_record(r, v, None, 0)
+
+
+class _CountingThrottle:
+    def __init__(self) -> None:
+        self.puts: list[int] = []
+
+    def put(self, count: int) -> None:
+        self.puts.append(count)
+
+
+@settings(max_examples=200, deadline=None)
+@given(plan=st.lists(st.tuples(st.integers(0, 3), st.booleans()), max_size=12), lone=st.booleans())
+def test_release_throttles_puts_what_the_python_one_puts(plan, lone):
+    """Runs of messages sharing a pairs object (or not), empty and None holdings, a lone message."""
+    if lone:
+        plan = plan[:1]
+
+    def run(release) -> tuple:
+        ta, tb = _CountingThrottle(), _CountingThrottle()
+        shared = ((ta, 1), (tb, 100))
+        kinds = [None, (), shared, [(ta, 1), (tb, 7)]]
+        msgs = []
+        for kind, plain in plan:
+            m = Message() if plain else _Decoded()
+            m._throttled = kinds[kind]   # type: ignore[assignment]
+            msgs.append(m)
+        release(msgs)
+        return ta.puts, tb.puts, [m._throttled for m in msgs]
+
+    assert run(hot.release_throttles) == run(message._release_throttles_py)
+
+
+def test_release_throttles_hands_unusual_batches_to_python():
+    t = _CountingThrottle()
+    m = _Shadowed()   # not a class served in place
+    m._throttled = ((t, 2),)
+    hot.release_throttles((m,))
+    assert t.puts == [2] and m._throttled is None
+    with pytest.raises(AttributeError):
+        hot.release_throttles([object()])
