@@ -202,7 +202,8 @@ static int prepare(PyObject *msg, PyObject *features, Py_ssize_t inline_max, Ite
     if (enc == NULL)
         return 0;
     if (enc != features) {
-        int same = PyObject_RichCompareBool(enc, features, Py_EQ);
+        /* None (never encoded) is never equal to the features int: no rich compare for it */
+        int same = enc == Py_None ? 0 : PyObject_RichCompareBool(enc, features, Py_EQ);
         if (same < 0)
             return -1;
         if (!same) {
@@ -764,6 +765,61 @@ static PyObject *message_init(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* Message.get_connection (its _connection slot) and the header getters, as C methods: called once
+ * per received message by most dispatchers (a reply goes through the connection). */
+static PyObject *msg_slot_or_attr(PyObject *self, int slot)
+{
+    PyObject *v = class_info(Py_TYPE(self))->direct ? SLOT(self, msg_off[slot]) : NULL;
+    if (v == NULL)   /* not a class served in place, or unset: what the attribute read does */
+        return PyObject_GetAttr(self, msg_slot_str[slot]);
+    return Py_NewRef(v);
+}
+
+static PyObject *message_get_connection(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return msg_slot_or_attr(self, S_CONNECTION);
+}
+
+static PyObject *header_field(PyObject *self, int field, PyObject *name)
+{
+    PyObject *h = msg_slot_or_attr(self, S_HEADER);
+    if (h == NULL)
+        return NULL;
+    PyObject *v = Py_TYPE(h) == header_type ? SLOT(h, hdr_off[field]) : NULL;
+    v = v != NULL ? Py_NewRef(v) : PyObject_GetAttr(h, name);
+    Py_DECREF(h);
+    return v;
+}
+
+static PyObject *str_type, *str_seq, *str_priority;
+
+static PyObject *message_get_type(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return header_field(self, H_TYPE, str_type);
+}
+
+static PyObject *message_get_seq(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return header_field(self, H_SEQ, str_seq);
+}
+
+static PyObject *message_get_priority(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return header_field(self, H_PRIORITY, str_priority);
+}
+
+/* name, C function; the docstring is the Python method's (bind copies it) */
+static PyMethodDef getter_defs[] = {
+    {"get_connection", message_get_connection, METH_NOARGS, NULL},
+    {"get_type", message_get_type, METH_NOARGS, NULL},
+    {"get_seq", message_get_seq, METH_NOARGS, NULL},
+    {"get_priority", message_get_priority, METH_NOARGS, NULL},
+};
+
 static PyMethodDef message_init_def = {
     "__init__", message_init, METH_NOARGS,
     "A new message: header fields from the class (TYPE, HEAD_VERSION, COMPAT_VERSION), empty "
@@ -937,6 +993,32 @@ static PyObject *bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return d;
 }
 
+/* getters(Message) -> {name: method descriptor}: Message.get_connection, get_type, get_seq,
+ * get_priority in C (after bind), each with the docstring of the Python method it replaces. */
+static PyObject *getters(PyObject *self, PyObject *mt)
+{
+    (void)self;
+    if (!PyType_Check(mt) || (PyTypeObject *)mt != message_type) {
+        PyErr_SetString(PyExc_TypeError, "getters(Message) after bind()");
+        return NULL;
+    }
+    PyObject *out = PyDict_New();
+    for (size_t i = 0; out != NULL && i < sizeof getter_defs / sizeof getter_defs[0]; i++) {
+        PyObject *py = PyObject_GetAttrString(mt, getter_defs[i].ml_name);
+        PyObject *doc = py ? PyObject_GetAttrString(py, "__doc__") : NULL;
+        if (doc != NULL && getter_defs[i].ml_doc == NULL && PyUnicode_Check(doc))
+            getter_defs[i].ml_doc = PyUnicode_AsUTF8(doc);   /* kept alive: a reference leaks on purpose */
+        else
+            Py_XDECREF(doc);
+        Py_XDECREF(py);
+        PyObject *d = doc ? PyDescr_NewMethod((PyTypeObject *)mt, &getter_defs[i]) : NULL;
+        if (d == NULL || PyDict_SetItemString(out, getter_defs[i].ml_name, d) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(d);
+    }
+    return out;
+}
+
 /* bind_decode(registry, decode_payload, decode_message, release_throttles): what decode_record
  * and release_throttles need of msgr.message. */
 static PyObject *bind_decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -1071,6 +1153,7 @@ static PyMethodDef methods[] = {
      "scan(buf, offset, end, flags, max_inline, max_frames) -> (status, end, records, messages, bytes)"},
     {"bind_decode", (PyCFunction)(void (*)(void))bind_decode, METH_FASTCALL,
      "bind_decode(registry, decode_payload, decode_message, release_throttles)"},
+    {"getters", getters, METH_O, "getters(Message) -> {name: C method}: the slot getters of Message"},
     {"release_throttles", release_throttles, METH_O,
      "release_throttles(msgs): msgr.message.release_throttles with the slots read in place"},
     {"decode_record", (PyCFunction)(void (*)(void))decode_record, METH_FASTCALL,
@@ -1096,12 +1179,15 @@ PyMODINIT_FUNC PyInit__hotcall(void)
     str___init__ = PyUnicode_InternFromString("__init__");
     str_decode_payload = PyUnicode_InternFromString("decode_payload");
     str_put = PyUnicode_InternFromString("put");
+    str_type = PyUnicode_InternFromString("type");
+    str_seq = PyUnicode_InternFromString("seq");
+    str_priority = PyUnicode_InternFromString("priority");
     int_zero = PyLong_FromLong(0);
     int_minus_one = PyLong_FromLong(-1);
     empty_bytes = PyBytes_FromStringAndSize("", 0);
     empty_tuple = PyTuple_New(0);
     if (!str_TYPE || !str_HEAD_VERSION || !str_COMPAT_VERSION || !str_encode_payload || !str__encode
-        || !str___init__ || !str_decode_payload || !str_put || !int_zero || !int_minus_one || !empty_bytes || !empty_tuple)
+        || !str___init__ || !str_decode_payload || !str_put || !str_type || !str_seq || !str_priority || !int_zero || !int_minus_one || !empty_bytes || !empty_tuple)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)

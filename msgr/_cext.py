@@ -77,7 +77,7 @@ def load() -> tuple[_FFI, _Lib] | None:
 
 
 #: what msgr._hotcall must have (a module built from older csrc/hotcall.c lacks a newer name)
-HOTCALL_NAMES = ("bind", "bind_decode", "decode_record", "release_throttles", "frame_burst", "frame_one",
+HOTCALL_NAMES = ("bind", "bind_decode", "decode_record", "release_throttles", "getters", "frame_burst", "frame_one",
                  "scan", "scan_pinned", "SCAN_SLOTS", "SCAN_PINNED_FRAMES", "FRAME_FIELDS")
 _hotcall: list[ModuleType | None] = []   # the answer of hotcall(), once
 

@@ -203,6 +203,10 @@ if _hot is not None:
     # Message's (else it calls the Python one above). It also binds the slots framing reads.
     Message.__init__ = _hot.bind(Message, MsgHeader, _PY_INIT,  # type: ignore[method-assign]
                                  Message.encode_payload, Message._encode)
+    # get_connection (a dispatcher's reply goes through it), get_type, get_seq, get_priority: the
+    # slots read in C, no Python frame per call
+    for _name, _getter in _hot.getters(Message).items():
+        setattr(Message, _name, _getter)
 
 
 def message_class(type: int) -> type[Message]:

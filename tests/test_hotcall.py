@@ -348,3 +348,23 @@ def test_release_throttles_hands_unusual_batches_to_python():
     assert t.puts == [2] and m._throttled is None
     with pytest.raises(AttributeError):
         hot.release_throttles([object()])
+
+
+def test_c_getters_read_what_the_python_ones_read():
+    class OddHeader:
+        type, seq, priority = 11, 12, 13
+
+    conn = object()
+    for cls in (Message, _Versioned, _Shadowed):
+        m = cls()
+        m._connection = conn   # type: ignore[assignment]
+        m.header.seq, m.header.priority = 99, 3
+        assert (m.get_connection(), m.get_type(), m.get_seq(), m.get_priority()) == \
+            (conn, m.header.type, 99, 3)
+        m.header = OddHeader()   # type: ignore[assignment]
+        assert (m.get_type(), m.get_seq(), m.get_priority()) == (11, 12, 13)
+    assert Message.get_connection.__doc__ and "connection" in Message.get_connection.__doc__
+    m = Message()
+    del m._connection
+    with pytest.raises(AttributeError):
+        m.get_connection()
