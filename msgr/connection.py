@@ -61,6 +61,8 @@ _dbg = debug.gate   # debug_ms: the hot paths read one of its booleans before an
 _THROTTLE_RETRY, _CONNECTION_READY = A.TimerKind.THROTTLE_RETRY, A.TimerKind.CONNECTION_READY
 _Deliver = A.Deliver
 _NEW = EntityName.NEW
+#: the handle of a CONNECTION_READY timer, which is a deadline on the connection tick (_on_tick)
+_READY_ON_TICK = -1
 
 
 def tune_socket(sock: socket.socket, cfg: Any) -> bool:
@@ -101,11 +103,12 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
     # use) are set in __init__, since a slot hides that default. tests/test_protocol_slots.py checks.
     __slots__ = (
         "_ack_stamp", "_center", "_closed", "_connecting", "_delay_timer", "_delayed", "_down",
-        "_fault_count", "_fd", "_flushes", "_host", "_idle_timer", "_idle_us", "_in_read", "_inject",
+        "_fault_count", "_fd", "_flushes", "_host", "_idle_us", "_in_read", "_inject",
         "_keepalive_cond", "_keepalive_waiters", "_last_active_us", "_last_fault", "_last_fault_error",
         "_lock", "_mono_clock", "_msgr", "_now_us", "_opened", "_published", "_out_lock", "_out_pending", "_out_posted",
-        "_overrides", "_perf", "_posted_ns", "_precompute_crcs", "_proto", "_reading", "_sock", "_target",
-        "_target_type", "_timers", "_turn_us", "_wake_dispatch", "_wbufs", "_worker", "_writing",
+        "_overrides", "_perf", "_posted_ns", "_precompute_crcs", "_proto", "_reading", "_ready_due_us", "_sock",
+        "_target", "_target_type", "_tick_due_us", "_tick_timer", "_timers", "_turn_us", "_wake_dispatch",
+        "_wbufs", "_worker", "_writing",
     )
 
     def __init__(self, host: MessengerHost, worker: Any, target: EntityAddr | None = None,
@@ -147,8 +150,10 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
         self._delayed: list[tuple[int, Message]] = []      # (due_us, msg) held back by ms_inject_delay_*
         self._delay_timer: int | None = None
         self._idle_us = int(msgr.config.ms_connection_idle_timeout * 1_000_000)
-        self._idle_timer: int | None = None
         self._last_active_us = 0      # last input (ms_connection_idle_timeout)
+        self._tick_timer: int | None = None   # the connection tick (see _on_tick) and its deadline
+        self._tick_due_us = 0
+        self._ready_due_us = 0        # the protocol's CONNECTION_READY timer's deadline (0: none)
         # the bases' made-on-first-use attributes (a slot hides their class-level default)
         self._flushes = None
         self._keepalive_cond = None
@@ -440,9 +445,10 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
             sock.close()
             self._call(self._proto.mark_down)
             return
-        self._install_socket(sock, tuned)
+        self._install_socket(sock, tuned, tick=False)
         self._inject.internal_delay("accept")
         self._call(self._proto.start_accept, peer, local)
+        self._arm_idle()   # after the ready timer: the tick is armed once, for the nearer deadline
 
     # --- primitives of the connection core (what each action means is in ConnectionCore) ----------
     def _after(self) -> None:
@@ -504,30 +510,59 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
         self._arm_idle()
         self._call(self._proto.on_connected, local)
 
-    # --- ms_connection_idle_timeout -------------------------------------------------
+    # --- the connection tick: ms_connection_ready_timeout and ms_connection_idle_timeout ----------
+    # One timer per connection serves both, as Ceph's AsyncConnection::tick does: it is armed for the
+    # nearer deadline. The protocol's CONNECTION_READY timer is a deadline on it (_timer_start), and
+    # its cancel (the handshake reached OPEN) only clears that deadline: no timer is deleted and
+    # created per handshake, the tick fires once at the old deadline and waits for the idle one.
     def _arm_idle(self) -> None:
-        """A socket is up: count idleness from now; one timer per connection, re-armed lazily."""
-        self._last_active_us = self._now_us()
-        if self._idle_us > 0 and self._idle_timer is None:
-            self._idle_timer = self._center.create_time_event(self._idle_us, self._on_idle_tick)
+        """A socket is up: count idleness from now; re-armed lazily by the tick (no timer per read)."""
+        now = self._last_active_us = self._now_us()
+        if self._idle_us > 0:
+            self._arm_tick(now + self._idle_us, now)
+
+    def _arm_tick(self, due_us: int, now: int) -> None:
+        """The tick fires at ``due_us`` or earlier."""
+        tick = self._tick_timer
+        if tick is not None:
+            if self._tick_due_us <= due_us:
+                return
+            self._center.delete_time_event(tick)
+        self._tick_due_us = due_us
+        self._tick_timer = self._center.create_time_event(due_us - now, self._on_tick)
 
     @_locked
-    def _on_idle_tick(self) -> None:
-        self._idle_timer = None
-        if self._closed or self._sock is None or self._connecting:
-            return  # re-armed when the next socket is up
+    def _on_tick(self) -> None:
+        self._tick_timer = None
+        if self._closed:
+            return
         now = self._now_us()
-        # a session that streamed and went quiet gives its 64 KiB receive buffer back
-        self._proto.trim_idle(now)
-        idle = now - self._last_active_us
-        if idle >= self._idle_us:
-            self._perf.msgr_connection_idle_timeouts += 1
-            self._call(self._proto.on_timer, A.TimerKind.IDLE)
-            if self._sock is None or self._closed:
+        ready = self._ready_due_us
+        if ready and now >= ready:
+            self._ready_due_us = 0
+            self._perf.msgr_connection_ready_timeouts += 1
+            self._on_timer(_CONNECTION_READY)   # may arm the next attempt's deadline
+            if self._closed:
                 return
-            idle = 0
-        # input came meanwhile: wait for the rest of the timeout only (no timer per read)
-        self._idle_timer = self._center.create_time_event(self._idle_us - idle, self._on_idle_tick)
+            now = self._now_us()
+        due = self._ready_due_us
+        if self._idle_us > 0 and self._sock is not None and not self._connecting:
+            # a session that streamed and went quiet gives its 64 KiB receive buffer back
+            self._proto.trim_idle(now)
+            if now - self._last_active_us >= self._idle_us:
+                self._perf.msgr_connection_idle_timeouts += 1
+                self._call(self._proto.on_timer, A.TimerKind.IDLE)
+                if self._closed:
+                    return
+                due = self._ready_due_us   # the fault may have started another attempt
+                if self._sock is not None and not self._connecting:
+                    self._last_active_us = now
+            if self._sock is not None and not self._connecting:
+                # input came meanwhile: wait for the rest of the timeout only
+                idle_due = self._last_active_us + self._idle_us
+                due = idle_due if not due or idle_due < due else due
+        if due:   # else re-armed when a socket is up or an attempt starts
+            self._arm_tick(due, now)
 
     def _close_socket(self, reason: str) -> None:
         if self._sock is not None:
@@ -537,18 +572,19 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
     def _timer_start(self, kind: A.TimerKind, delay_us: int) -> int:
         if kind is _THROTTLE_RETRY:
             self._perf.msgr_throttle_waits += 1
-        elif kind is _CONNECTION_READY:
-            ready: int = self._center.create_time_event(delay_us, self._on_ready_timeout)
-            return ready
+        elif kind is _CONNECTION_READY:   # a deadline on the connection tick
+            now = self._now_us()
+            due = self._ready_due_us = now + (delay_us if delay_us > 0 else 0)
+            self._arm_tick(due, now)
+            return _READY_ON_TICK
         handle: int = self._center.create_time_event(delay_us, lambda: self._on_timer(kind))
         return handle
 
-    def _on_ready_timeout(self) -> None:
-        self._perf.msgr_connection_ready_timeouts += 1
-        self._on_timer(A.TimerKind.CONNECTION_READY)
-
     def _timer_stop(self, handle: int) -> None:
-        self._center.delete_time_event(handle)
+        if handle is _READY_ON_TICK:
+            self._ready_due_us = 0   # the tick stays armed: it finds no deadline when it fires
+        else:
+            self._center.delete_time_event(handle)
 
     def _faulted(self, reason: str, error: Exception | None, notable: bool = False) -> None:
         self._perf.msgr_faults += 1
@@ -613,9 +649,10 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
 
     def _released(self) -> None:
         """ConnectionCore._finish closed the socket and the protocol's timers: release the rest."""
-        if self._idle_timer is not None:
-            self._center.delete_time_event(self._idle_timer)
-            self._idle_timer = None
+        if self._tick_timer is not None:
+            self._center.delete_time_event(self._tick_timer)
+            self._tick_timer = None
+        self._ready_due_us = 0
         if self._delay_timer is not None:
             self._center.delete_time_event(self._delay_timer)
             self._delay_timer = None
@@ -646,14 +683,15 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
     def _tune(self, sock: socket.socket) -> None:
         tune_socket(sock, self._msgr.config)
 
-    def _install_socket(self, sock: socket.socket, tuned: bool = False) -> None:
+    def _install_socket(self, sock: socket.socket, tuned: bool = False, tick: bool = True) -> None:
         sock.setblocking(False)
         if not tuned:   # an accepted socket inherits the listener's options (tune_socket at bind)
             self._tune(sock)
         self._sock, self._fd = sock, sock.fileno()
         self._connecting = False
         self._reading = self._writing = False
-        self._arm_idle()
+        if tick:
+            self._arm_idle()
 
     def _detach_socket(self) -> None:
         """Stop polling the socket and forget it without closing it (it moves to another connection)."""

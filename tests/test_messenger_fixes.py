@@ -205,11 +205,11 @@ def test_idle_tick_gives_a_quiet_session_its_small_receive_buffer_back(msgrs):
     threading.Event().wait(2 * RBUF_QUIET_US / 1e6)   # quiet for longer than the protocol asks
 
     def tick() -> int:
-        assert srv._idle_timer is not None   # armed while the socket is up
-        srv._center.delete_time_event(srv._idle_timer)
-        srv._on_idle_tick()
+        assert srv._tick_timer is not None   # armed while the socket is up
+        srv._center.delete_time_event(srv._tick_timer)
+        srv._on_tick()
         return srv._proto._rsize
     assert srv._center.submit_to(tick) == RBUF_IDLE
-    assert srv.is_connected() and srv._idle_timer is not None   # still up, the tick re-armed itself
+    assert srv.is_connected() and srv._tick_timer is not None   # still up, the tick re-armed itself
     ca.send_message(MTest(sent))
     wait_for(lambda: len(db.msgs) == sent + 1, what="a message after the trim")

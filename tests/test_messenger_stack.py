@@ -94,7 +94,7 @@ def test_wait_while_the_peer_keeps_the_stack_leaves_no_timer_or_socket(cluster):
     s, c, conn, srv, rs = _exchange(cluster, cfg, cfg, nonce=2)
     center = conn._worker.center
     cluster.stop(s)
-    assert srv._closed and srv._sock is None and not srv._timers and srv._idle_timer is None
+    assert srv._closed and srv._sock is None and not srv._timers and srv._tick_timer is None
     assert srv not in s.connections()
     # the surviving client faults and (lossless) keeps retrying on the shared worker
     wait_for(lambda: conn._fault_count >= 1, what="client saw the server go")
