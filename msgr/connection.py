@@ -27,6 +27,7 @@ import os
 import socket
 import threading
 import time
+from _thread import RLock as _RLock
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -139,7 +140,9 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
         self._wbufs: list[memoryview] = []
         self._turn_us = 0             # now_us of the read event being handled (sends inside it)
         self._out_lock = threading.Lock()
-        self._lock = threading.RLock()   # the session lock: every protocol call, and foreign deciders
+        # the session lock (every protocol call, and foreign deciders): threading.RLock's C type, made
+        # without the Python frame of threading.RLock()
+        self._lock = _RLock()
         self._out_pending: list[Message] = []
         self._out_posted = False
         self._posted_ns = 0           # when the pending burst was posted to the worker

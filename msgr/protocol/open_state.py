@@ -90,11 +90,9 @@ class OpenMixin(ProtocolBase):
         self._header_size = 53 if f & NOSRCADDR == NOSRCADDR else 334
         self._footer_size = 21 if f & MSG_AUTH == MSG_AUTH else 13
         self._scan_flags = _cwire.scan_flags(self._crc_header, self._crc_data, self._footer_size == 21)
-        me = self.host.my_name
         # the C scanner knows the 53-byte header only, and checks no signatures (cephx: the state path)
         self._batch = self._header_size == 53 and self._signer is None
-        self._framer = Framer(f, self._crc_header, self._crc_data, me.type, me.num,
-                              self.peer_addr.encode_legacy() if self.peer_addr else bytes(136), self._signer)
+        self._framer = None   # made by the first write of a message (_make_framer): many sessions send none
         self._acked_seq = self.in_seq
         self._once_ready = True
         self._backoff_us = 0
@@ -425,6 +423,14 @@ class OpenMixin(ProtocolBase):
     def _ack_due(self) -> bool:
         return not self.policy.lossy and self.in_seq > self._acked_seq
 
+    def _make_framer(self) -> Framer:
+        """The framer of this open session (its features, CRC switches, names and signer are fixed)."""
+        me = self.host.my_name
+        framer = self._framer = Framer(self.features, self._crc_header, self._crc_data, me.type, me.num,
+                                       self.peer_addr.encode_legacy() if self.peer_addr else bytes(136),
+                                       self._signer)
+        return framer
+
     def _write_open(self) -> list[BytesLike]:
         """take_output in OPEN with a socket: control frames, a keepalive, the queued messages, the ACK."""
         out, self._out = self._out, []
@@ -443,7 +449,8 @@ class OpenMixin(ProtocolBase):
         ack = in_seq if lossless and in_seq > self._acked_seq else 0   # _ack_due, inlined (once per write)
         if q.count:
             framer = self._framer
-            assert framer is not None            # _ready made it when the session opened
+            if framer is None:
+                framer = self._make_framer()
             seq = q.out_seq
             if q.count == 1:   # a reply: one C call frames it and the ACK (outq.Framer.frame_one)
                 msg = q.pop()

@@ -90,6 +90,9 @@ def _unfilled_bytearray() -> Callable[[int], bytearray]:
 
 _unfilled = _unfilled_bytearray()
 _MIN_FREE = 4096
+# a new session's counters (copied: a dict copy is cheaper than a dict built from keywords)
+_STATS_ZERO = dict(msgs_in=0, msgs_out=0, bytes_in=0, bytes_out=0, keepalives=0, faults=0, reconnects=0,
+                   throttle_waits=0)
 #: Distinct notable fault causes one session remembers (each is reported at WARNING once).
 MAX_WARNED_CAUSES = 32
 
@@ -208,8 +211,7 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         self.last_keepalive_us = 0
         self.last_keepalive_ack_us = 0
         self.last_keepalive_ack_stamp: tuple[int, int] = (0, 0)
-        self.stats = dict(msgs_in=0, msgs_out=0, bytes_in=0, bytes_out=0, keepalives=0, faults=0,
-                          reconnects=0, throttle_waits=0)
+        self.stats = _STATS_ZERO.copy()
         self._warned_causes: set[str] = set()   # fault reasons already reported as notable
         cfg = host.config
         self._crc_header = cfg.ms_crc_header
@@ -224,7 +226,7 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         self._backoff_us = 0
         self._reconnect_armed = False
         # receive buffer: [_rpos, _rend) holds unread bytes; _direct is a segment's own buffer
-        self._rbuf = bytearray(RBUF_IDLE)
+        self._rbuf = _unfilled(RBUF_IDLE)   # no zero fill: only bytes a recv_into wrote are read
         self._rmv = memoryview(self._rbuf)
         self._rpin: Any = None        # _cwire.pin(_rbuf), made by the first batch scan of this buffer
         self._rsize = RBUF_IDLE

@@ -172,7 +172,7 @@ class SessionMixin(ProtocolBase):
         self._drop_socket(reason, acts)
         self._cancel_ready_timer(acts)   # re-armed by the next attempt
         if self.policy.lossy and st not in _EARLY_CONNECT:
-            return acts + self._close(reason, now_us, reset=True)
+            return self._close(reason, now_us, reset=True, acts=acts)
         # "reset from peer" (row 14) belongs to the one replace that set it: if that attempt dies before
         # open() answers READY, the flag must not survive into a later, ordinary open() of this session,
         # which would answer READY, zero in_seq and take the peer's requeued messages a second time
@@ -214,13 +214,17 @@ class SessionMixin(ProtocolBase):
         self.stats["reconnects"] += 1
         return self._connect_now(now_us)
 
-    def _close(self, reason: str, now_us: int, reset: bool) -> list[Action]:
-        """End the session: CLOSED, queues reported as Discarded, unregistered."""
-        acts: list[Action] = []
-        self._drop_socket(reason, acts)
-        acts.append(_CANCEL_RECONNECT)
+    def _close(self, reason: str, now_us: int, reset: bool, acts: list[Action] | None = None) -> list[Action]:
+        """End the session: CLOSED, queues reported as Discarded, unregistered. ``acts``: a fault's
+        actions, which already dropped the socket and the ready timer (the close's are added to them)."""
+        if acts is None:
+            acts = []
+            self._drop_socket(reason, acts)
+            acts.append(_CANCEL_RECONNECT)
+            self._cancel_ready_timer(acts)
+        else:
+            acts.append(_CANCEL_RECONNECT)
         self._reconnect_armed = False
-        self._cancel_ready_timer(acts)
         dropped = self._outq.clear()
         if dropped:
             acts.append(Discarded(tuple(dropped)))
