@@ -15,7 +15,8 @@ built: the pure fallback with one warning (msgr/crc.py), or under ``MSGR_REQUIRE
 the Python objects themselves; :func:`hotcall` gives it to msgr/message.py, msgr/_cwire.py and
 msgr/protocol/outq.py only together with a complete ``msgr._fastpath`` (without that everything is
 pure). Not built or incomplete: those modules keep their cffi paths and one ``RuntimeWarning``
-says so, or under ``MSGR_REQUIRE_CEXT=1`` it is an ``ImportError``.
+says so, or under ``MSGR_REQUIRE_CEXT=1`` it is an ``ImportError``; ``MSGR_NO_HOTCALL=1`` leaves it
+out on purpose (the cffi paths alone, silently).
 """
 from __future__ import annotations
 
@@ -89,7 +90,8 @@ def hotcall() -> ModuleType | None:
         return _hotcall[0]
     from msgr import crc  # its import decided about msgr._fastpath (and raised if it had to)
     mod: ModuleType | None = None
-    if crc.BACKEND.startswith("c-"):
+    # MSGR_NO_HOTCALL=1: msgr._fastpath alone, on purpose (how tests run its cffi paths)
+    if crc.BACKEND.startswith("c-") and os.environ.get("MSGR_NO_HOTCALL") != "1":
         try:
             from msgr import _hotcall as loaded
         except ImportError as exc:

@@ -368,3 +368,23 @@ def test_c_getters_read_what_the_python_ones_read():
     del m._connection
     with pytest.raises(AttributeError):
         m.get_connection()
+
+
+def test_the_cffi_paths_still_work_without_hotcall():
+    """MSGR_NO_HOTCALL=1: scanning, decoding and messenger exchanges through msgr._fastpath alone
+    (the fallback when msgr._hotcall is not built; tests/test_frame_out.py compares its framers
+    in this process), checked by their own tests in a child."""
+    import os
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "MSGR_NO_HOTCALL": "1", "MSGR_REQUIRE_CEXT": "1"}
+    r = subprocess.run([sys.executable, "-c", "import msgr.message as m, msgr._cwire as w, msgr.protocol.outq as q;"
+                        "print(m._hot, q._hot_burst, w.scan is w._scan_py, type(m.Message.__init__).__name__)"],
+                       env=env, capture_output=True, text=True, cwd=root, timeout=60)
+    assert r.stdout.split() == ["None", "None", "False", "function"], r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                        "tests/test_cwire.py", "tests/test_message.py",
+                        "tests/test_protocol_open.py", "tests/test_messenger_loopback.py"],
+                       env=env, capture_output=True, text=True, cwd=root, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
