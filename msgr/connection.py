@@ -664,11 +664,13 @@ class AsyncConnection(SocketWriter, DeliveringConnection, FlushingConnection, Co
             for _due, msg in self._delayed:
                 msg._release_throttles()
             self._delayed.clear()
-        with self._out_lock:
-            pending = self._take_pending()
-        # each only when there is something to do (no call per session that had nothing)
-        if pending:
-            self._unsent(pending)
+        # each only when there is something to do (no call per session that had nothing). An empty
+        # pending list stays ours: a sender appending from now on sees _closed and reports it itself
+        if self._out_pending:
+            with self._out_lock:
+                pending = self._take_pending()
+            if pending:
+                self._unsent(pending)
         if self._flushes:
             self._fail_flushes()
         if self._keepalive_cond is not None:

@@ -66,6 +66,7 @@ class ProtocolBase:
     _once_ready: bool
     _backoff_us: int
     _reconnect_armed: bool
+    _was_registered: bool             # registered itself in the session map at some time (handshake.py)
     _rbuf: bytearray                   # the receive buffer; unread bytes are [_rpos, _rend)
     _rmv: memoryview                   # a view of _rbuf
     _rpin: Any                         # _cwire.pin(_rbuf) once a batch scan made it, else None

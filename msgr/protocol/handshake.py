@@ -208,6 +208,10 @@ SERVER_DECISIONS: list[tuple[int, str, Callable[[ConnectCtx], bool], Outcome]] =
 _REPLY, _WAIT, _REPLACE = Do.REPLY, Do.WAIT, Do.REPLACE
 _TAG_SEQ, _TAG_READY = Tag.SEQ, Tag.READY
 _NOTIFY_ACCEPT = Notify(ConnEvent.ACCEPT)   # actions are frozen: one serves every session
+# (our address, the banner + its legacy encoding) as start_accept last sent them: the same for every
+# session a messenger accepts until its address changes (a new object). Replaced whole, so workers
+# sharing it read a consistent pair; messengers taking turns only re-encode.
+_banner_and_me: tuple[EntityAddr | None, bytes] = (None, b"")
 
 
 def decide(x: ConnectCtx) -> Decision:
@@ -238,6 +242,9 @@ class HandshakeMixin(ProtocolBase):
 
     def _init_handshake(self) -> None:
         self._need_auth = 0
+        # it registered itself in its host's session map at some time (only a session does that):
+        # else its close has nothing to unregister (a stateless server's lossy sessions)
+        self._was_registered = False
         self._connect: ConnectMsg | None = None      # the last connect sent (client) or read (server)
         self._reply: ConnectReply | None = None
         self._authorizer_in = b""                     # kept across retries on one socket (observed)
@@ -290,6 +297,7 @@ class HandshakeMixin(ProtocolBase):
         self.policy = self.host.get_policy(peer_type).copy()
         acts: list[Action] = []
         if self.host.lookup_conn(peer_addr) is None and self.host.register_conn(cast("ProtocolV1", self)):
+            self._was_registered = True
             acts.append(Registered(peer_addr))
         return acts + self._connect_now(now_us)
 
@@ -478,11 +486,15 @@ class HandshakeMixin(ProtocolBase):
         self._to(S.ACCEPTING)
         # our own address as the messenger knows it (blank for a wildcard bind until learned), as Ceph
         # does; a client accepts a blank claim when port and nonce match
+        global _banner_and_me
         me = self.host.get_myaddr()
+        mine = _banner_and_me
+        if mine[0] is not me:
+            mine = _banner_and_me = (me, BANNER + me.encode_legacy())
         seen = sock_peer   # as accept() gave it: already a legacy address without nonce
         if seen.nonce or seen.type != EntityAddr.TYPE_LEGACY:
             seen = EntityAddr(EntityAddr.TYPE_LEGACY, 0, sock_peer.ip, sock_peer.port, sock_peer.family)
-        self._out.append(BANNER + me.encode_legacy() + seen.encode_legacy())
+        self._out.append(mine[1] + seen.encode_legacy())
         self._to(S.ACCEPTING_WAIT_BANNER_ADDR)
         acts: list[Action] = []
         self._arm_ready_timer(now_us, acts)
@@ -629,6 +641,7 @@ class HandshakeMixin(ProtocolBase):
             if host.lookup_conn(self.peer_addr) is not self:
                 if not host.register_conn(cast("ProtocolV1", self)):
                     raise RemoteProtocolError(f"another session for {self.peer_addr} registered meanwhile")
+                self._was_registered = True
                 acts.append(Registered(self.peer_addr))
         acts.append(_NOTIFY_ACCEPT)
         if seq:

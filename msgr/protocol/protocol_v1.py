@@ -189,7 +189,7 @@ class ProtocolV1(HandshakeMixin, OpenMixin, SessionMixin):
         "_rbuf", "_ready_armed", "_ready_since_us", "_reconnect_armed", "_rend", "_replace_connect",
         "_replacing", "_reply", "_reply_auth", "_reset_from_peer", "_rmv", "_rpin", "_rpos", "_rsize",
         "_scan_flags", "_seg_sums", "_seg_len", "_segs", "_signer", "_sock_local", "_sock_peer", "_throttled",
-        "_warned_causes", "connect_seq", "connection", "features", "global_seq", "host", "in_seq",
+        "_warned_causes", "_was_registered", "connect_seq", "connection", "features", "global_seq", "host", "in_seq",
         "last_decision", "last_keepalive_ack_stamp", "last_keepalive_ack_us", "last_keepalive_us",
         "peer_addr", "peer_global_seq", "peer_name", "peer_type", "policy", "state", "stats", "wants_read",
     )

@@ -230,7 +230,8 @@ class SessionMixin(ProtocolBase):
             acts.append(Discarded(tuple(dropped)))
         self._keepalive_pending = False
         self.state = S.CLOSED   # always allowed (ALWAYS); set directly so a close never raises
-        self.host.unregister_conn(cast("ProtocolV1", self))
+        if self._was_registered:
+            self.host.unregister_conn(cast("ProtocolV1", self))
         if reset:
             acts.append(_NOTIFY_BAD_RESET)
         acts.append(SessionClosed(reason))
