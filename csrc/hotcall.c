@@ -217,20 +217,8 @@ static int prepare(PyObject *msg, PyObject *features, Py_ssize_t inline_max, Ite
             }
         }
     }
-    PyObject *hdr = SLOT(msg, msg_off[S_HEADER]);
-    if (hdr == NULL || Py_TYPE(hdr) != header_type)
-        return 0;
-    Py_ssize_t body = 0;
-    for (int k = 0; k < 3; k++) {
-        PyObject *s = SLOT(msg, msg_off[S_FRONT + k]);
-        if (s == NULL || !(PyBytes_CheckExact(s) || PyByteArray_CheckExact(s)))
-            return 0;
-        it->len[k] = seg_len(s);
-        body += it->len[k];
-    }
-    if (body > inline_max)
-        return 0;
-    /* _encode's second half: header.type from the class, the lengths, compat_version */
+    /* _encode's second half: header.type from the class, the lengths, compat_version. TYPE first:
+     * reading it may run Python code, nothing after it does until the item holds its references */
     PyObject *t = PyObject_GetAttr(msg, str_TYPE);   /* self.TYPE, as _encode reads it */
     if (t == NULL)
         return -1;
@@ -238,6 +226,21 @@ static int prepare(PyObject *msg, PyObject *features, Py_ssize_t inline_max, Ite
     if (truthy < 0) {
         Py_DECREF(t);
         return -1;
+    }
+    PyObject *hdr = SLOT(msg, msg_off[S_HEADER]);
+    Py_ssize_t body = 0;
+    int mine = hdr != NULL && Py_TYPE(hdr) == header_type;
+    for (int k = 0; mine && k < 3; k++) {
+        PyObject *s = SLOT(msg, msg_off[S_FRONT + k]);
+        mine = s != NULL && (PyBytes_CheckExact(s) || PyByteArray_CheckExact(s));
+        if (mine) {
+            it->len[k] = seg_len(s);
+            body += it->len[k];
+        }
+    }
+    if (!mine || body > inline_max) {
+        Py_DECREF(t);
+        return 0;
     }
     PyObject *type_v = truthy ? t : SLOT(hdr, hdr_off[H_TYPE]);
     uint64_t *f = it->f;
@@ -427,6 +430,8 @@ static PyObject *frame_burst(PyObject *self, PyObject *const *args, Py_ssize_t n
             items = ni;
             cap = ncap;
         }
+        if (seq > UINT64_MAX - 1 - (uint64_t)n)   /* its seq would not fit: the Python path says so */
+            break;
         PyObject *msg = PyList_GET_ITEM(msgs, i);
         Py_INCREF(msg);
         int r = prepare(msg, c.features, c.inline_max, &items[n]);
@@ -539,6 +544,8 @@ static PyObject *frame_one(PyObject *self, PyObject *const *args, Py_ssize_t nar
     uint64_t ack = PyLong_AsUnsignedLongLong(args[3]);
     if (ack == (uint64_t)-1 && PyErr_Occurred())
         return NULL;
+    if (seq == UINT64_MAX)   /* its seq would not fit: the Python path says so */
+        Py_RETURN_NONE;
     Item it;
     int r = prepare(args[1], c.features, c.inline_max, &it);
     if (r < 0)
@@ -583,6 +590,9 @@ fail:
 /* ---- the receive scanner ---- */
 
 #define SCAN_STACK_FRAMES 64
+/* ints 0..255 (most record slots: tags, small lengths, header fields, zeros), made once */
+#define SMALL_INTS 256
+static PyObject *small_ints[SMALL_INTS];
 
 /* The records of msgr_scan_frames as a list of MSGR_SCAN_SLOTS-tuples (slot 13, src_num, signed). */
 static PyObject *records(const uint64_t *recs, uint64_t n)
@@ -603,7 +613,8 @@ static PyObject *records(const uint64_t *recs, uint64_t n)
         for (int k = 0; k < MSGR_SCAN_SLOTS; k++) {
             /* a value the record before had in this slot (lengths, types, CRCs of a run of alike
                messages): its int again, not a new one */
-            PyObject *v = prev != NULL && prev[k] == r[k] ? Py_NewRef(PyTuple_GET_ITEM(prev_t, k))
+            PyObject *v = r[k] < SMALL_INTS ? Py_NewRef(small_ints[r[k]])
+                : prev != NULL && prev[k] == r[k] ? Py_NewRef(PyTuple_GET_ITEM(prev_t, k))
                 : k == 13 ? PyLong_FromLongLong((long long)r[k]) : PyLong_FromUnsignedLongLong(r[k]);
             if (v == NULL) {
                 Py_DECREF(list);
@@ -655,8 +666,27 @@ static PyObject *scan_buffer(const char *p, Py_ssize_t size, Py_ssize_t offset, 
         PyMem_Free(recs);
     if (list == NULL)
         return NULL;
-    return Py_BuildValue("(iKNKK)", status, (unsigned long long)res[0], list, (unsigned long long)res[2],
-                         (unsigned long long)res[3]);
+    PyObject *out = PyTuple_New(5);
+    if (out == NULL) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(out, 2, list);
+    PyObject *v[4] = {PyLong_FromLong(status), PyLong_FromUnsignedLongLong(res[0]),
+                      PyLong_FromUnsignedLongLong(res[2]), PyLong_FromUnsignedLongLong(res[3])};
+    const int at[4] = {0, 1, 3, 4};
+    int bad = 0;
+    for (int k = 0; k < 4; k++) {
+        if (v[k] == NULL)
+            bad = 1;
+        else
+            PyTuple_SET_ITEM(out, at[k], v[k]);
+    }
+    if (bad) {
+        Py_DECREF(out);   /* the slots not set are NULL: tuple dealloc skips them */
+        return NULL;
+    }
+    return out;
 }
 
 /* scan(buf, offset, end, flags, max_inline, max_frames) -> (status, end, records, messages, bytes):
@@ -1189,6 +1219,9 @@ PyMODINIT_FUNC PyInit__hotcall(void)
     if (!str_TYPE || !str_HEAD_VERSION || !str_COMPAT_VERSION || !str_encode_payload || !str__encode
         || !str___init__ || !str_decode_payload || !str_put || !str_type || !str_seq || !str_priority || !int_zero || !int_minus_one || !empty_bytes || !empty_tuple)
         return NULL;
+    for (int i = 0; i < SMALL_INTS; i++)
+        if ((small_ints[i] = PyLong_FromLong(i)) == NULL)
+            return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

@@ -388,3 +388,14 @@ def test_the_cffi_paths_still_work_without_hotcall():
                         "tests/test_protocol_open.py", "tests/test_messenger_loopback.py"],
                        env=env, capture_output=True, text=True, cwd=root, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_a_seq_past_u64_stops_where_the_python_framer_stops(k):
+    def run(hot_on: bool) -> tuple:
+        f = Framer(FEATURES, True, True, 8, 4) if hot_on else _pure_framer()
+        out: list = []
+        n, err = f.frame_all([Message() for _ in range(k)], 2**64 - 3, out)
+        return n, type(err), b"".join(bytes(b) for b in out)
+    assert run(True) == run(False)
+    assert run(True)[:2] == ((1, type(None)) if k == 1 else (2, OverflowError))
